@@ -1,0 +1,184 @@
+"""Decode any image file to an RGB float32 array in [0, 1], centre-cropped and resized.
+
+Pillow does the decoding (JPEG, PNG, GIF, BMP, TIFF, WebP, ...). This module adds what Pillow leaves to the caller:
+one error type that names the file, a pixel cap checked from the header before any pixel is decoded, EXIF
+orientation, and conversion of every mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit-equivalent RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PathLike = Union[str, os.PathLike]
+
+#: Default cap on width * height, checked from the image header before decoding (a decompression bomb guard).
+#: 64 megapixels is larger than any phone photo and far below what would exhaust memory.
+MAX_PIXELS = 64_000_000
+
+#: The smallest input side the VGG conv stack accepts (five 2x2 poolings).
+MIN_SIDE = 32
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used: missing, empty, truncated, not an image, or too large.
+
+    ``path`` names the file; ``reason`` says what was wrong and what was expected.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _open(source, name: str, max_pixels: int) -> Image.Image:
+    """Open ``source`` (path or file object), check its header, decode it fully, return a PIL image."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and at 2x its own limit raises) for large images; our own cap below is the rule.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError(name, f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    name,
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+                    "(a decompression bomb guard; raise max_pixels if the image is genuine)",
+                )
+            img.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a directory, expected an image file") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, _describe_non_image(source)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, f"decompression bomb refused by Pillow: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated/corrupt data as OSError ("image file is truncated"), SyntaxError or ValueError.
+        raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
+    return img
+
+
+def _describe_non_image(source) -> str:
+    """Say what a file that is not an image looks like (empty, HTML, text, binary)."""
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+            head = source.read(512)
+        else:
+            with open(source, "rb") as fh:
+                head = fh.read(512)
+    except OSError:
+        head = b""
+    if not head:
+        return "file is empty, expected an image (JPEG, PNG, GIF, BMP, TIFF, ...)"
+    lowered = head.lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "file is an HTML/XML page, not an image (an error page saved under an image name?)"
+    try:
+        head.decode("utf-8")
+        return "file is text, not an image (expected JPEG, PNG, GIF, BMP, TIFF, ...)"
+    except UnicodeDecodeError:
+        return f"not a recognised image format (first bytes {head[:8].hex(' ')})"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB. Transparent pixels are composited onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def centre_crop_box(width: int, height: int) -> tuple:
+    """The largest centred square inside a width x height image, as a (left, upper, right, lower) box."""
+    side = min(width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return (left, top, left + side, top + side)
+
+
+def prepare(img: Image.Image, size: int | None = 224, crop: bool = True) -> np.ndarray:
+    """EXIF-orient, convert to RGB, centre crop to the short side, resize to ``size`` x ``size``.
+
+    Returns float32 (size, size, 3) in [0, 1]. ``size=None`` keeps the (cropped) resolution.
+    """
+    img = ImageOps.exif_transpose(img)
+    img = to_rgb(img)
+    box = centre_crop_box(*img.size) if crop else None
+    if size is not None:
+        img = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    elif box is not None:
+        img = img.crop(box)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Load an image file as float32 RGB (size, size, 3) in [0, 1]. Raises :class:`ImageError` naming the file."""
+    if size is not None and size < MIN_SIDE:
+        raise ValueError(f"size must be at least {MIN_SIDE} (VGG has five 2x2 poolings), got {size}")
+    path = Path(path)
+    img = _open(path, str(path), max_pixels)
+    try:
+        return prepare(img, size, crop)
+    except (OSError, ValueError) as exc:
+        raise ImageError(path, f"could not convert image ({exc})") from None
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an in-memory image (e.g. a downloaded body) fully; raises :class:`ImageError` naming ``name``."""
+    if not data:
+        raise ImageError(name, "body is empty, expected an image")
+    return _open(io.BytesIO(data), name, max_pixels)
+
+
+def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int = MAX_PIXELS):
+    """Load many images. Returns ``(array (n_ok, size, size, 3), ok_indices, errors)``.
+
+    A bad file does not stop the batch: it is left out and reported in ``errors`` as a list of ImageError.
+    """
+    arrays, ok, errors = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(load_image(p, size, crop, max_pixels))
+            ok.append(i)
+        except ImageError as exc:
+            errors.append(exc)
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
+    return stacked, ok, errors
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> list:
+    """Sorted image files (by extension, case-insensitive) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
