@@ -51,7 +51,7 @@ def _open(source, name: str, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise ImageError(
                     name,
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+                    f"image is {width}x{height} = {width * height:,} pixels, over the pixel limit of {max_pixels:,} "
                     "(a decompression bomb guard; raise max_pixels if the image is genuine)",
                 )
             img.load()
@@ -66,7 +66,7 @@ def _open(source, name: str, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(name, _describe_non_image(source)) from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"decompression bomb refused by Pillow: {exc}") from None
+        raise ImageError(name, f"image is over the pixel limit (a decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated"), SyntaxError or ValueError.
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None

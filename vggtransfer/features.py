@@ -1,0 +1,172 @@
+"""Batched feature extraction from image files: decoding overlapped with the conv compute.
+
+:func:`image_batches` decodes and resizes images in a thread pool (Pillow releases the GIL while decoding) and
+keeps a few batches ready while the session computes the previous one, so extraction from files runs close to
+the speed of extraction from arrays in memory. Bad files are skipped and reported, never fatal.
+
+:class:`FeatureExtractor` is a frozen conv stack + pooling in its own graph and session; its :attr:`config`
+identifies exactly what produced a feature (weights, end point, pooling, input size, preprocessing, version).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from . import __version__
+from .images import ImageError, load_image
+from .runtime import cpu_count, new_session, resolve_precision
+from .vgg import POOLINGS, end_point_names, feature_dim, initialize, pool, vgg_conv
+from .weights import ARCHITECTURES, conv_layer_names, load_weights
+
+tf1 = tf.compat.v1
+
+PREPROCESSING = "RGB [0,1] -> centre crop (short side) -> bilinear resize -> x255, RGB->BGR, minus [103.939,116.779,123.68]"
+
+
+def image_batches(paths, size: int = 224, batch_size: int = 16, workers: int | None = None, prefetch: int = 2):
+    """Yield ``(images (b, size, size, 3) float32, indices into paths, [ImageError, ...])`` per batch, in order.
+
+    Decoding runs in ``workers`` threads, ``prefetch`` batches ahead of the consumer.
+    """
+    paths = list(paths)
+    workers = workers or max(2, cpu_count())
+    chunks = [range(s, min(s + batch_size, len(paths))) for s in range(0, len(paths), batch_size)]
+
+    def load(i):
+        try:
+            return i, load_image(paths[i], size), None
+        except ImageError as exc:
+            return i, None, exc
+
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vggtransfer-decode") as pool_:
+        pending = deque()
+        chunk_iter = iter(chunks)
+
+        def submit_next():
+            chunk = next(chunk_iter, None)
+            if chunk is not None:
+                pending.append([pool_.submit(load, i) for i in chunk])
+
+        for _ in range(prefetch + 1):
+            submit_next()
+        while pending:
+            futures = pending.popleft()
+            submit_next()
+            results = [f.result() for f in futures]
+            arrays = [a for _, a, _ in results if a is not None]
+            indices = [i for i, a, _ in results if a is not None]
+            errors = [e for _, _, e in results if e is not None]
+            batch = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
+            yield batch, indices, errors
+
+
+def conv_sha256(weights: dict, layers) -> str:
+    """A fingerprint of the conv weights a graph uses (independent of the file they came from)."""
+    h = hashlib.sha256()
+    for name in layers:
+        for arr in weights[name]:
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def layers_needed(arch: str, end_point: str) -> list:
+    names = end_point_names(arch)
+    return [n for n in conv_layer_names(arch) if names.index(n) <= names.index(end_point)]
+
+
+class FeatureExtractor:
+    """Frozen VGG conv stack up to ``end_point``, pooled to one vector per image.
+
+    >>> fx = FeatureExtractor("vgg16.npy", end_point="pool5", pooling="max", image_size=224)
+    >>> feats, ok, errors = fx.extract_paths(["a.jpg", "b.png"])
+    """
+
+    def __init__(self, weights, arch: str | None = None, end_point: str = "pool5", pooling: str = "flatten",
+                 image_size: int = 224, batch_size: int = 16, precision: str = "fp32", threads: int | None = None,
+                 weights_path: str | None = None, extend=None):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32, got {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(weights, (str, Path)):
+            weights_path = str(weights)
+            weights = None
+        if arch is None:
+            arch = "vgg19" if weights is not None and "conv5_4" in weights else "vgg16"
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+        if end_point not in end_point_names(arch):
+            raise ValueError(f"unknown end point {end_point!r}; expected one of {', '.join(end_point_names(arch))}")
+        layers = layers_needed(arch, end_point)
+        if weights is None:
+            weights = load_weights(weights_path, layers=layers, arch=arch)
+        self.arch, self.end_point, self.pooling, self.image_size = arch, end_point, pooling, image_size
+        self.batch_size = batch_size
+        self.precision = resolve_precision(precision)
+        self.config = {
+            "arch": arch,
+            "weights_sha256": conv_sha256(weights, layers),
+            "end_point": end_point,
+            "pooling": pooling,
+            "image_size": image_size,
+            "preprocessing": PREPROCESSING,
+            "library_version": __version__,
+        }
+        self.dim = feature_dim(arch, end_point, pooling, image_size)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.images = tf1.placeholder(tf.float32, [None, image_size, image_size, 3], name="images")
+            net, self.end_points = vgg_conv(self.images, weights, arch=arch, final_endpoint=end_point)
+            self.features = pool(net, pooling)
+            self.extension = extend(self.features) if extend is not None else None
+            self.session = new_session(self.graph, self.precision, threads)
+            initialize(self.session)
+            self.graph.finalize()
+
+    def extract_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Features of RGB float images in [0, 1], shape (n, image_size, image_size, 3)."""
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(f"images must have shape (n, {self.image_size}, {self.image_size}, 3), got {images.shape}")
+        out = [self.session.run(self.features, {self.images: images[s:s + self.batch_size]})
+               for s in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def iter_paths(self, paths, workers: int | None = None):
+        """Yield ``(features, indices, errors)`` per batch of ``paths``, decoding overlapped with compute."""
+        for batch, indices, errors in image_batches(paths, self.image_size, self.batch_size, workers):
+            feats = self.session.run(self.features, {self.images: batch}) if len(batch) else \
+                np.zeros((0, self.dim), np.float32)
+            yield feats, indices, errors
+
+    def extract_paths(self, paths, progress: bool = True, desc: str = "extract features"):
+        """Features of image files. Returns ``(features (n_ok, dim), ok_indices, errors)``; bad files are skipped."""
+        paths = list(paths)
+        feats, ok, errors = [], [], []
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+            for f, idx, errs in self.iter_paths(paths):
+                feats.append(f)
+                ok.extend(idx)
+                errors.extend(errs)
+                bar.update(len(idx) + len(errs))
+        features = np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32)
+        return features, ok, errors
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,313 @@
+"""The ``Vgg16`` model: frozen VGG conv layers + a trainable head (fc6 256 ReLU + output), TF1 graph style.
+
+Training computes each image's frozen features once and trains the head on them (not a VGG forward pass per step).
+``save`` writes a Saver checkpoint of the head only, plus ``vggtransfer.json`` with everything needed to rebuild it
+(head spec, target normalisation, input size, end point, pooling, weights fingerprint). ``Vgg16(restore_from=DIR)``
+rebuilds and restores it in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .features import FeatureExtractor, layers_needed
+from .heads import HeadGraph, HeadSpec, History
+from .images import ImageError
+from .weight_sources import resolve_weights
+from .weights import load_weights
+
+tf1 = tf.compat.v1
+
+MODEL_FILE = "vggtransfer.json"
+CHECKPOINT = "head.ckpt"
+FORMAT_VERSION = 1
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be restored (missing, incomplete, or made with other weights)."""
+
+
+@dataclass
+class TrainReport:
+    """What :meth:`Vgg16.train` did: the history, the split, and the images it skipped."""
+
+    history: History
+    train_index: np.ndarray
+    val_index: np.ndarray
+    skipped: list = field(default_factory=list)  # ImageError for each unusable image
+    seconds_features: float = 0.0
+    seconds_head: float = 0.0
+
+
+def split_indices(n: int, val_fraction: float, seed: int, labels=None):
+    """Deterministic (train, val) index arrays; stratified by ``labels`` when given."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        labels = np.asarray(labels)
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    train, val = [], []
+    for g in groups:
+        g = rng.permutation(g)
+        k = int(round(len(g) * val_fraction))
+        if val_fraction > 0 and k == 0 and len(g) > 1:
+            k = 1
+        val.extend(g[:k])
+        train.extend(g[k:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def read_model_config(model_dir) -> dict:
+    """Read ``vggtransfer.json`` of a saved model (falling back to the previous save if a save was interrupted)."""
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        backup = _backup_dir(model_dir)
+        if backup.exists():
+            model_dir = backup
+        else:
+            raise ModelError(f"{model_dir}: no such model directory")
+    cfg_path = model_dir / MODEL_FILE
+    if not cfg_path.is_file():
+        raise ModelError(f"{model_dir}: not a vggtransfer model directory (no {MODEL_FILE})")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{cfg_path}: unreadable model config ({exc})") from None
+    for key in ("format_version", "arch", "end_point", "pooling", "image_size", "head", "weights_sha256"):
+        if key not in cfg:
+            raise ModelError(f"{cfg_path}: field {key!r} is missing")
+    if cfg["format_version"] > FORMAT_VERSION:
+        raise ModelError(f"{cfg_path}: format version {cfg['format_version']} is newer than this library "
+                         f"({FORMAT_VERSION}); upgrade vggtransfer")
+    if not Path(str(model_dir / CHECKPOINT) + ".index").is_file():
+        raise ModelError(f"{model_dir}: checkpoint {CHECKPOINT}.index is missing")
+    cfg["_dir"] = str(model_dir)
+    return cfg
+
+
+def _backup_dir(model_dir: Path) -> Path:
+    return model_dir.with_name(model_dir.name + ".previous")
+
+
+class Vgg16:
+    """VGG16 conv layers (frozen) + trainable fc6 (``hidden`` units, ReLU) + a 1-output regressor.
+
+    >>> model = Vgg16("vgg16.npy")
+    >>> report = model.train(paths, lengths)
+    >>> model.save("models/length")
+    >>> Vgg16(restore_from="models/length").predict(["tiger.jpg"])
+    array([103.2])
+    """
+
+    arch = "vgg16"
+
+    def __init__(self, vgg16_npy_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
+                 dropout: float = 0.5, l2: float = 1e-3, end_point: str = "pool5", pooling: str = "flatten",
+                 learning_rate: float = 1e-4, batch_size: int = 16, precision: str = "fp32",
+                 threads: int | None = None, spec: HeadSpec | None = None):
+        self.restored_from = None
+        if isinstance(hidden, int):
+            hidden = (hidden,)
+        if restore_from is not None:
+            cfg = read_model_config(restore_from)
+            if cfg["arch"] != self.arch:
+                raise ModelError(f"{restore_from}: model was built on {cfg['arch']}, not {self.arch}")
+            image_size, end_point, pooling = cfg["image_size"], cfg["end_point"], cfg["pooling"]
+            spec = HeadSpec.from_dict(cfg["head"])
+            self.restored_from = cfg["_dir"]
+        elif spec is None:
+            spec = HeadSpec(task="regression", hidden=tuple(hidden), dropout=dropout, l2=l2)
+        self.spec = spec
+        self.learning_rate = learning_rate
+        self.weights_path = resolve_weights(vgg16_npy_path, arch=self.arch)
+        weights = load_weights(self.weights_path, layers=layers_needed(self.arch, end_point), arch=self.arch)
+        self.extractor = FeatureExtractor(weights, arch=self.arch, end_point=end_point, pooling=pooling,
+                                          image_size=image_size, batch_size=batch_size, precision=precision,
+                                          threads=threads, extend=self._build_head)
+        del weights
+        self.head: HeadGraph = self.extractor.extension
+        self.session = self.extractor.session
+        self.config = dict(self.extractor.config)
+        if self.restored_from is not None:
+            if cfg["weights_sha256"] != self.config["weights_sha256"]:
+                raise ModelError(
+                    f"{restore_from}: the model was trained on other VGG weights (conv fingerprint "
+                    f"{cfg['weights_sha256'][:12]}...) than {self.weights_path} ({self.config['weights_sha256'][:12]}"
+                    "...); pass the weights file it was trained with")
+            with self.extractor.graph.as_default():
+                self.head.saver.restore(self.session, str(Path(self.restored_from) / CHECKPOINT))
+
+    def _build_head(self, features):
+        with tf1.name_scope("head_input"):
+            head_in = tf1.placeholder_with_default(features, features.shape, name="features")
+        return HeadGraph(head_in, self.spec, learning_rate=self.learning_rate)
+
+    # --- features ------------------------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.extractor.image_size
+
+    def extract(self, image_paths, progress: bool = True):
+        """Frozen features of image files: ``(features, ok_indices, errors)``; bad files are skipped."""
+        return self.extractor.extract_paths(image_paths, progress=progress)
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def train(self, image_paths, targets, *, val_fraction: float = 0.2, epochs: int = 300, batch_size: int = 32,
+              patience: int = 30, seed: int = 0, progress: bool = True, stratify=None) -> TrainReport:
+        """Extract each image's features once, then train the head on them with a held-out validation split.
+
+        Unreadable images are skipped and reported in ``TrainReport.skipped``. ``stratify`` (labels) makes the
+        split stratified. Returns the report; the model keeps the head with the best validation loss.
+        """
+        image_paths = [str(p) for p in image_paths]
+        targets = np.asarray(targets, np.float64)
+        if len(image_paths) != len(targets):
+            raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
+        t0 = time.perf_counter()
+        features, ok, errors = self.extract(image_paths, progress=progress)
+        t1 = time.perf_counter()
+        if not ok:
+            raise ValueError("no usable image among the training paths: " + "; ".join(str(e) for e in errors[:5]))
+        strat = None if stratify is None else np.asarray(stratify)[ok]
+        report = self.train_on_features(features, targets[ok], val_fraction=val_fraction, epochs=epochs,
+                                        batch_size=batch_size, patience=patience, seed=seed, progress=progress,
+                                        stratify=strat)
+        ok = np.asarray(ok)
+        report.train_index, report.val_index = ok[report.train_index], ok[report.val_index]
+        report.skipped = errors
+        report.seconds_features = t1 - t0
+        return report
+
+    def train_on_features(self, features, targets, *, val_fraction: float = 0.2, epochs: int = 300,
+                          batch_size: int = 32, patience: int = 30, seed: int = 0, progress: bool = True,
+                          stratify=None) -> TrainReport:
+        """Train the head on precomputed features (rows of :meth:`extract`). Indices in the report are rows."""
+        features = np.asarray(features, np.float32)
+        targets = np.asarray(targets, np.float64)
+        if features.ndim != 2 or features.shape[1] != self.extractor.dim:
+            raise ValueError(f"features must have shape (n, {self.extractor.dim}), got {features.shape}")
+        if len(features) != len(targets):
+            raise ValueError(f"{len(features)} feature rows but {len(targets)} targets")
+        if not np.isfinite(targets).all():
+            bad = np.flatnonzero(~np.isfinite(targets))[:5].tolist()
+            raise ValueError(f"targets must be finite numbers; rows {bad} are not")
+        train_idx, val_idx = split_indices(len(features), val_fraction, seed, stratify)
+        y_train = targets[train_idx]
+        self.spec.target_mean = float(y_train.mean())
+        self.spec.target_scale = float(y_train.std()) or 1.0
+        norm = ((targets - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+        self._reset_head(seed)
+        t0 = time.perf_counter()
+        history = self.head.fit(self.session, features[train_idx], norm[train_idx],
+                                features[val_idx] if len(val_idx) else None, norm[val_idx] if len(val_idx) else None,
+                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                                progress=progress)
+        return TrainReport(history, train_idx, val_idx, seconds_head=time.perf_counter() - t0)
+
+    def _reset_head(self, seed: int) -> None:
+        """Re-initialise the head (and optimiser state) with seeded Glorot weights, reproducibly."""
+        rng = np.random.default_rng(seed)
+        values = []
+        for v in self.head.variables:
+            shape = v.shape.as_list()
+            if v.name.endswith("weights:0"):
+                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+                values.append(rng.uniform(-limit, limit, shape).astype(np.float32))
+            else:
+                values.append(np.zeros(shape, np.float32))
+        self.session.run(self.head.init_op)
+        self.head.set_weights(self.session, values + self.head.get_weights(self.session)[len(values):])
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+    def save(self, path, extra: dict | None = None) -> Path:
+        """Write the head checkpoint + config to directory ``path`` atomically.
+
+        The new model is written to a temp directory and swapped in with renames; an interrupted save leaves the
+        previous model readable (as ``path`` or ``path.previous``).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            with self.extractor.graph.as_default():
+                self.head.saver.save(self.session, str(tmp / CHECKPOINT), write_meta_graph=False, write_state=False)
+            cfg = {
+                "format_version": FORMAT_VERSION,
+                "library_version": __version__,
+                **{k: v for k, v in self.config.items() if k != "library_version"},
+                "feature_dim": self.extractor.dim,
+                "weights_file": Path(self.weights_path).name,
+                "head": self.spec.to_dict(),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **(extra or {}),
+            }
+            (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            backup = _backup_dir(path)
+            if path.exists():
+                if backup.exists():
+                    shutil.rmtree(backup)
+                os.replace(path, backup)
+            os.replace(tmp, path)
+            if backup.exists():
+                shutil.rmtree(backup)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    # --- prediction ----------------------------------------------------------------------------------------------
+    def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
+        """Predict from image file(s): float array of shape (n,), in the order of the paths.
+
+        A single path (str/Path) that cannot be read raises :class:`ImageError`. For a list, ``errors='report'``
+        predicts the others, puts NaN for each bad image, warns naming them, and keeps them in
+        :attr:`last_errors`; ``errors='raise'`` raises on the first bad image.
+        """
+        if errors not in ("report", "raise"):
+            raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
+        single = isinstance(image_paths, (str, os.PathLike))
+        paths = [str(image_paths)] if single else [str(p) for p in image_paths]
+        out = self._nan_output(len(paths))
+        self.last_errors = []
+        for feats, idx, errs in self.extractor.iter_paths(paths):
+            if errs and (single or errors == "raise"):
+                raise errs[0]
+            self.last_errors.extend(errs)
+            if len(idx):
+                out[idx] = self.spec.decode(self.session.run(self.head.predictions, {self.head.features: feats}))
+        if self.last_errors:
+            warnings.warn(f"{len(self.last_errors)} of {len(paths)} images could not be read and were predicted as "
+                          "NaN: " + "; ".join(str(e) for e in self.last_errors[:10]), RuntimeWarning, stacklevel=2)
+        return out
+
+    def _nan_output(self, n: int) -> np.ndarray:
+        return np.full((n,), np.nan)
+
+    def close(self):
+        self.extractor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["Vgg16", "ModelError", "TrainReport", "ImageError", "split_indices", "read_model_config"]

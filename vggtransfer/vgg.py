@@ -1,0 +1,192 @@
+"""VGG16 / VGG19 conv stacks as TF1 graph builders, tf-slim style: ``net, end_points = vgg16(images, weights)``.
+
+Input: RGB float images in [0, 1], NHWC, any size >= 32 x 32. Preprocessing happens inside the graph (x255,
+RGB->BGR, subtract the VGG mean), so callers never repeat it. ``end_points`` maps every layer name (conv1_1 ...
+conv5_3, pool1 ... pool5) to its tensor.
+
+Frozen layers are non-trainable variables initialised once from placeholders (``frozen='variable'``, the default)
+or ``tf.constant`` (``frozen='constant'``). Both keep the weights out of every checkpoint (savers here are built on
+head variables only); the variable form keeps the 59 MB of weights out of the GraphDef, which halves peak memory
+(measured in bench/bench_memory.py, figures in BENCHMARKS.md). After building, call :func:`initialize` once per
+session: it runs the initialisers with the weights fed, then forgets the numpy copies.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from .weights import ARCHITECTURES, VGG_MEAN_BGR, conv_blocks, conv_layer_names
+
+tf1 = tf.compat.v1
+
+#: End points in network order, per architecture.
+def end_point_names(arch: str = "vgg16") -> tuple:
+    names = []
+    for b, block in enumerate(conv_blocks(arch), start=1):
+        names.extend(name for name, _, _ in block)
+        names.append(f"pool{b}")
+    return tuple(names)
+
+
+#: Output channels of every end point.
+def end_point_channels(arch: str = "vgg16") -> dict:
+    out = {}
+    for b, block in enumerate(conv_blocks(arch), start=1):
+        for name, _, c_out in block:
+            out[name] = c_out
+        out[f"pool{b}"] = block[-1][2]
+    return out
+
+
+def end_point_stride(end_point: str) -> int:
+    """Spatial downsampling of an end point relative to the input (pool1: 2 ... pool5: 32; convK_i: 2**(K-1))."""
+    if end_point.startswith("pool"):
+        return 2 ** int(end_point[4:])
+    return 2 ** (int(end_point[4]) - 1)
+
+
+MIN_INPUT_SIDE = 32
+
+_FROZEN_MODES = ("variable", "constant")
+
+# Weight arrays waiting to be fed into their initialisers, per graph (dropped after `initialize`).
+_PENDING_FEEDS: "weakref.WeakKeyDictionary[tf.Graph, dict]" = weakref.WeakKeyDictionary()
+
+CONV_VARIABLES = "vggtransfer_conv_variables"
+
+
+def preprocess(images: tf.Tensor) -> tf.Tensor:
+    """RGB in [0, 1] -> BGR in 0..255 minus the VGG mean (the Caffe convention all VGG weight files use)."""
+    bgr = tf.reverse(images * 255.0, axis=[-1])
+    return bgr - tf.constant(VGG_MEAN_BGR, dtype=images.dtype)
+
+
+def _check_inputs(images: tf.Tensor) -> None:
+    shape = images.shape
+    if shape.rank != 4 or (shape[-1] is not None and shape[-1] != 3):
+        raise ValueError(f"images must be NHWC with 3 channels (RGB in [0, 1]); got shape {shape}")
+    for side in (shape[1], shape[2]):
+        if side is not None and side < MIN_INPUT_SIDE:
+            raise ValueError(f"images must be at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE} (five 2x2 poolings); "
+                             f"got {shape[1]}x{shape[2]}")
+
+
+def _param(name: str, value: np.ndarray, trainable: bool, frozen: str) -> tf.Tensor:
+    if frozen == "constant" and not trainable:
+        return tf.constant(value, name=name)
+    graph = tf1.get_default_graph()
+    placeholder = tf1.placeholder(tf.float32, shape=value.shape, name=f"{name}_init")
+    var = tf1.Variable(placeholder, trainable=trainable, name=name,
+                       collections=[tf1.GraphKeys.GLOBAL_VARIABLES, CONV_VARIABLES])
+    _PENDING_FEEDS.setdefault(graph, {})[placeholder] = value
+    return var
+
+
+def vgg_conv(images: tf.Tensor, weights: dict, arch: str = "vgg16", final_endpoint: str = "pool5",
+             trainable_from: str | None = None, frozen: str = "variable", scope: str | None = None):
+    """Build the conv stack of ``arch`` on ``images`` up to ``final_endpoint``; return ``(net, end_points)``.
+
+    ``weights`` is ``{layer: (W HWIO, b)}`` (see :func:`vggtransfer.weights.load_weights`); only the layers up to
+    ``final_endpoint`` are used. Layers from ``trainable_from`` (e.g. 'conv5_1') onward become trainable variables
+    initialised from the weights (fine-tuning); the others stay frozen.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    names = end_point_names(arch)
+    if final_endpoint not in names:
+        raise ValueError(f"unknown end point {final_endpoint!r} for {arch}; expected one of {', '.join(names)}")
+    if frozen not in _FROZEN_MODES:
+        raise ValueError(f"frozen must be one of {_FROZEN_MODES}, got {frozen!r}")
+    conv_names = conv_layer_names(arch)
+    if trainable_from is not None and trainable_from not in conv_names:
+        raise ValueError(f"trainable_from must be a conv layer of {arch} ({', '.join(conv_names)}), "
+                         f"got {trainable_from!r}")
+    needed = [n for n in conv_names if names.index(n) <= names.index(final_endpoint)]
+    missing = [n for n in needed if n not in weights]
+    if missing:
+        raise ValueError(f"weights lack layers {', '.join(missing)} needed up to {final_endpoint}")
+    _check_inputs(images)
+    first_trainable = conv_names.index(trainable_from) if trainable_from else len(conv_names)
+
+    end_points = {}
+    with tf1.variable_scope(scope, default_name=arch, values=[images]):
+        net = preprocess(images)
+        for b, block in enumerate(conv_blocks(arch), start=1):
+            for name, _, _ in block:
+                w, bias = weights[name]
+                trainable = conv_names.index(name) >= first_trainable
+                with tf1.variable_scope(name):
+                    kernel = _param("weights", w, trainable, frozen)
+                    biases = _param("biases", bias, trainable, frozen)
+                    net = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(net, kernel, 1, "SAME"), biases), name="relu")
+                end_points[name] = net
+                if name == final_endpoint:
+                    return net, end_points
+            net = tf.nn.max_pool2d(net, 2, 2, "VALID", name=f"pool{b}")
+            end_points[f"pool{b}"] = net
+            if f"pool{b}" == final_endpoint:
+                return net, end_points
+    return net, end_points
+
+
+def vgg16(images, weights, **kwargs):
+    """VGG16 conv stack; see :func:`vgg_conv`."""
+    return vgg_conv(images, weights, arch="vgg16", **kwargs)
+
+
+def vgg19(images, weights, **kwargs):
+    """VGG19 conv stack; see :func:`vgg_conv`."""
+    return vgg_conv(images, weights, arch="vgg19", **kwargs)
+
+
+def weight_feeds(graph: tf.Graph | None = None) -> dict:
+    """The placeholder -> numpy feeds the conv variables' initialisers still need in ``graph``."""
+    graph = graph or tf1.get_default_graph()
+    return dict(_PENDING_FEEDS.get(graph, {}))
+
+
+def initialize(sess: tf1.Session, var_list=None, release: bool = True) -> None:
+    """Initialise ``var_list`` (default: all global variables of the session's graph), feeding the VGG weights.
+
+    With ``release`` the numpy copies of the weights are dropped afterwards (they live on in the variables).
+    """
+    graph = sess.graph
+    with graph.as_default():
+        variables = var_list if var_list is not None else tf1.global_variables()
+        init = tf1.variables_initializer(variables)
+    sess.run(init, feed_dict=weight_feeds(graph))
+    if release:
+        _PENDING_FEEDS.pop(graph, None)
+
+
+def pool(net: tf.Tensor, pooling: str) -> tf.Tensor:
+    """Turn an NHWC feature map into a vector per image: 'flatten', 'max' (global max) or 'avg' (global average)."""
+    if pooling == "flatten":
+        dims = net.shape[1:]
+        if not dims.is_fully_defined():
+            raise ValueError(f"pooling='flatten' needs a fixed input size; feature map shape is {net.shape}")
+        return tf.reshape(net, [-1, int(np.prod(dims))])
+    if pooling == "max":
+        return tf.reduce_max(net, axis=[1, 2])
+    if pooling == "avg":
+        return tf.reduce_mean(net, axis=[1, 2])
+    raise ValueError(f"pooling must be 'flatten', 'max' or 'avg', got {pooling!r}")
+
+
+POOLINGS = ("flatten", "max", "avg")
+
+
+def feature_dim(arch: str, end_point: str, pooling: str, image_size: int) -> int:
+    """Length of the feature vector for an end point, pooling and square input size."""
+    channels = end_point_channels(arch)[end_point]
+    if pooling != "flatten":
+        return channels
+    side = image_size
+    # 'SAME' convs keep the size; each VALID 2x2 pool floors it.
+    n_pools = int(end_point[4:]) if end_point.startswith("pool") else int(end_point[4]) - 1
+    for _ in range(n_pools):
+        side //= 2
+    return side * side * channels
