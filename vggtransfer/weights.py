@@ -123,6 +123,17 @@ def _scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
+def _frombuffer(buf, dtype, shape, order):
+    """Protocol 5 pickles an ndarray as ``numpy._core.numeric._frombuffer(buffer, dtype, shape, order)``."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("_frombuffer is only allowed for numeric dtypes")
+    if isinstance(buf, (bytearray, memoryview)):
+        buf = bytes(buf)
+    lazy = _LazyArray()
+    lazy.__setstate__((1, shape, dtype, order == "F", buf))
+    return lazy
+
+
 def _codecs_encode(text, encoding="latin1"):
     """Python 3 pickles ``bytes`` at protocol 2 as ``_codecs.encode(str, 'latin1')``; allow exactly that."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -138,6 +149,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("_codecs", "encode"): _codecs_encode,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
@@ -147,7 +160,7 @@ _ALLOWED = {
 }
 
 
-_REDUCIBLE = (_reconstruct, _scalar, _codecs_encode, np.dtype, dict, list, tuple)
+_REDUCIBLE = (_reconstruct, _scalar, _frombuffer, _codecs_encode, np.dtype, dict, list, tuple)
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode table can be extended
@@ -190,6 +203,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its
     dispatch[pickle.BINBYTES[0]] = _load_sized(4, False)
     dispatch[pickle.SHORT_BINBYTES[0]] = _load_sized(1, False)
     dispatch[pickle.BINBYTES8[0]] = _load_sized(8, False)
+    dispatch[pickle.BYTEARRAY8[0]] = _load_sized(8, False)  # protocol 5 in-band array data
     del _load_sized
 
     def _refused(self):
@@ -246,8 +260,8 @@ def _read_npy_header(fh, path):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         else:  # 3.0 is only written for structured dtypes with non-latin1 field names, never for a weights dict
             raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
-        raise WeightsError(path, f"corrupt .npy header ({exc})") from None
+    except Exception as exc:  # numpy parses the header with ast/tokenize: SyntaxError, TokenError, ValueError...
+        raise WeightsError(path, f"corrupt .npy header ({type(exc).__name__}: {exc})") from None
     if not dtype.hasobject or shape != ():
         raise WeightsError(path, f"holds a plain {dtype} array of shape {shape}; expected a pickled dict "
                                  "{layer: [W, b]} (vgg16.npy layout)")
@@ -375,12 +389,19 @@ def save_weights(weights: dict, path) -> Path:
     return atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=True))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(fh)`` on a temp file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
