@@ -58,12 +58,14 @@ def _isolated_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_dir():
-    """The project's shared data folder: $VGGTRANSFER_SHARED, else ../shared beside the repo, else /work/shared.
+    """The project's shared data folder: $VGGTRANSFER_SHARED if set, else ../shared beside the repo, else /work/shared.
 
     Skips when missing, unless VGGTRANSFER_REQUIRE_DATA=1, where it fails.
     """
-    candidates = [Path(os.environ["VGGTRANSFER_SHARED"])] if os.environ.get("VGGTRANSFER_SHARED") else []
-    candidates += [REPO.parent / "shared", Path("/work/shared")]
+    if os.environ.get("VGGTRANSFER_SHARED"):
+        candidates = [Path(os.environ["VGGTRANSFER_SHARED"])]
+    else:
+        candidates = [REPO.parent / "shared", Path("/work/shared")]
     for candidate in candidates:
         if (candidate / "weights" / "vgg16_conv_imagenet.npy").is_file():
             return candidate
