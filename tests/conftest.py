@@ -1,85 +1,173 @@
-"""Shared fixtures: the ../shared data beside the repository, synthetic weights, and the real-data switch.
-
-Real-data tests need ../shared (or $VGGTRANSFER_SHARED). Where it is missing they skip, unless
-VGGTRANSFER_REQUIRE_DATA=1 (set by .ci/run), which turns every such skip into a failure.
-"""
+"""Shared fixtures: the real-weights folder, synthetic weights with the real VGG16 shapes, a local HTTP server, and
+guards that keep every test off the network and away from the user's cache and environment."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vggtransfer.weights import expected_shapes, conv_layer_names, save_weights
+
 REPO = Path(__file__).resolve().parents[1]
+REAL_VGG16_SHA256 = "360b95abe5519beaaa3d1b81bcbca72b46c87574aa841d3ebcda91d2da8976bb"
 
 
-def _shared_candidates():
-    env = os.environ.get("VGGTRANSFER_SHARED")
-    if env:
-        yield Path(env)
-    yield REPO.parent / "shared"
-    yield Path("/work/shared")
+# --------------------------------------------------------------------------------------------------------------------
+# Isolation.
+
+_LOCAL = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Refuse any socket connection that is not to 127.0.0.1 (tests must never reach the internet)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL:
+            raise ConnectionRefusedError(f"test tried to reach {address!r}; only 127.0.0.1 is allowed")
+
+    def connect(sock, address):
+        check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No inherited VGGTRANSFER_WEIGHTS; the default cache is a fresh temp folder; CWD has no weights/ folder."""
+    monkeypatch.delenv("VGGTRANSFER_WEIGHTS", raising=False)
+    monkeypatch.setenv("VGGTRANSFER_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data.
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """The project's shared data folder: $VGGTRANSFER_SHARED if set, else ../shared beside the repo, else /work/shared.
+
+    Skips when missing, unless VGGTRANSFER_REQUIRE_DATA=1, where it fails.
+    """
+    if os.environ.get("VGGTRANSFER_SHARED"):
+        candidates = [Path(os.environ["VGGTRANSFER_SHARED"])]
+    else:
+        candidates = [REPO.parent / "shared", Path("/work/shared")]
+    for candidate in candidates:
+        if (candidate / "weights" / "vgg16_conv_imagenet.npy").is_file():
+            return candidate
+    missing("real weights not found: looked for weights/vgg16_conv_imagenet.npy under "
+            + ", ".join(map(str, candidates)) + " (set VGGTRANSFER_SHARED)")
 
 
 def require_data() -> bool:
+    """VGGTRANSFER_REQUIRE_DATA=1 (set by .ci/run) turns every skip for missing real data into a failure."""
     return os.environ.get("VGGTRANSFER_REQUIRE_DATA", "") not in ("", "0", "false", "no")
 
 
 def missing(what: str):
-    """Skip, or fail when real data is required (CI)."""
+    """Skip a test whose real data is absent, or fail it when real data is required (CI)."""
     if require_data():
         pytest.fail(f"real data required (VGGTRANSFER_REQUIRE_DATA=1) but {what}")
     pytest.skip(what)
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    for cand in _shared_candidates():
-        if (cand / "weights").is_dir() and (cand / "data").is_dir():
-            return cand
-    missing("../shared (real weights and data) not found; set VGGTRANSFER_SHARED")
-
-
-@pytest.fixture(scope="session")
 def real_weights(shared_dir) -> Path:
-    path = shared_dir / "weights" / "vgg16_conv_imagenet.npy"
-    if not path.is_file():
+    return shared_dir / "weights" / "vgg16_conv_imagenet.npy"
+
+
+def shared_data(shared_dir: Path, *parts) -> Path:
+    """A folder under ../shared/data, or a skip/failure naming it."""
+    path = shared_dir.joinpath("data", *parts)
+    if not path.exists():
         missing(f"{path} not found")
     return path
 
 
 @pytest.fixture(scope="session")
 def tiger_cat_dir(shared_dir) -> Path:
-    path = shared_dir / "data" / "morvan_tiger_kittycat"
-    if not (path / "data" / "tiger").is_dir():
-        missing(f"{path}/data/tiger not found")
-    return path
+    return shared_data(shared_dir, "morvan_tiger_kittycat")
 
 
-def make_weights(arch: str = "vgg16", scale: float = 1.0, seed: int = 0, fc: bool = False) -> dict:
-    """Synthetic weights with the real shapes (He-scaled random conv kernels, small biases)."""
-    from vggtransfer.weights import conv_blocks, expected_shapes
+def random_weights(arch="vgg16", layers=None, seed=0) -> dict:
+    """Random float32 ``{layer: (W, b)}`` with the real shapes of ``arch`` (conv layers by default)."""
+    rng = np.random.default_rng(seed)
+    shapes = expected_shapes(arch)
+    return {name: tuple(rng.standard_normal(shape, dtype=np.float32) for shape in shapes[name])
+            for name in (layers or conv_layer_names(arch))}
 
+
+def scaled_weights(arch="vgg16", seed=0) -> dict:
+    """Random conv weights with the real shapes, He-scaled so activations stay in a sane range through 13 layers."""
     rng = np.random.default_rng(seed)
     out = {}
-    for block in conv_blocks(arch):
-        for name, c_in, c_out in block:
-            std = scale * np.sqrt(2.0 / (9 * c_in))
-            out[name] = (rng.normal(0, std, (3, 3, c_in, c_out)).astype(np.float32),
-                         rng.normal(0, 0.01, (c_out,)).astype(np.float32))
-    if fc:
-        for name in ("fc6", "fc7", "fc8"):
-            w_shape, b_shape = expected_shapes(arch)[name]
-            out[name] = (np.zeros(w_shape, np.float32), np.zeros(b_shape, np.float32))
+    for name in conv_layer_names(arch):
+        w_shape, b_shape = expected_shapes(arch)[name]
+        std = np.sqrt(2.0 / (9 * w_shape[2]))
+        out[name] = (rng.normal(0, std, w_shape).astype(np.float32), rng.normal(0, 0.01, b_shape).astype(np.float32))
     return out
 
 
 @pytest.fixture(scope="session")
-def synthetic_weights_file(tmp_path_factory) -> Path:
-    from vggtransfer.weights import save_weights
+def scaled_npy(tmp_path_factory) -> Path:
+    """``scaled_weights()`` saved in the vgg16.npy layout, for graph and model tests."""
+    return save_weights(scaled_weights(), tmp_path_factory.mktemp("npy") / "vgg16_scaled.npy")
 
-    path = tmp_path_factory.mktemp("weights") / "vgg16_synthetic.npy"
-    save_weights(make_weights(), path)
-    return path
+
+@pytest.fixture(scope="session")
+def vgg16_weights() -> dict:
+    """Synthetic VGG16 conv weights with the real shapes (59 MB), made once per session."""
+    return random_weights("vgg16")
+
+
+@pytest.fixture(scope="session")
+def vgg16_npy(tmp_path_factory, vgg16_weights) -> Path:
+    """``vgg16_weights`` saved in the vgg16.npy layout."""
+    return save_weights(vgg16_weights, tmp_path_factory.mktemp("npy") / "vgg16_conv.npy")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A local HTTP server.
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        routes, hits = self.server.routes, self.server.hits
+        hits[self.path] = hits.get(self.path, 0) + 1
+        replies = routes.get(self.path) or [(404, b"not found")]
+        status, body = replies.pop(0) if len(replies) > 1 else replies[0]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """A threaded server on 127.0.0.1. Set ``server.routes[path] = [(status, body), ...]`` (replies served in turn,
+    the last repeated); ``server.hits[path]`` counts requests; ``server.url(path)`` gives the URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.routes, server.hits = {}, {}
+    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

