@@ -154,7 +154,11 @@ class HeadGraph:
         self.features = features
         self.training = tf1.placeholder_with_default(False, [], name="training")
         self.dropout_seed = tf1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], name="dropout_seed")
-        self.output, self.end_points = build_head(features, spec, self.training, scope, self.dropout_seed)
+        with tf1.variable_scope(scope):
+            # 1 / std of the training features, set by `fit`; saved with the head so inference scales the same way.
+            self.input_scale = tf1.get_variable("input_scale", [], tf.float32, tf1.ones_initializer(), trainable=False)
+        self.output, self.end_points = build_head(features * self.input_scale, spec, self.training, scope,
+                                                  self.dropout_seed)
         self.predictions = head_predictions(self.output, spec)
         self.variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=scope + "/")
         self.backbone_variables = list(backbone_variables)
@@ -180,7 +184,7 @@ class HeadGraph:
         trainable = self.variables + self.backbone_variables
         # Optimiser slots live in global variables; everything this head created is initialised together.
         self.init_op = tf1.variables_initializer(self._own_variables())
-        self.saver = tf1.train.Saver(var_list=trainable, max_to_keep=1, save_relative_paths=True)
+        self.saver = tf1.train.Saver(var_list=trainable + [self.input_scale], max_to_keep=1, save_relative_paths=True)
         self._assign_placeholders = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in trainable]
         self._assign_op = tf.group(*[v.assign(p) for v, p in zip(trainable, self._assign_placeholders)])
         self._trainable = trainable
@@ -201,17 +205,20 @@ class HeadGraph:
     # --- training on cached features ------------------------------------------------------------------------------
     def fit(self, sess, x_train, y_train, x_val=None, y_val=None, *, epochs: int = 100, batch_size: int = 32,
             patience: int = 15, seed: int = 0, class_weights=None, progress: bool = True, augment_fn=None,
-            desc: str = "train head") -> History:
+            standardize: bool = True, desc: str = "train head") -> History:
         """Train on arrays of features (or images, when ``features`` is the image input of a fine-tuned graph).
 
         Regression targets must already be normalised (see ``HeadSpec.target_mean/target_scale``). Validation
-        loss drives early stopping; the best weights are restored at the end.
+        loss drives early stopping; the best weights are restored at the end. With ``standardize`` the inputs are
+        scaled by 1 / (their standard deviation over the training set), a scale saved with the head.
         """
         n = len(x_train)
         if n == 0:
             raise ValueError("no training examples")
         if len(y_train) != n:
             raise ValueError(f"{n} training inputs but {len(y_train)} targets")
+        std = float(np.std(x_train)) if standardize else 1.0
+        self.input_scale.load(1.0 / std if std > 0 else 1.0, sess)
         rng = np.random.default_rng(seed)
         weights_train = None
         if class_weights is not None:

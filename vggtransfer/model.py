@@ -103,22 +103,19 @@ def _backup_dir(model_dir: Path) -> Path:
     return model_dir.with_name(model_dir.name + ".previous")
 
 
-class Vgg16:
-    """VGG16 conv layers (frozen) + trainable fc6 (``hidden`` units, ReLU) + a 1-output regressor.
+class TransferModel:
+    """A frozen VGG conv stack + a trainable head (:class:`HeadSpec`), in one TF1 graph and session.
 
-    >>> model = Vgg16("vgg16.npy")
-    >>> report = model.train(paths, lengths)
-    >>> model.save("models/length")
-    >>> Vgg16(restore_from="models/length").predict(["tiger.jpg"])
-    array([103.2])
+    Subclasses fix the architecture and the task; :class:`Vgg16` is the regressor of the design card.
     """
 
     arch = "vgg16"
+    task = "regression"
 
-    def __init__(self, vgg16_npy_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
-                 dropout: float = 0.5, l2: float = 1e-3, end_point: str = "pool5", pooling: str = "flatten",
-                 learning_rate: float = 1e-4, batch_size: int = 16, precision: str = "fp32",
-                 threads: int | None = None, spec: HeadSpec | None = None):
+    def __init__(self, weights_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
+                 dropout: float = 0.5, l2: float = 1e-2, end_point: str = "pool5", pooling: str = "avg",
+                 learning_rate: float = 1e-3, batch_size: int = 16, precision: str = "fp32",
+                 threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):
             hidden = (hidden,)
@@ -128,12 +125,15 @@ class Vgg16:
                 raise ModelError(f"{restore_from}: model was built on {cfg['arch']}, not {self.arch}")
             image_size, end_point, pooling = cfg["image_size"], cfg["end_point"], cfg["pooling"]
             spec = HeadSpec.from_dict(cfg["head"])
+            if spec.task != self.task:
+                raise ModelError(f"{restore_from}: a {spec.task} model cannot be restored as {type(self).__name__} "
+                                 f"({self.task})")
             self.restored_from = cfg["_dir"]
         elif spec is None:
-            spec = HeadSpec(task="regression", hidden=tuple(hidden), dropout=dropout, l2=l2)
+            spec = HeadSpec(task=self.task, hidden=tuple(hidden), dropout=dropout, l2=l2, classes=tuple(classes))
         self.spec = spec
         self.learning_rate = learning_rate
-        self.weights_path = resolve_weights(vgg16_npy_path, arch=self.arch)
+        self.weights_path = resolve_weights(weights_path, arch=self.arch)
         weights = load_weights(self.weights_path, layers=layers_needed(self.arch, end_point), arch=self.arch)
         self.extractor = FeatureExtractor(weights, arch=self.arch, end_point=end_point, pooling=pooling,
                                           image_size=image_size, batch_size=batch_size, precision=precision,
@@ -142,6 +142,7 @@ class Vgg16:
         self.head: HeadGraph = self.extractor.extension
         self.session = self.extractor.session
         self.config = dict(self.extractor.config)
+        self.last_errors: list = []
         if self.restored_from is not None:
             if cfg["weights_sha256"] != self.config["weights_sha256"]:
                 raise ModelError(
@@ -167,14 +168,15 @@ class Vgg16:
 
     # --- training ------------------------------------------------------------------------------------------------
     def train(self, image_paths, targets, *, val_fraction: float = 0.2, epochs: int = 300, batch_size: int = 32,
-              patience: int = 30, seed: int = 0, progress: bool = True, stratify=None) -> TrainReport:
+              patience: int = 30, seed: int = 0, progress: bool = True, stratify=None,
+              class_weights=None) -> TrainReport:
         """Extract each image's features once, then train the head on them with a held-out validation split.
 
         Unreadable images are skipped and reported in ``TrainReport.skipped``. ``stratify`` (labels) makes the
         split stratified. Returns the report; the model keeps the head with the best validation loss.
         """
         image_paths = [str(p) for p in image_paths]
-        targets = np.asarray(targets, np.float64)
+        targets = np.asarray(targets)
         if len(image_paths) != len(targets):
             raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
         t0 = time.perf_counter()
@@ -185,7 +187,7 @@ class Vgg16:
         strat = None if stratify is None else np.asarray(stratify)[ok]
         report = self.train_on_features(features, targets[ok], val_fraction=val_fraction, epochs=epochs,
                                         batch_size=batch_size, patience=patience, seed=seed, progress=progress,
-                                        stratify=strat)
+                                        stratify=strat, class_weights=class_weights)
         ok = np.asarray(ok)
         report.train_index, report.val_index = ok[report.train_index], ok[report.val_index]
         report.skipped = errors
@@ -194,29 +196,74 @@ class Vgg16:
 
     def train_on_features(self, features, targets, *, val_fraction: float = 0.2, epochs: int = 300,
                           batch_size: int = 32, patience: int = 30, seed: int = 0, progress: bool = True,
-                          stratify=None) -> TrainReport:
-        """Train the head on precomputed features (rows of :meth:`extract`). Indices in the report are rows."""
+                          stratify=None, class_weights=None) -> TrainReport:
+        """Train the head on precomputed features (rows of :meth:`extract`). Indices in the report are rows.
+
+        Regression targets are normalised to zero mean and unit variance over the training split (the mean and
+        scale are saved with the model). Classification targets are class indices into ``spec.classes``; the split
+        is then stratified by class, and ``class_weights='balanced'`` (or an array) weights the loss.
+        """
         features = np.asarray(features, np.float32)
-        targets = np.asarray(targets, np.float64)
         if features.ndim != 2 or features.shape[1] != self.extractor.dim:
             raise ValueError(f"features must have shape (n, {self.extractor.dim}), got {features.shape}")
         if len(features) != len(targets):
             raise ValueError(f"{len(features)} feature rows but {len(targets)} targets")
-        if not np.isfinite(targets).all():
-            bad = np.flatnonzero(~np.isfinite(targets))[:5].tolist()
-            raise ValueError(f"targets must be finite numbers; rows {bad} are not")
+        y = self._encode_targets(targets)
+        if stratify is None and self.spec.task == "classification":
+            stratify = y
         train_idx, val_idx = split_indices(len(features), val_fraction, seed, stratify)
-        y_train = targets[train_idx]
-        self.spec.target_mean = float(y_train.mean())
-        self.spec.target_scale = float(y_train.std()) or 1.0
-        norm = ((targets - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+        if self.spec.task == "regression":
+            self.spec.target_mean = float(y[train_idx].mean())
+            self.spec.target_scale = float(y[train_idx].std()) or 1.0
+            y = ((y - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+        weights = self._class_weights(class_weights, y[train_idx])
         self._reset_head(seed)
         t0 = time.perf_counter()
-        history = self.head.fit(self.session, features[train_idx], norm[train_idx],
-                                features[val_idx] if len(val_idx) else None, norm[val_idx] if len(val_idx) else None,
+        has_val = len(val_idx) > 0
+        history = self.head.fit(self.session, features[train_idx], y[train_idx],
+                                features[val_idx] if has_val else None, y[val_idx] if has_val else None,
                                 epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                progress=progress)
+                                class_weights=weights, progress=progress)
         return TrainReport(history, train_idx, val_idx, seconds_head=time.perf_counter() - t0)
+
+    def _encode_targets(self, targets) -> np.ndarray:
+        """Regression: finite floats. Classification: class names or indices -> int64 indices into spec.classes."""
+        targets = np.asarray(targets)
+        if self.spec.task == "regression":
+            try:
+                y = targets.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError("regression targets must be numbers") from None
+            if not np.isfinite(y).all():
+                bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
+                raise ValueError(f"targets must be finite numbers; rows {bad} are not")
+            return y
+        classes = list(self.spec.classes)
+        if targets.dtype.kind in "iu":
+            y = targets.astype(np.int64)
+            bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+        else:
+            index = {c: i for i, c in enumerate(classes)}
+            y = np.array([index.get(str(t), -1) for t in targets], np.int64)
+            bad = np.flatnonzero(y < 0)
+        if len(bad):
+            raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); "
+                             f"classes are {classes}")
+        return y
+
+    def _class_weights(self, class_weights, y_train):
+        if class_weights is None or self.spec.task != "classification":
+            return None
+        k = len(self.spec.classes)
+        if isinstance(class_weights, str):
+            if class_weights != "balanced":
+                raise ValueError(f"class_weights must be 'balanced' or an array, got {class_weights!r}")
+            counts = np.bincount(y_train, minlength=k).astype(np.float64)
+            return np.where(counts > 0, len(y_train) / (k * np.maximum(counts, 1)), 0.0)
+        weights = np.asarray(class_weights, np.float64)
+        if weights.shape != (k,):
+            raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
+        return weights
 
     def _reset_head(self, seed: int) -> None:
         """Re-initialise the head (and optimiser state) with seeded Glorot weights, reproducibly."""
@@ -298,6 +345,8 @@ class Vgg16:
         return out
 
     def _nan_output(self, n: int) -> np.ndarray:
+        if self.spec.task == "classification":
+            return np.full((n, len(self.spec.classes)), np.nan)
         return np.full((n,), np.nan)
 
     def close(self):
@@ -310,4 +359,21 @@ class Vgg16:
         self.close()
 
 
-__all__ = ["Vgg16", "ModelError", "TrainReport", "ImageError", "split_indices", "read_model_config"]
+class Vgg16(TransferModel):
+    """VGG16 conv layers (frozen) + trainable fc6 (256 units, ReLU) + a 1-output regressor (the design card).
+
+    >>> model = Vgg16("vgg16.npy")
+    >>> report = model.train(paths, lengths)
+    >>> model.save("models/length")
+    >>> Vgg16(restore_from="models/length").predict(["tiger.jpg"])
+    array([103.2])
+    """
+
+    arch = "vgg16"
+    task = "regression"
+
+    def __init__(self, vgg16_npy_path=None, restore_from=None, **kwargs):
+        super().__init__(vgg16_npy_path, restore_from, **kwargs)
+
+
+__all__ = ["TransferModel", "Vgg16", "ModelError", "TrainReport", "ImageError", "split_indices", "read_model_config"]
