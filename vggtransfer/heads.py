@@ -157,6 +157,8 @@ class HeadGraph:
         with tf1.variable_scope(scope):
             # 1 / std of the training features, set by `fit`; saved with the head so inference scales the same way.
             self.input_scale = tf1.get_variable("input_scale", [], tf.float32, tf1.ones_initializer(), trainable=False)
+        self._scale_value = tf1.placeholder(tf.float32, [], name="input_scale_value")
+        self._set_scale = self.input_scale.assign(self._scale_value)
         self.output, self.end_points = build_head(features * self.input_scale, spec, self.training, scope,
                                                   self.dropout_seed)
         self.predictions = head_predictions(self.output, spec)
@@ -218,7 +220,7 @@ class HeadGraph:
         if len(y_train) != n:
             raise ValueError(f"{n} training inputs but {len(y_train)} targets")
         std = float(np.std(x_train)) if standardize else 1.0
-        self.input_scale.load(1.0 / std if std > 0 else 1.0, sess)
+        sess.run(self._set_scale, {self._scale_value: 1.0 / std if std > 0 else 1.0})
         rng = np.random.default_rng(seed)
         weights_train = None
         if class_weights is not None:
