@@ -559,12 +559,15 @@ class _Run:
 
     def _choose_name(self, item, ext) -> Path:
         folder = self.class_dirs[item.cls]
-        for unique in (item.name_unique, True):
-            name = safe_name(item.url, ext, unique=unique)
+        candidates = [safe_name(item.url, ext, unique=item.name_unique), safe_name(item.url, ext, unique=True)]
+        stem = candidates[-1][: -len(ext)] if ext else candidates[-1]
+        candidates += [f"{stem}-{i}{ext}" for i in range(2, 100)]
+        for name in candidates:
             owner = self.taken_names.get((item.cls, name.lower()))
-            if owner is None or owner == item.url:
+            # A file we do not own (changed by someone, or not ours) is never overwritten.
+            if owner is None and not (folder / name).exists() or owner == item.url:
                 return _inside(folder, name)
-        raise ValueError(f"no free name for {item.url}")  # cannot happen: the tag is derived from the URL
+        raise ValueError(f"no free file name for {item.url} in {folder}")
 
     def _write(self, path: Path, body: bytes):
         path.parent.mkdir(parents=True, exist_ok=True)
