@@ -101,6 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
 def start_server(routes, latency):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # clients closing idle keep-alive connections
     httpd.routes, httpd.latency = routes, latency
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
