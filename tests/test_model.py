@@ -104,7 +104,7 @@ def test_bad_images_in_a_batch_are_reported_not_fatal(trained, dataset, tmp_path
     np.testing.assert_allclose(pred[[0, 2]], model.predict(paths[:2]))
     with pytest.raises(ImageError, match=r"missing\.jpg: no such file"):
         model.predict(tmp_path / "missing.jpg")
-    with pytest.raises(ImageError, match="bad.jpg"):
+    with pytest.raises(ImageError, match=r"missing\.jpg"):  # the first bad one
         model.predict(batch, errors="raise")
 
 
@@ -191,7 +191,7 @@ def test_split_indices_is_deterministic_and_stratified():
 
 
 def test_real_tiger_cat_regressor_small(real_weights, shared_dir, tmp_path):
-    """Real weights, 24 tiger + 24 cat photos at 112 px: held-out tigers are predicted longer than cats."""
+    """Real weights, 24 tiger + 24 cat photos: held-out tigers are predicted longer than cats."""
     from sklearn.metrics import roc_auc_score
 
     data = shared_data(shared_dir, "morvan_tiger_kittycat")
@@ -202,7 +202,7 @@ def test_real_tiger_cat_regressor_small(real_weights, shared_dir, tmp_path):
     labels = np.r_[np.ones(24), np.zeros(24)]
     train, test = split_indices(48, 0.25, 0, labels)
     paths = tigers + cats
-    model = Vgg16(real_weights, image_size=112)
+    model = Vgg16(real_weights, image_size=224)
     model.train([paths[i] for i in train], y[train], stratify=labels[train], progress=False)
     pred = model.predict([paths[i] for i in test])
     assert roc_auc_score(labels[test], pred) >= 0.9
