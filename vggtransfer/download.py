@@ -197,19 +197,7 @@ def read_manifest(path) -> dict:
 
     A torn last line (the process was killed while writing it) is ignored.
     """
-    latest = {}
-    path = Path(path)
-    if not path.exists():
-        return latest
-    with open(path, "rb") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "url" in rec and "status" in rec:
-                latest[(rec.get("class", ""), rec["url"])] = rec
-    return latest
+    return {(rec.get("class", ""), rec["url"]): rec for rec in _all_manifest_records(Path(path))}
 
 
 def _all_manifest_records(path: Path):
