@@ -12,7 +12,7 @@ Layout of ``features.h5``::
            label_names (JSON), task, items_sha256
 
 Rows are written through a buffer of ``chunk_rows`` rows; after each chunk the ``done`` mask is written and the file
-flushed (SWMR mode, so a reader or a crash never sees half-written metadata). A rerun after ``kill -9`` computes only
+flushed (the default HDF5 file format: no write-status flag that would lock a file after a crash). A rerun after ``kill -9`` computes only
 the rows whose ``done`` is False: nothing is recomputed, nothing is duplicated. Opening a store built with another
 configuration raises :class:`FeatureStoreMismatch`, naming every key that differs.
 """
@@ -98,7 +98,7 @@ def open_store(path, config: dict | None = None) -> StoredFeatures:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature store")
     try:
-        fh = h5py.File(path, "r", swmr=True)
+        fh = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable feature store ({exc})") from None
     with fh:
@@ -130,7 +130,7 @@ def _create(path: Path, dataset: Dataset, config: dict, dim: int, chunk_rows: in
     tmp = path.with_name(path.name + ".creating")
     n = len(dataset)
     str_t = h5py.string_dtype()
-    with h5py.File(tmp, "w", libver="latest") as fh:
+    with h5py.File(tmp, "w") as fh:
         fh.create_dataset("features", (n, dim), np.float32, chunks=(max(1, min(chunk_rows, n)), dim))
         label_dtype = np.int64 if dataset.task == "classification" else np.float64
         fh.create_dataset("labels", data=dataset.labels.astype(label_dtype))
@@ -212,8 +212,7 @@ def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progre
     else:
         _create(path, dataset, config, extractor.dim, chunk_rows, digest)
 
-    with h5py.File(path, "r+", libver="latest") as fh:
-        fh.swmr_mode = True
+    with h5py.File(path, "r+") as fh:
         todo = np.flatnonzero(~fh["done"][()])
         if stop_after is not None:
             todo = todo[:stop_after]
@@ -244,6 +243,6 @@ def store_status(path) -> tuple:
     """``(rows done, rows total)`` of a store on disk."""
     import h5py
 
-    with h5py.File(path, "r", swmr=True) as fh:
+    with h5py.File(path, "r") as fh:
         done = fh["done"][()]
     return int(done.sum()), len(done)
