@@ -250,8 +250,8 @@ class FineTunedClassifier(ClassifierAPI):
         pooled = np.concatenate([self.session.run(self.pooled, {self.prefix: x_tr[s:s + 64]})
                                  for s in range(0, len(x_tr), 64)])
         std = float(np.std(pooled)) or 1.0
+        self._reset_head(seed)  # (its init op also resets feature_scale: set it after)
         self.session.run(self._set_feature_scale, {self._scale_in: 1.0 / std})
-        self._reset_head(seed)
         weights = None
         if class_weights is not None:
             k = len(self.classes)
