@@ -25,7 +25,7 @@ from .weight_sources import resolve_weights
 
 MODEL_FILE = "vggtransfer.json"
 JOBLIB_FILE = "linear.joblib"
-DEFAULT_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
+DEFAULT_CS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0)
 
 
 def make_search(cs=DEFAULT_CS, cv: int = 5, seed: int = 0, n_jobs: int = 1):
