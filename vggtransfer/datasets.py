@@ -223,22 +223,13 @@ def from_csv(csv_path, task: str = "classification", classes=None, path_column: 
         names.append(f"{csv_path}:{r} ({p.name})")
     if task == "classification" and classes is None:
         classes = sorted(set(y for y in raw if y))
-        bad_empty = [i for i, y in enumerate(raw) if not y]
-        for i in bad_empty:
-            raw[i] = None
-    ds_bad = []
-    ds = None
-    try:
-        ds = _labelled(paths, raw, names, classes if task == "classification" else None, False, str(csv_path))
-    except DatasetError:
-        raise
-    ds_bad = ds.bad
-    if verify:
-        ok, unreadable = check_images(ds.paths)
-        by_path = {p: n for p, n in zip(paths, names)}
-        ds_bad = ds_bad + [BadItem(by_path.get(b.name, b.name), b.reason) for b in unreadable]
-        return Dataset([ds.paths[i] for i in ok], ds.labels[ok], ds.classes, bad=ds_bad, source=str(csv_path))
-    return ds
+    ds = _labelled(paths, raw, names, classes if task == "classification" else None, False, str(csv_path))
+    if not verify:
+        return ds
+    name_of = dict(zip(paths, names))
+    ok, unreadable = check_images(ds.paths)
+    bad = ds.bad + [BadItem(name_of.get(b.name, b.name), b.reason) for b in unreadable]
+    return Dataset([ds.paths[i] for i in ok], ds.labels[ok], ds.classes, bad=bad, source=str(csv_path))
 
 
 SIGNS_KEYS = ("{split}_set_x", "{split}_set_y", "list_classes")
