@@ -1,0 +1,83 @@
+"""The recipe CLI: extract -> train (head / linear / regressor) -> evaluate -> predict, and its error reporting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recipe_data import colour_folder
+from vggtransfer.cli import main
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return colour_folder(tmp_path_factory.mktemp("cli") / "data", per_class=8)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("extract", "train", "evaluate", "predict"):
+        assert cmd in out
+
+
+def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
+    feats = ["--weights", scaled_npy, "--image-size", 32]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--pooling", "max", *feats)
+    assert code == 0 and "16/16" in out, err
+    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--model", tmp_path / "clf", "--hidden", 16,
+                         "--learning-rate", 0.01, "--epochs", 60, "--weights", scaled_npy)
+    assert code == 0 and "validation accuracy" in out, err
+    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--recipe", "linear", "--model",
+                         tmp_path / "lin", "--weights", scaled_npy)
+    assert code == 0 and "logistic regression" in out, err
+    img = folder / "red" / "00.jpg"
+    for model in ("clf", "lin"):
+        code, out, err = run(capsys, "predict", "--model", tmp_path / model, img, bad, "--top-k", 2,
+                             "--weights", scaled_npy)
+        assert code == 1
+        lines = out.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith(f"{img}\tred\t") and lines[1].startswith(f"{img}\tblue\t")
+        assert err.strip().startswith(f"{bad}\terror: ")
+        code, out, _ = run(capsys, "predict", "--model", tmp_path / model, img, bad, "--json", "--weights", scaled_npy)
+        rows = json.loads(out)
+        assert code == 1 and rows[0]["top_k"][0]["class"] == "red" and rows[1]["error"] and rows[1]["top_k"] is None
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "lin", folder, "--png", tmp_path / "cm.png",
+                         "--weights", scaled_npy)
+    assert code == 0 and "accuracy" in out and (tmp_path / "cm.png").is_file(), err
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "clf", "--store", tmp_path / "s.h5", "--json",
+                         "--weights", scaled_npy)
+    assert code == 0 and json.loads(out)["n"] == 16, err
+
+
+def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path):
+    csv = tmp_path / "t.csv"
+    rows = [f"{p},{1.0 if 'red' in str(p) else 3.0}" for p in sorted(folder.rglob("*.*"))]
+    csv.write_text("path,target\n" + "\n".join(rows) + "\n")
+    code, out, err = run(capsys, "train", "--data", csv, "--task", "regression", "--model", tmp_path / "reg",
+                         "--weights", scaled_npy, "--image-size", 32, "--hidden", 8, "--epochs", 20)
+    assert code == 0 and "validation rmse" in out, err
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", folder / "red" / "00.jpg",
+                         "--weights", scaled_npy)
+    path, value = out.strip().split("\t")
+    assert code == 0 and path.endswith("00.jpg") and float(value) == pytest.approx(float(value))
+
+
+def test_errors_are_one_line_exit_2(capsys, scaled_npy, tmp_path):
+    code, out, err = run(capsys, "train", "--data", tmp_path / "nope", "--model", tmp_path / "m")
+    assert code == 2 and err.startswith("error: ") and "nope" in err and "Traceback" not in err
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "none", "x.jpg")
+    assert code == 2 and "error:" in err and "none" in err
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "extract", tmp_path / "empty", "--store", tmp_path / "s.h5", "--weights", scaled_npy)
+    assert code == 2 and "no class folders" in err

@@ -1,0 +1,106 @@
+"""Data sets: folder / SIGNS h5 / CSV loaders, bad items reported by name, splits, class weights."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from recipe_data import colour_folder, colour_h5
+from vggtransfer import datasets
+from vggtransfer.datasets import DatasetError
+
+
+def test_folder_classes_sorted_and_bad_files_named(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=4)
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "blue" / "notes.txt").write_text("hello")
+    (root / "blue" / "empty.png").write_bytes(b"")
+    ds = datasets.from_folder(root)
+    assert ds.classes == ("blue", "red")
+    assert len(ds) == 8 and ds.class_counts().tolist() == [4, 4]
+    bad = {b.name.split("/")[-1]: b.reason for b in ds.bad}
+    assert set(bad) == {"broken.jpg", "notes.txt", "empty.png"}
+    assert all(reason for reason in bad.values())
+
+
+def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no class folders"):
+        datasets.from_folder(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"junk")
+    with pytest.raises(DatasetError, match="no usable item.*x.jpg"):
+        datasets.from_folder(tmp_path)
+    with pytest.raises(DatasetError, match="no such folder"):
+        datasets.from_folder(tmp_path / "missing")
+
+
+def test_split_is_seeded_and_stratified_and_class_weights(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=10)
+    for i in range(10, 30):  # imbalance: 30 red vs 10 blue
+        (root / "red" / f"{i}.png").write_bytes((root / "red" / "01.png").read_bytes())
+    ds = datasets.from_folder(root)
+    tr1, va1 = ds.split(0.25, seed=3)
+    tr2, va2 = ds.split(0.25, seed=3)
+    assert tr1.paths == tr2.paths and va1.paths == va2.paths
+    assert not set(tr1.paths) & set(va1.paths)
+    assert va1.class_counts().tolist() == [2, 8]  # stratified 25 % of 10 and 30 (rounded)
+    w = ds.class_weights()
+    assert w[0] == pytest.approx(40 / (2 * 10)) and w[1] == pytest.approx(40 / (2 * 30))
+
+
+def test_csv_unknown_label_bad_target_missing_file(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=3)
+    csv = tmp_path / "items.csv"
+    csv.write_text("path,label\n"
+                   "data/red/00.jpg,red\n"
+                   "data/blue/00.jpg,blue\n"
+                   "data/blue/01.png,green\n"
+                   "data/red/missing.jpg,red\n")
+    ds = datasets.from_csv(csv, classes=["blue", "red"])
+    assert len(ds) == 2 and ds.labels.tolist() == [1, 0]
+    reasons = " | ".join(str(b) for b in ds.bad)
+    assert "items.csv:4" in reasons and "unknown label 'green'" in reasons
+    assert "items.csv:5" in reasons and "missing.jpg" in reasons
+    reg = tmp_path / "reg.csv"
+    reg.write_text("path,target\ndata/red/00.jpg,1.5\ndata/blue/00.jpg,abc\n")
+    ds = datasets.from_csv(reg, task="regression")
+    assert ds.task == "regression" and ds.labels.tolist() == [1.5]
+    assert "not a finite number" in str(ds.bad[0])
+    with pytest.raises(DatasetError, match="no column 'label'"):
+        datasets.from_csv(reg)
+
+
+def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
+    good = colour_h5(tmp_path / "train.h5", 3)
+    ds = datasets.from_signs_h5(good)
+    assert ds.arrays.shape == (6, 32, 32, 3) and ds.classes == ("0", "1")
+    assert ds.images(48).shape == (6, 48, 48, 3)
+    assert ds.paths[0] == "train.h5:train_set_x[0]"
+    with pytest.raises(DatasetError, match="missing key.*test_set_x"):
+        datasets.from_signs_h5(good, split="test")
+    bad_shape = tmp_path / "shape.h5"
+    with h5py.File(bad_shape, "w") as fh:
+        fh["train_set_x"] = np.zeros((4, 32, 32), np.uint8)
+        fh["train_set_y"] = np.zeros(4, np.int64)
+        fh["list_classes"] = np.array([0, 1])
+    with pytest.raises(DatasetError, match=r"train_set_x must have shape \(n, height, width, 3\)"):
+        datasets.from_signs_h5(bad_shape)
+    bad_y = tmp_path / "y.h5"
+    with h5py.File(bad_y, "w") as fh:
+        fh["train_set_x"] = np.zeros((4, 32, 32, 3), np.uint8)
+        fh["train_set_y"] = np.array([0, 1, 7, 1])
+        fh["list_classes"] = np.array([0, 1])
+    ds = datasets.from_signs_h5(bad_y)
+    assert len(ds) == 3 and "train_set_y[2]" in ds.bad[0].name and "7" in ds.bad[0].reason
+    mismatch = tmp_path / "n.h5"
+    with h5py.File(mismatch, "w") as fh:
+        fh["train_set_x"] = np.zeros((4, 32, 32, 3), np.uint8)
+        fh["train_set_y"] = np.zeros(3, np.int64)
+        fh["list_classes"] = np.array([0, 1])
+    with pytest.raises(DatasetError, match="train_set_y must have shape"):
+        datasets.from_signs_h5(mismatch)
+    not_h5 = tmp_path / "x.h5"
+    not_h5.write_text("nope")
+    with pytest.raises(DatasetError, match="cannot open as HDF5"):
+        datasets.from_signs_h5(not_h5)

@@ -1,0 +1,114 @@
+"""HDF5 feature store: chunked writes, resume after SIGKILL, stale-configuration refusal, array data sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from recipe_data import colour_folder, colour_h5
+from vggtransfer import datasets
+from vggtransfer.features import FeatureExtractor
+from vggtransfer.store import FeatureStoreMismatch, build_store, open_store, store_status
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def fx(scaled_npy):
+    with FeatureExtractor(scaled_npy, end_point="pool5", pooling="max", image_size=32, batch_size=4) as f:
+        yield f
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=8)
+    (root / "red" / "zz_bad.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_store_holds_features_labels_names_paths_and_config(fx, folder, tmp_path):
+    ds = datasets.from_folder(folder, verify=False)  # the bad file reaches the store and is recorded there
+    path = build_store(tmp_path / "s.h5", ds, fx, chunk_rows=3, progress=False)  # 17 rows > 3-row buffer
+    st = open_store(path, fx.config)
+    direct, ok, _ = fx.extract_paths(ds.paths, progress=False)
+    assert len(st) == 16 and np.allclose(st.features, direct, atol=1e-5)
+    assert st.label_names == ("blue", "red") and st.labels.tolist() == [0] * 8 + [1] * 8
+    assert st.paths == [ds.paths[i] for i in ok]
+    assert len(st.errors) == 1 and st.errors[0][0].endswith("zz_bad.jpg")
+    for key in ("weights_sha256", "end_point", "pooling", "image_size", "preprocessing", "library_version"):
+        assert st.config[key] == fx.config[key]
+
+
+def test_stale_store_is_refused_naming_each_difference(scaled_npy, fx, folder, tmp_path):
+    ds = datasets.from_folder(folder)
+    path = build_store(tmp_path / "s.h5", ds, fx, progress=False)
+    with FeatureExtractor(scaled_npy, end_point="pool5", pooling="avg", image_size=48) as other:
+        with pytest.raises(FeatureStoreMismatch) as err:
+            build_store(path, ds, other, progress=False)
+        msg = str(err.value)
+        assert "pooling: stored 'max' vs requested 'avg'" in msg and "image_size: stored 32 vs requested 48" in msg
+        with pytest.raises(FeatureStoreMismatch, match="pooling"):
+            open_store(path, other.config)
+    with pytest.raises(FeatureStoreMismatch, match="items"):
+        build_store(path, ds.subset(range(5)), fx, progress=False)
+
+
+def test_array_dataset_store(fx, tmp_path):
+    ds = datasets.from_signs_h5(colour_h5(tmp_path / "t.h5", 3))
+    st = open_store(build_store(tmp_path / "a.h5", ds, fx, progress=False), fx.config)
+    assert st.features.shape == (6, 512) and st.paths[0] == "t.h5:train_set_x[0]"
+    assert np.allclose(st.features, fx.extract_arrays(ds.images(32)), atol=1e-5)
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from vggtransfer import datasets, store
+    from vggtransfer.features import FeatureExtractor
+    flushes = [0]
+    real = store.BufferedRowWriter.flush
+    def flush(self):
+        real(self)
+        flushes[0] += 1
+        if flushes[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the run
+    store.BufferedRowWriter.flush = flush
+    fx = FeatureExtractor(sys.argv[1], end_point="pool5", pooling="max", image_size=32, batch_size=2)
+    store.build_store(sys.argv[3], datasets.from_folder(sys.argv[2]), fx, chunk_rows=2, progress=False)
+""")
+
+
+def test_resume_after_sigkill_computes_only_the_rest(scaled_npy, fx, folder, tmp_path):
+    (folder / "red" / "zz_bad.jpg").unlink()
+    path = tmp_path / "s.h5"
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(scaled_npy), str(folder), str(path)], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert store_status(path) == (6, 16)
+    with pytest.raises(ValueError, match="incomplete"):
+        open_store(path)
+    ds = datasets.from_folder(folder)
+    computed = []
+    real_iter = fx.iter_paths
+
+    def counting(paths, workers=None):
+        computed.extend(paths)
+        return real_iter(paths, workers)
+
+    fx.iter_paths = counting
+    try:
+        build_store(path, ds, fx, chunk_rows=4, progress=False)
+    finally:
+        del fx.iter_paths
+    assert len(computed) == 10 and not set(computed) & set(ds.paths[:6])  # nothing recomputed
+    st = open_store(path, fx.config)
+    assert st.paths == ds.paths  # nothing duplicated, in order
+    direct, _, _ = fx.extract_paths(ds.paths, progress=False)
+    assert np.allclose(st.features, direct, atol=1e-5)
