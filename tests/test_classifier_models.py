@@ -125,7 +125,7 @@ def test_finetune_checkpoint_holds_only_trainable_convs_and_head(scaled_npy, dat
     names = {n for n, _ in tf.train.list_variables(str(tmp_path / "ft" / "head.ckpt"))}
     assert names == {"finetune/conv5_2/weights", "finetune/conv5_2/biases", "finetune/conv5_3/weights",
                      "finetune/conv5_3/biases", "head/fc6/weights", "head/fc6/biases", "head/output/weights",
-                     "head/output/biases", "head/input_scale"}
+                     "head/output/biases", "head/input_scale", "head/input_mean"}
     cfg = json.loads((tmp_path / "ft" / "vggtransfer.json").read_text())
     assert cfg["kind"] == "finetuned" and cfg["trainable_from"] == "conv5_2"
     probs = ft.predict(ds.paths[:4])
