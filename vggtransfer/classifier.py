@@ -204,7 +204,10 @@ def read_kind(model_dir) -> dict:
 
     cfg_path = Path(model_dir) / MODEL_FILE
     if not cfg_path.is_file():
-        if Path(model_dir).is_dir() or not Path(str(model_dir) + ".previous").is_dir():
+        previous = Path(str(model_dir) + ".previous")
+        if not Path(model_dir).exists() and not previous.is_dir():
+            raise ModelError(f"{model_dir}: no such model directory")
+        if Path(model_dir).is_dir() or not previous.is_dir():
             raise ModelError(f"{model_dir}: not a vggtransfer model directory (no {MODEL_FILE})")
         cfg_path = Path(str(model_dir) + ".previous") / MODEL_FILE
     try:
