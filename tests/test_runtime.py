@@ -130,3 +130,14 @@ def test_feature_extractor_defaults_and_files_match_memory(tmp_path):
                                    threads=1) as fx:
         assert fx.batch_size == 2
         np.testing.assert_allclose(fx.extract_paths(paths, progress=False)[0], from_files, rtol=1e-5)
+
+
+def test_bf16_keeps_dense_layers_in_fp32(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delenv(runtime._AMP_ALLOWLIST_REMOVE, raising=False)
+    runtime.session_config("bf16")
+    assert "MatMul" in os.environ[runtime._AMP_ALLOWLIST_REMOVE].split(",")
+    monkeypatch.setenv(runtime._AMP_ALLOWLIST_REMOVE, "Conv2D")  # the user's own choice is kept
+    runtime.session_config("bf16")
+    assert os.environ[runtime._AMP_ALLOWLIST_REMOVE] == "Conv2D"

@@ -7,9 +7,9 @@ Defaults, from the measurements in BENCHMARKS.md (bench/bench_throughput.py):
   inter-op parallelism only adds contention);
 - batch size: 16 at 224 px, scaled to keep the pixels per batch constant at other sizes (64 px: 128), capped at 128;
   small batches at small sizes leave the cores idle between session calls;
-- precision: fp32; ``bf16`` turns on oneDNN's auto mixed precision rewrite (convolutions and matmuls in bf16 with
-  fp32 accumulation, about 2x faster on CPUs with AVX512_BF16 or AMX) and falls back to fp32 with a warning where
-  the CPU or the TensorFlow build cannot do it.
+- precision: fp32; ``bf16`` turns on oneDNN's auto mixed precision rewrite for the convolutions (bf16 inputs and
+  weights, fp32 accumulation; about 2x faster on CPUs with AVX512_BF16 or AMX) while dense layers (heads) stay
+  fp32, and falls back to fp32 with a warning where the CPU or the TensorFlow build cannot do it.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def lower_priority_of_this_thread(increment: int = 10) -> None:
 
 def session_config(precision: str = "fp32", threads: int | None = None) -> tf1.ConfigProto:
     """A ConfigProto: intra-op threads = ``threads`` (default: all cores), one inter-op pool, and for bf16 oneDNN's
-    auto mixed precision graph rewrite (convolutions and matmuls in bf16, accumulation in fp32)."""
+    auto mixed precision graph rewrite (convolutions in bf16, accumulation in fp32; dense layers fp32)."""
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     threads = threads or default_threads()
@@ -111,8 +111,24 @@ def session_config(precision: str = "fp32", threads: int | None = None) -> tf1.C
     if resolve_precision(precision) == "bf16":
         from tensorflow.core.protobuf import rewriter_config_pb2
 
+        keep_dense_layers_in_fp32()
+
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return config
+
+
+#: Read by TensorFlow's mixed-precision rewrite each time it runs (a user's own setting is kept).
+_AMP_ALLOWLIST_REMOVE = "TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_ALLOWLIST_REMOVE"
+
+
+def keep_dense_layers_in_fp32() -> None:
+    """In bf16 mode only the convolutions (where the time goes) run in bf16: dense layers (the heads, trained on
+    cached features in milliseconds) stay fp32, so head training and its accuracy are the same as in fp32 mode.
+
+    TensorFlow offers this only process-wide, through an environment variable read by the rewrite; a value the
+    user has set is left alone.
+    """
+    os.environ.setdefault(_AMP_ALLOWLIST_REMOVE, "MatMul,BatchMatMul,BatchMatMulV2,_FusedMatMul")
 
 
 def new_session(graph: tf.Graph, precision: str = "fp32", threads: int | None = None) -> tf1.Session:
