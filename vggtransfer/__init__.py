@@ -1,3 +1,38 @@
-"""vggtransfer: transfer learning from ImageNet-pretrained VGG networks, TF1 graph style, CPU first."""
+"""vggtransfer: transfer learning from ImageNet-pretrained VGG networks, TF1 graph style, CPU first.
+
+The public API (TensorFlow is imported on first use, so ``import vggtransfer`` stays cheap):
+
+- :class:`Vgg16` — frozen VGG16 conv layers + trainable fc6 (256, ReLU) + a regressor: train / save / predict.
+- :class:`FeatureExtractor` — frozen conv features of image files or arrays at any end point and pooling.
+- :func:`load_weights`, :func:`resolve_weights` — safe vgg16.npy / vgg19.npy loading and weight fetching.
+- :func:`load_image`, :class:`ImageError` — image decoding with clear errors.
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Vgg16": ("model", "Vgg16"),
+    "TransferModel": ("model", "TransferModel"),
+    "ModelError": ("model", "ModelError"),
+    "FeatureExtractor": ("features", "FeatureExtractor"),
+    "HeadSpec": ("heads", "HeadSpec"),
+    "load_weights": ("weights", "load_weights"),
+    "WeightsError": ("weights", "WeightsError"),
+    "resolve_weights": ("weight_sources", "resolve_weights"),
+    "load_image": ("images", "load_image"),
+    "ImageError": ("images", "ImageError"),
+    "download_images": ("download", "download_images"),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vggtransfer' has no attribute {name!r}")

@@ -154,12 +154,21 @@ class HeadGraph:
         self.features = features
         self.training = tf1.placeholder_with_default(False, [], name="training")
         self.dropout_seed = tf1.placeholder_with_default(tf.constant([0, 0], tf.int64), [2], name="dropout_seed")
+        dim = int(features.shape[-1]) if len(features.shape) == 2 else None
         with tf1.variable_scope(scope):
-            # 1 / std of the training features, set by `fit`; saved with the head so inference scales the same way.
+            # Standardisation of the inputs, set by `fit` from the training features and saved with the head:
+            # x -> (x - mean) / std, a per-feature mean and one overall scale.
             self.input_scale = tf1.get_variable("input_scale", [], tf.float32, tf1.ones_initializer(), trainable=False)
+            self.input_mean = (tf1.get_variable("input_mean", [dim], tf.float32, tf1.zeros_initializer(),
+                                                trainable=False) if dim else None)
         self._scale_value = tf1.placeholder(tf.float32, [], name="input_scale_value")
-        self._set_scale = self.input_scale.assign(self._scale_value)
-        self.output, self.end_points = build_head(features * self.input_scale, spec, self.training, scope,
+        self._mean_value = tf1.placeholder(tf.float32, [dim], name="input_mean_value") if dim else None
+        set_ops = [self.input_scale.assign(self._scale_value)]
+        if dim:
+            set_ops.append(self.input_mean.assign(self._mean_value))
+        self._set_standardisation = tf.group(*set_ops)
+        standardised = (features - self.input_mean if dim else features) * self.input_scale
+        self.output, self.end_points = build_head(standardised, spec, self.training, scope,
                                                   self.dropout_seed)
         self.predictions = head_predictions(self.output, spec)
         self.variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=scope + "/")
@@ -186,7 +195,9 @@ class HeadGraph:
         trainable = self.variables + self.backbone_variables
         # Optimiser slots live in global variables; everything this head created is initialised together.
         self.init_op = tf1.variables_initializer(self._own_variables())
-        self.saver = tf1.train.Saver(var_list=trainable + [self.input_scale], max_to_keep=1, save_relative_paths=True)
+        self.standardisation_variables = [v for v in (self.input_scale, self.input_mean) if v is not None]
+        self.saver = tf1.train.Saver(var_list=trainable + self.standardisation_variables, max_to_keep=1,
+                                     save_relative_paths=True)
         self._assign_placeholders = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in trainable]
         self._assign_op = tf.group(*[v.assign(p) for v, p in zip(trainable, self._assign_placeholders)])
         self._trainable = trainable
@@ -196,6 +207,17 @@ class HeadGraph:
 
         conv = set(id(v) for v in tf1.get_collection(CONV_VARIABLES))
         return [v for v in tf1.global_variables() if id(v) not in conv]
+
+    def set_standardisation(self, sess, x_train=None) -> None:
+        """Centre inputs on the training mean and scale by 1 / their overall std (identity when x_train is None)."""
+        feed = {self._scale_value: 1.0}
+        if self._mean_value is not None:
+            feed[self._mean_value] = np.zeros(self._mean_value.shape, np.float32)
+        if x_train is not None and self._mean_value is not None:
+            mean = np.mean(x_train, axis=0, dtype=np.float64)
+            std = float(np.sqrt(np.mean((x_train - mean) ** 2)))
+            feed = {self._mean_value: mean.astype(np.float32), self._scale_value: 1.0 / std if std > 0 else 1.0}
+        sess.run(self._set_standardisation, feed)
 
     # --- weights snapshots (early stopping keeps the best in memory) ---------------------------------------------
     def get_weights(self, sess) -> list:
@@ -212,15 +234,14 @@ class HeadGraph:
 
         Regression targets must already be normalised (see ``HeadSpec.target_mean/target_scale``). Validation
         loss drives early stopping; the best weights are restored at the end. With ``standardize`` the inputs are
-        scaled by 1 / (their standard deviation over the training set), a scale saved with the head.
+        centred on their training mean and scaled by 1 / their standard deviation (saved with the head).
         """
         n = len(x_train)
         if n == 0:
             raise ValueError("no training examples")
         if len(y_train) != n:
             raise ValueError(f"{n} training inputs but {len(y_train)} targets")
-        std = float(np.std(x_train)) if standardize else 1.0
-        sess.run(self._set_scale, {self._scale_value: 1.0 / std if std > 0 else 1.0})
+        self.set_standardisation(sess, x_train if standardize else None)
         rng = np.random.default_rng(seed)
         weights_train = None
         if class_weights is not None:

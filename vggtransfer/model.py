@@ -107,14 +107,18 @@ class TransferModel:
     """A frozen VGG conv stack + a trainable head (:class:`HeadSpec`), in one TF1 graph and session.
 
     Subclasses fix the architecture and the task; :class:`Vgg16` is the regressor of the design card.
+
+    Defaults (global average pooling of pool5, fc6 256 ReLU, dropout 0.5, L2 1.0, Adam 1e-4, early stopping) are
+    the best of a sweep on the tiger/cat length task (bench/tune_regressor.py; figures in README.md): flattened
+    pool5 (25,088 inputs) overfits a few hundred images, global pooling with strong L2 does not.
     """
 
     arch = "vgg16"
     task = "regression"
 
     def __init__(self, weights_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
-                 dropout: float = 0.5, l2: float = 1e-2, end_point: str = "pool5", pooling: str = "avg",
-                 learning_rate: float = 1e-3, batch_size: int | None = None, precision: str = "fp32",
+                 dropout: float = 0.5, l2: float = 1.0, end_point: str = "pool5", pooling: str = "avg",
+                 learning_rate: float = 1e-4, batch_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):

@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from .weights import ARCHITECTURES, VGG_MEAN_BGR, conv_blocks, conv_layer_names
+from .weights import ARCHITECTURES, VGG_MEAN_BGR, conv_blocks, conv_layer_names  # noqa: F401 (re-exported)
 
 tf1 = tf.compat.v1
 

@@ -199,6 +199,8 @@ def fetch_first(arch: str, target, *, sources=None, session=None, progress: bool
             return fetch_source(source, target, session=session, progress=progress)
         except _FETCH_ERRORS as exc:
             failures.append(f"  - {source.name} ({source.origin}): {exc}")
+            if progress:
+                print(f"weights source {source.name} failed ({exc}); trying the next", file=sys.stderr)
     tried = "\n".join(failures) if failures else f"  (no source is declared for {arch})"
     raise WeightsError(target, f"could not get the {arch} weights; tried:\n{tried}\n{_how_to_supply(arch, target)}")
 

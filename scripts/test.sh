@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh clone: sets up .venv, then runs pytest. Extra arguments go to pytest.
+# Real-data tests use ../shared (or $VGGTRANSFER_SHARED); VGGTRANSFER_REQUIRE_DATA=1 turns their skips into failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+exec python -m pytest tests -q -p no:cacheprovider "$@"

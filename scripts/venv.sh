@@ -1,0 +1,18 @@
+# Sourced by the other scripts: create .venv (once) and install vggtransfer into it (again when setup.py changes).
+# PYTHON picks the interpreter (default python3, 3.10 or newer). The CPU build of TensorFlow is the default
+# (extra "cpu"); set VGGTRANSFER_EXTRAS=gpu,onnx,test for the GPU build.
+set -euo pipefail
+: "${PYTHON:=python3}"
+: "${VGGTRANSFER_EXTRAS:=cpu,onnx,test}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: $PYTHON is older than 3.10" >&2; exit 2; }
+  "$PYTHON" -m venv .venv
+fi
+stamp="$(cat setup.py | sha256sum | cut -c1-16)-$VGGTRANSFER_EXTRAS"
+if [ "$(cat .venv/.vggtransfer-installed 2>/dev/null)" != "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[$VGGTRANSFER_EXTRAS]"
+  echo "$stamp" > .venv/.vggtransfer-installed
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

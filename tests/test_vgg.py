@@ -1,0 +1,126 @@
+"""The conv graph: shapes and end points, preprocessing, frozen weights, and parity with keras.applications.VGG16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vggtransfer import vgg
+from vggtransfer.images import load_image
+from vggtransfer.weights import load_weights
+
+from conftest import scaled_weights, shared_data
+
+tf1 = tf.compat.v1
+
+
+def _run(weights, images, arch="vgg16", **kwargs):
+    g = tf.Graph()
+    with g.as_default():
+        x = tf1.placeholder(tf.float32, [None, *images.shape[1:]])
+        net, end_points = vgg.vgg_conv(x, weights, arch=arch, **kwargs)
+        with tf1.Session(graph=g) as sess:
+            vgg.initialize(sess)
+            out, eps = sess.run([net, end_points], {x: images})
+            trainable = [v.name for v in tf1.trainable_variables()]
+    return out, eps, trainable
+
+
+@pytest.fixture(scope="module")
+def w16():
+    return scaled_weights("vgg16")
+
+
+def test_end_points_and_shapes(w16):
+    images = np.random.default_rng(0).random((2, 64, 96, 3), dtype=np.float32)
+    out, eps, trainable = _run(w16, images)
+    assert out.shape == (2, 2, 3, 512)
+    assert list(eps) == list(vgg.end_point_names("vgg16"))
+    assert eps["conv1_1"].shape == (2, 64, 96, 64)
+    assert eps["pool1"].shape == (2, 32, 48, 64)
+    assert eps["conv4_3"].shape == (2, 8, 12, 512)
+    assert trainable == []  # frozen: nothing to train, nothing in a head checkpoint
+
+
+def test_final_endpoint_stops_early(w16):
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    out, eps, _ = _run(w16, images, final_endpoint="conv3_1")
+    assert out.shape == (1, 8, 8, 256)
+    assert list(eps)[-1] == "conv3_1" and "pool3" not in eps
+
+
+def test_trainable_from_makes_later_layers_trainable(w16):
+    _, _, trainable = _run(w16, np.zeros((1, 32, 32, 3), np.float32), trainable_from="conv5_2")
+    assert trainable == ["vgg16/conv5_2/weights:0", "vgg16/conv5_2/biases:0",
+                         "vgg16/conv5_3/weights:0", "vgg16/conv5_3/biases:0"]
+
+
+def test_constant_and_variable_modes_agree(w16):
+    images = np.random.default_rng(1).random((1, 48, 48, 3), dtype=np.float32)
+    a, _, _ = _run(w16, images, frozen="variable")
+    b, _, _ = _run(w16, images, frozen="constant")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_vgg19_builds():
+    w19 = scaled_weights("vgg19")
+    out, eps, _ = _run(w19, np.zeros((1, 32, 32, 3), np.float32), arch="vgg19")
+    assert out.shape == (1, 1, 1, 512) and "conv5_4" in eps and len(eps) == 21
+
+
+def test_preprocessing_is_caffe_bgr():
+    x = np.zeros((1, 1, 1, 3), np.float32)
+    x[0, 0, 0] = [1.0, 0.5, 0.0]  # R, G, B
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        out = sess.run(vgg.preprocess(tf.constant(x)))
+    np.testing.assert_allclose(out[0, 0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape,message", [((None, 16, 16, 3), "at least 32x32"), ((None, 64, 64, 1), "3 channels"),
+                                           ((None, 64, 3), "NHWC")])
+def test_bad_inputs_are_value_errors(w16, shape, message):
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match=message):
+            vgg.vgg16(tf1.placeholder(tf.float32, shape), w16)
+
+
+def test_bad_arguments(w16):
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [None, 64, 64, 3])
+        with pytest.raises(ValueError, match="unknown end point 'fc6'"):
+            vgg.vgg16(x, w16, final_endpoint="fc6")
+        with pytest.raises(ValueError, match="trainable_from must be a conv layer"):
+            vgg.vgg16(x, w16, trainable_from="pool4")
+        with pytest.raises(ValueError, match="weights lack layers conv5_1"):
+            vgg.vgg16(x, {k: v for k, v in w16.items() if k != "conv5_1"})
+
+
+def test_pool_and_feature_dim(w16):
+    assert vgg.feature_dim("vgg16", "pool5", "flatten", 224) == 25088
+    assert vgg.feature_dim("vgg16", "pool5", "avg", 224) == 512
+    assert vgg.feature_dim("vgg16", "conv4_3", "flatten", 64) == 8 * 8 * 512
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        x = tf.constant(np.arange(2 * 2 * 2 * 3, dtype=np.float32).reshape(2, 2, 2, 3))
+        flat, mx, avg = sess.run([vgg.pool(x, "flatten"), vgg.pool(x, "max"), vgg.pool(x, "avg")])
+    assert flat.shape == (2, 12) and mx.tolist()[0] == [9, 10, 11] and avg.tolist()[0] == [4.5, 5.5, 6.5]
+    with pytest.raises(ValueError, match="pooling must be"):
+        vgg.pool(x, "sum")
+
+
+def test_parity_with_keras_applications(real_weights, shared_dir):
+    """Same weights in keras.applications.VGG16 + keras' own preprocess_input give the same pool5 (rel. err <= 1e-4)."""
+    keras = pytest.importorskip("keras")
+    weights = load_weights(real_weights)
+    demo = shared_data(shared_dir, "morvan_tiger_kittycat", "demo")
+    images = np.stack([load_image(p, 224) for p in sorted(demo.rglob("*.jpg"))])
+    ours, eps, _ = _run(weights, images)
+
+    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
+    model.set_weights([a for name in vgg.conv_layer_names("vgg16") for a in weights[name]])
+    ref = model.predict(keras.applications.vgg16.preprocess_input(images * 255.0), verbose=0)
+    rel = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
+    assert ours.shape == ref.shape == (2, 7, 7, 512)
+    assert rel <= 1e-4, rel
+    # the features carry signal: the two demo images (a tiger, a cat) differ
+    assert np.linalg.norm(ours[0] - ours[1]) > 0.1 * np.linalg.norm(ours[0])
