@@ -70,8 +70,11 @@ def main(argv=None):
         sections.append(f"### {name}{status}\n\nCommand: `{shown}` ({secs:.0f} s)\n\n{text}\n")
         (out_dir / f"{name}.md").write_text(sections[-1])
     total = time.perf_counter() - t_all
-    report = "\n".join(sections) + f"\nWhole suite: `python bench/run_all.py{' --quick' if args.quick else ''}` " \
-                                     f"took {total / 60:.1f} min.\n"
+    # REPORT.md: the latest section of every benchmark (also those from an earlier, partial run).
+    names = [n for n, _ in suite(args.quick)]
+    parts = [(out_dir / f"{n}.md").read_text() for n in names if (out_dir / f"{n}.md").exists()]
+    what = f"--only {args.only}" if only else ("--quick" if args.quick else "")
+    report = "\n".join(parts) + f"\nLast invocation: `python bench/run_all.py {what}` took {total / 60:.1f} min.\n"
     (out_dir / "REPORT.md").write_text(report)
     print(f"\nwrote {out_dir / 'REPORT.md'} ({total / 60:.1f} min)")
 
