@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .images import ImageError, load_image
-from .runtime import cpu_count, new_session, resolve_precision
+from .runtime import cpu_count, default_batch_size, lower_priority_of_this_thread, new_session, resolve_precision
 from .vgg import POOLINGS, end_point_names, feature_dim, initialize, pool, vgg_conv
 from .weights import ARCHITECTURES, conv_layer_names, load_weights
 
@@ -33,7 +33,8 @@ PREPROCESSING = "RGB [0,1] -> centre crop (short side) -> bilinear resize -> x25
 def image_batches(paths, size: int = 224, batch_size: int = 16, workers: int | None = None, prefetch: int = 2):
     """Yield ``(images (b, size, size, 3) float32, indices into paths, [ImageError, ...])`` per batch, in order.
 
-    Decoding runs in ``workers`` threads, ``prefetch`` batches ahead of the consumer.
+    Decoding runs in ``workers`` threads (at a lower priority than the compute threads), ``prefetch`` batches
+    ahead of the consumer.
     """
     paths = list(paths)
     workers = workers or max(2, cpu_count())
@@ -45,7 +46,8 @@ def image_batches(paths, size: int = 224, batch_size: int = 16, workers: int | N
         except ImageError as exc:
             return i, None, exc
 
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vggtransfer-decode") as pool_:
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vggtransfer-decode",
+                               initializer=lower_priority_of_this_thread) as pool_:
         pending = deque()
         chunk_iter = iter(chunks)
 
@@ -85,17 +87,24 @@ def layers_needed(arch: str, end_point: str) -> list:
 class FeatureExtractor:
     """Frozen VGG conv stack up to ``end_point``, pooled to one vector per image.
 
+    ``batch_size`` (default: :func:`vggtransfer.runtime.default_batch_size`, 16 at 224 px, 128 at 64 px),
+    ``threads`` (default: all cores) and ``precision`` ('fp32' or 'bf16'; bf16 falls back to fp32 with a warning
+    where the CPU lacks it) are the speed settings.
+
     >>> fx = FeatureExtractor("vgg16.npy", end_point="pool5", pooling="max", image_size=224)
     >>> feats, ok, errors = fx.extract_paths(["a.jpg", "b.png"])
     """
 
     def __init__(self, weights, arch: str | None = None, end_point: str = "pool5", pooling: str = "flatten",
-                 image_size: int = 224, batch_size: int = 16, precision: str = "fp32", threads: int | None = None,
+                 image_size: int = 224, batch_size: int | None = None, precision: str = "fp32",
+                 threads: int | None = None,
                  weights_path: str | None = None, extend=None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {image_size}")
+        if batch_size is None:
+            batch_size = default_batch_size(image_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(weights, (str, Path)):

@@ -118,7 +118,7 @@ class TransferModel:
 
     def __init__(self, weights_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
                  dropout: float = 0.5, l2: float = 1.0, end_point: str = "pool5", pooling: str = "avg",
-                 learning_rate: float = 1e-4, batch_size: int = 16, precision: str = "fp32",
+                 learning_rate: float = 1e-4, batch_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):

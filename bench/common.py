@@ -1,0 +1,93 @@
+"""Shared helpers for the benchmark scripts: environment record, medians, result files, weights/data paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SHARED = Path(os.environ.get("VGGTRANSFER_SHARED", REPO.parent / "shared"))
+if not SHARED.exists():
+    SHARED = Path("/work/shared")
+WEIGHTS = Path(os.environ.get("VGGTRANSFER_BENCH_WEIGHTS", SHARED / "weights" / "vgg16_conv_imagenet.npy"))
+TIGER_CAT = SHARED / "data" / "morvan_tiger_kittycat" / "data"
+HYMENOPTERA = SHARED / "data" / "hymenoptera" / "hymenoptera_data"
+SIGNS = SHARED / "data" / "signs" / "64x64_SIGNS"
+
+#: VGG16 conv stack FLOPs per image (2 x MACs of the 13 convs) at a square input side.
+def vgg16_conv_flops(side: int) -> float:
+    from vggtransfer.weights import conv_blocks
+
+    flops, s = 0.0, side
+    for block in conv_blocks("vgg16"):
+        for _, c_in, c_out in block:
+            flops += 2.0 * s * s * 9 * c_in * c_out
+        s //= 2
+    return flops
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def environment() -> dict:
+    import numpy as np
+
+    env = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "cpu": cpu_model(),
+           "cores": len(os.sched_getaffinity(0)), "loadavg_start": loadavg(), "python": platform.python_version(),
+           "numpy": np.__version__, "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    try:
+        import tensorflow as tf
+
+        env["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result.setdefault("env", {})["loadavg_end"] = loadavg()
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=float))
+    return path
+
+
+def fmt_env(env: dict) -> str:
+    return (f"{env['date']}, {env['cpu']} ({env['cores']} cores), TF {env.get('tensorflow', '-')}, "
+            f"load average {env['loadavg_start']} -> {env.get('loadavg_end', '?')}")
+
+
+def quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
