@@ -28,9 +28,9 @@ SETTINGS = [
     dict(pooling="max", l2=1e-2, lr=1e-4),
     dict(pooling="avg", l2=1e-2, lr=1e-4),
     dict(pooling="avg", l2=0.1, lr=1e-4),
-    dict(pooling="avg", l2=1.0, lr=1e-4),  # the library default
+    dict(pooling="avg", l2=1.0, lr=1e-4),
     dict(pooling="avg", l2=3.0, lr=1e-4),
-    dict(pooling="avg", l2=1.0, lr=1e-3),
+    dict(pooling="avg", l2=1.0, lr=1e-3),  # the library default
 ]
 
 

@@ -108,7 +108,7 @@ class TransferModel:
 
     Subclasses fix the architecture and the task; :class:`Vgg16` is the regressor of the design card.
 
-    Defaults (global average pooling of pool5, fc6 256 ReLU, dropout 0.5, L2 1.0, Adam 1e-4, early stopping) are
+    Defaults (global average pooling of pool5, fc6 256 ReLU, dropout 0.5, L2 1.0, Adam 1e-3, early stopping) are
     the best of a sweep on the tiger/cat length task (bench/tune_regressor.py; figures in README.md): flattened
     pool5 (25,088 inputs) overfits a few hundred images, global pooling with strong L2 does not.
     """
@@ -118,7 +118,7 @@ class TransferModel:
 
     def __init__(self, weights_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
                  dropout: float = 0.5, l2: float = 1.0, end_point: str = "pool5", pooling: str = "avg",
-                 learning_rate: float = 1e-4, batch_size: int | None = None, precision: str = "fp32",
+                 learning_rate: float = 1e-3, batch_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):
