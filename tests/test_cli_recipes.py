@@ -67,10 +67,22 @@ def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path
     code, out, err = run(capsys, "train", "--data", csv, "--task", "regression", "--model", tmp_path / "reg",
                          "--weights", scaled_npy, "--image-size", 32, "--hidden", 8, "--epochs", 20)
     assert code == 0 and "validation rmse" in out, err
-    code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", folder / "red" / "00.jpg",
-                         "--weights", scaled_npy)
-    path, value = out.strip().split("\t")
-    assert code == 0 and path.endswith("00.jpg") and float(value) == pytest.approx(float(value))
+    images = [folder / "red" / "00.jpg", folder / "blue" / "00.jpg"]
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", *images, "--weights", scaled_npy)
+    rows = [line.split("\t") for line in out.strip().splitlines()]
+    assert code == 0 and [r[0] for r in rows] == [str(p) for p in images], err
+    red, blue = (float(r[1]) for r in rows)
+    assert red < blue  # red photos were given 1.0, blue ones 3.0
+    # bf16 (or fp32 with a warning where the CPU has no bf16) predicts nearly the same values
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", *images, "--weights", scaled_npy,
+                         "--precision", "bf16", "--threads", 1)
+    assert code == 0, err
+    bf16 = [float(line.split("\t")[1]) for line in out.strip().splitlines()]
+    assert bf16 == pytest.approx([red, blue], abs=0.1 * (blue - red))
+    # fine-tuning has no bf16 mode: a clear error, not a traceback
+    code, out, err = run(capsys, "train", "--data", folder, "--recipe", "finetune", "--precision", "bf16",
+                         "--model", tmp_path / "ft", "--weights", scaled_npy, "--image-size", 32)
+    assert code == 2 and "fine-tuning trains in fp32" in err
 
 
 def test_errors_are_one_line_exit_2(capsys, scaled_npy, tmp_path):

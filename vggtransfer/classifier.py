@@ -225,14 +225,21 @@ def load_model(model_dir, weights_path=None, **kwargs):
     fine-tuned classifier, or linear model. All have ``predict(paths)``; classifiers also ``predict_top_k``."""
     cfg = read_kind(model_dir)
     kind = cfg["kind"]
+    precision, threads = kwargs.pop("precision", "fp32"), kwargs.get("threads")
     if kind == "linear":
         from .linear import LinearModel
 
-        return LinearModel.load(model_dir, weights_path=weights_path)
+        model = LinearModel.load(model_dir, weights_path=weights_path)
+        model.attach(weights_path, threads=threads, precision=precision)
+        return model
     if kind == "finetuned":
         from .finetune import FineTunedClassifier
 
+        if precision != "fp32":
+            raise ValueError(f"{model_dir}: a fine-tuned model predicts in fp32 only (precision={precision!r} is for "
+                             "models on frozen features)")
         return FineTunedClassifier(weights_path, restore_from=model_dir, **kwargs)
+    kwargs["precision"] = precision
     if kind == "classifier":
         return VggClassifier(weights_path, restore_from=model_dir, **kwargs)
     if kind == "regressor":

@@ -68,7 +68,16 @@ def _add_features_args(p, defaults_note: str = ""):
     g.add_argument("--pooling", choices=("flatten", "max", "avg"), default="avg",
                    help="flatten the map, or global max / average pooling (default avg)")
     g.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
-    g.add_argument("--batch-size", type=int, default=16, help="images per conv batch (default 16)")
+    _add_runtime_args(g)
+
+
+def _add_runtime_args(g):
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per conv batch (default: chosen by input size, 16 at 224 px)")
+    g.add_argument("--threads", type=int, default=None, help="TensorFlow intra-op threads (default: all cores)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: convolutions in bfloat16 via oneDNN, about 2x faster on CPUs with AVX512-BF16/AMX; "
+                        "falls back to fp32 with a warning elsewhere (default fp32)")
 
 
 # --- extract ----------------------------------------------------------------------------------------------------
@@ -101,7 +110,8 @@ def run_extract(args) -> int:
     _report_bad(ds)
     t0 = time.perf_counter()
     with FeatureExtractor(_weights(args.weights, args.arch), arch=args.arch, end_point=args.end_point,
-                          pooling=args.pooling, image_size=args.image_size, batch_size=args.batch_size) as fx:
+                          pooling=args.pooling, image_size=args.image_size, batch_size=args.batch_size,
+                          precision=args.precision, threads=args.threads) as fx:
         build_store(args.store, ds, fx, chunk_rows=args.chunk_rows)
     done, total = store_status(args.store)
     print(f"{args.store}: {done}/{total} items, {len(ds.classes) or 'regression'} "
@@ -198,12 +208,15 @@ def run_train(args) -> int:
         if args.recipe == "finetune":
             from .finetune import FineTunedClassifier
 
+            if args.precision != "fp32":
+                raise ValueError("--precision bf16 is for frozen features (head, linear); fine-tuning trains in fp32")
+
             model = FineTunedClassifier(args.weights, classes=ds.classes, arch=args.arch,
                                         trainable_from=args.trainable_from, image_size=args.image_size,
                                         pooling=args.pooling, hidden=hidden, dropout=args.dropout, l2=args.l2,
                                         learning_rate=args.learning_rate,
                                         backbone_learning_rate=args.backbone_learning_rate,
-                                        batch_size=args.batch_size)
+                                        batch_size=args.batch_size or 16, threads=args.threads)
             report = model.train_dataset(ds, val=val, val_fraction=args.val_fraction, views=args.views,
                                          class_weights=cw, **_fit(args, 10, 3))
         else:
@@ -234,7 +247,8 @@ def _head_model(args, task, classes, arch, end_point, pooling, image_size, hidde
     from .classifier import VggClassifier, VggRegressor
 
     common = dict(arch=arch, end_point=end_point, pooling=pooling, image_size=image_size, hidden=hidden,
-                  dropout=args.dropout, l2=args.l2, learning_rate=args.learning_rate, batch_size=args.batch_size)
+                  dropout=args.dropout, l2=args.l2, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                  precision=args.precision, threads=args.threads)
     if task == "classification":
         return VggClassifier(args.weights, classes=classes, **common)
     return VggRegressor(args.weights, **common)
@@ -252,6 +266,7 @@ def add_evaluate_parser(sub):
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--split", default="test", help="h5 only: which split to read (default test)")
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
+    _add_runtime_args(p)
     p.add_argument("--png", type=Path, help="also write the confusion matrix as a PNG")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run_evaluate)
@@ -267,7 +282,7 @@ def run_evaluate(args) -> int:
 
     if (args.data is None) == (args.store is None):
         raise ValueError("give DATA or --store (one of them)")
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     if not hasattr(model, "classes"):
         ds = load_dataset(args.data, args.split, "regression")
         _report_bad(ds)
@@ -324,6 +339,7 @@ def add_predict_parser(sub):
     p.add_argument("--top-k", type=int, default=1, help="classes to show per image (classifiers; default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {path, prediction|top_k, error}")
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
+    _add_runtime_args(p)
     p.set_defaults(func=run_predict)
     return p
 
@@ -336,7 +352,7 @@ def run_predict(args) -> int:
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

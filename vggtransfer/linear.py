@@ -92,14 +92,14 @@ class LinearModel(ClassifierAPI):
         return {"accuracy": float(np.mean(pred == store.labels)), "report": text, "confusion": cm, "n": len(pred)}
 
     # --- prediction on images ------------------------------------------------------------------------------------
-    def attach(self, weights_path=None, batch_size: int = 16, threads=None) -> None:
+    def attach(self, weights_path=None, batch_size: int | None = None, threads=None, precision: str = "fp32") -> None:
         """Build the frozen extractor this model's features came from (checks the weights fingerprint)."""
         if self.extractor is not None:
             return
         path = resolve_weights(weights_path, arch=self.config["arch"])
         fx = FeatureExtractor(path, arch=self.config["arch"], end_point=self.config["end_point"],
                               pooling=self.config["pooling"], image_size=self.config["image_size"],
-                              batch_size=batch_size, threads=threads)
+                              batch_size=batch_size, threads=threads, precision=precision)
         if fx.config["weights_sha256"] != self.config["weights_sha256"]:
             fx.close()
             raise ModelError(f"the linear model was fitted on features of other VGG weights than {path}; "
