@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import os
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -67,6 +69,32 @@ def image_batches(paths, size: int = 224, batch_size: int = 16, workers: int | N
             errors = [e for _, _, e in results if e is not None]
             batch = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
             yield batch, indices, errors
+
+
+def predict_paths(image_paths, batches, output_shape, predict, errors: str = "report"):
+    """The prediction loop every model shares: ``(out, bad)`` for image path(s), in their order.
+
+    ``batches(paths)`` yields ``(inputs, indices, errors)`` (see :func:`image_batches`); ``predict(inputs)`` returns
+    one row per input; ``output_shape(n)`` is the shape of ``out``, which holds NaN where an image could not be read.
+    A single path that cannot be read raises its :class:`ImageError`; for a list, ``errors='report'`` predicts the
+    others and warns naming the bad ones, ``errors='raise'`` raises on the first.
+    """
+    if errors not in ("report", "raise"):
+        raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
+    single = isinstance(image_paths, (str, os.PathLike))
+    paths = [str(image_paths)] if single else [str(p) for p in image_paths]
+    out = np.full(output_shape(len(paths)), np.nan)
+    bad = []
+    for inputs, indices, errs in batches(paths):
+        if errs and (single or errors == "raise"):
+            raise errs[0]
+        bad.extend(errs)
+        if len(indices):
+            out[indices] = predict(inputs)
+    if bad:
+        warnings.warn(f"{len(bad)} of {len(paths)} images could not be read and were predicted as NaN: "
+                      + "; ".join(str(e) for e in bad[:10]), RuntimeWarning, stacklevel=3)
+    return out, bad
 
 
 def conv_sha256(weights: dict, layers) -> str:

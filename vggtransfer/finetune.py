@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +32,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from .classifier import ClassifierAPI
 from .datasets import Dataset
-from .features import PREPROCESSING, conv_sha256, image_batches
+from .features import PREPROCESSING, conv_sha256, image_batches, predict_paths
 from .heads import HeadGraph, HeadSpec
-from .images import MAX_PIXELS, ImageError, _open, load_image, to_rgb
+from .images import MAX_PIXELS, ImageError, _open, to_rgb
 from .model import CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, TrainReport, read_model_config, split_indices
 from .runtime import new_session
 from .vgg import _param, end_point_names, initialize, pool, vgg_conv
@@ -250,7 +249,7 @@ class FineTunedClassifier(ClassifierAPI):
         pooled = np.concatenate([self.session.run(self.pooled, {self.prefix: x_tr[s:s + 64]})
                                  for s in range(0, len(x_tr), 64)])
         std = float(np.std(pooled)) or 1.0
-        self._reset_head(seed)  # (its init op also resets feature_scale: set it after)
+        self.head.reset(self.session, seed)  # (its init op also resets feature_scale: set it after)
         self.session.run(self._set_feature_scale, {self._scale_in: 1.0 / std})
         weights = None
         if class_weights is not None:
@@ -267,21 +266,6 @@ class FineTunedClassifier(ClassifierAPI):
                              seconds_head=time.perf_counter() - t1)
         return report
 
-    def _reset_head(self, seed: int) -> None:
-        """Seeded Glorot head weights and fresh optimiser state; the trainable convs keep the ImageNet weights."""
-        rng = np.random.default_rng(seed)
-        values = []
-        for v in self.head.variables:
-            shape = v.shape.as_list()
-            if v.name.endswith("weights:0"):
-                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
-                values.append(rng.uniform(-limit, limit, shape).astype(np.float32))
-            else:
-                values.append(np.zeros(shape, np.float32))
-        backbone = self.session.run(self.backbone_variables)
-        self.session.run(self.head.init_op)
-        self.head.set_weights(self.session, values + backbone)
-
     # --- prediction --------------------------------------------------------------------------------------------
     def _probs(self, images: np.ndarray) -> np.ndarray:
         out = []
@@ -292,21 +276,9 @@ class FineTunedClassifier(ClassifierAPI):
 
     def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
         """Class probabilities (n, K) for image files, NaN rows for unreadable images (see ``last_errors``)."""
-        if errors not in ("report", "raise"):
-            raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
-        single = isinstance(image_paths, (str, os.PathLike))
-        paths = [str(image_paths)] if single else [str(p) for p in image_paths]
-        out = np.full((len(paths), len(self.classes)), np.nan)
-        self.last_errors = []
-        for batch, idx, errs in image_batches(paths, self.image_size, self.batch_size):
-            if errs and (single or errors == "raise"):
-                raise errs[0]
-            self.last_errors.extend(errs)
-            if len(idx):
-                out[idx] = self._probs(batch)
-        if self.last_errors:
-            warnings.warn(f"{len(self.last_errors)} of {len(paths)} images could not be read: "
-                          + "; ".join(str(e) for e in self.last_errors[:10]), RuntimeWarning, stacklevel=2)
+        out, self.last_errors = predict_paths(image_paths,
+                                              lambda paths: image_batches(paths, self.image_size, self.batch_size),
+                                              lambda n: (n, len(self.classes)), self._probs, errors)
         return out
 
     def predict_arrays(self, arrays) -> np.ndarray:

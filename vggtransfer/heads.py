@@ -219,6 +219,24 @@ class HeadGraph:
             feed = {self._mean_value: mean.astype(np.float32), self._scale_value: 1.0 / std if std > 0 else 1.0}
         sess.run(self._set_standardisation, feed)
 
+    def reset(self, sess, seed: int) -> None:
+        """Seeded Glorot-uniform head weights, zero biases and fresh optimiser state (a run is reproducible).
+
+        Trainable backbone variables (fine-tuning) keep their current values.
+        """
+        rng = np.random.default_rng(seed)
+        values = []
+        for v in self.variables:
+            shape = v.shape.as_list()
+            if v.name.endswith("weights:0"):
+                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+                values.append(rng.uniform(-limit, limit, shape).astype(np.float32))
+            else:
+                values.append(np.zeros(shape, np.float32))
+        backbone = sess.run(self.backbone_variables) if self.backbone_variables else []
+        sess.run(self.init_op)
+        self.set_weights(sess, values + backbone)
+
     # --- weights snapshots (early stopping keeps the best in memory) ---------------------------------------------
     def get_weights(self, sess) -> list:
         return sess.run(self._trainable)

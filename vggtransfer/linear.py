@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .classifier import ClassifierAPI, confusion_matrix
-from .features import FeatureExtractor
+from .features import FeatureExtractor, predict_paths
 from .model import ModelError
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
@@ -109,19 +109,8 @@ class LinearModel(ClassifierAPI):
     def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
         """Class probabilities (n, K) for image files, NaN rows for unreadable images (see ``last_errors``)."""
         self.attach(self._weights_path)
-        single = isinstance(image_paths, (str, os.PathLike))
-        paths = [str(image_paths)] if single else [str(p) for p in image_paths]
-        out = np.full((len(paths), len(self.classes)), np.nan)
-        self.last_errors = []
-        for feats, idx, errs in self.extractor.iter_paths(paths):
-            if errs and (single or errors == "raise"):
-                raise errs[0]
-            self.last_errors.extend(errs)
-            if len(idx):
-                out[idx] = self.predict_features(feats)
-        if self.last_errors:
-            warnings.warn(f"{len(self.last_errors)} of {len(paths)} images could not be read: "
-                          + "; ".join(str(e) for e in self.last_errors[:10]), RuntimeWarning, stacklevel=2)
+        out, self.last_errors = predict_paths(image_paths, self.extractor.iter_paths,
+                                              lambda n: (n, len(self.classes)), self.predict_features, errors)
         return out
 
     def predict_arrays(self, arrays) -> np.ndarray:

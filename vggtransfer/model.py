@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
-from .features import FeatureExtractor, layers_needed
+from .features import FeatureExtractor, layers_needed, predict_paths
 from .heads import HeadGraph, HeadSpec, History
 from .images import ImageError
 from .weight_sources import resolve_weights
@@ -221,7 +220,7 @@ class TransferModel:
             self.spec.target_scale = float(y[train_idx].std()) or 1.0
             y = ((y - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
         weights = self._class_weights(class_weights, y[train_idx])
-        self._reset_head(seed)
+        self.head.reset(self.session, seed)
         t0 = time.perf_counter()
         has_val = len(val_idx) > 0
         history = self.head.fit(self.session, features[train_idx], y[train_idx],
@@ -268,20 +267,6 @@ class TransferModel:
         if weights.shape != (k,):
             raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
         return weights
-
-    def _reset_head(self, seed: int) -> None:
-        """Re-initialise the head (and optimiser state) with seeded Glorot weights, reproducibly."""
-        rng = np.random.default_rng(seed)
-        values = []
-        for v in self.head.variables:
-            shape = v.shape.as_list()
-            if v.name.endswith("weights:0"):
-                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
-                values.append(rng.uniform(-limit, limit, shape).astype(np.float32))
-            else:
-                values.append(np.zeros(shape, np.float32))
-        self.session.run(self.head.init_op)
-        self.head.set_weights(self.session, values + self.head.get_weights(self.session)[len(values):])
 
     # --- persistence ---------------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None) -> Path:
@@ -331,27 +316,14 @@ class TransferModel:
         predicts the others, puts NaN for each bad image, warns naming them, and keeps them in
         :attr:`last_errors`; ``errors='raise'`` raises on the first bad image.
         """
-        if errors not in ("report", "raise"):
-            raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
-        single = isinstance(image_paths, (str, os.PathLike))
-        paths = [str(image_paths)] if single else [str(p) for p in image_paths]
-        out = self._nan_output(len(paths))
-        self.last_errors = []
-        for feats, idx, errs in self.extractor.iter_paths(paths):
-            if errs and (single or errors == "raise"):
-                raise errs[0]
-            self.last_errors.extend(errs)
-            if len(idx):
-                out[idx] = self.spec.decode(self.session.run(self.head.predictions, {self.head.features: feats}))
-        if self.last_errors:
-            warnings.warn(f"{len(self.last_errors)} of {len(paths)} images could not be read and were predicted as "
-                          "NaN: " + "; ".join(str(e) for e in self.last_errors[:10]), RuntimeWarning, stacklevel=2)
+        out, self.last_errors = predict_paths(
+            image_paths, self.extractor.iter_paths, self._output_shape,
+            lambda feats: self.spec.decode(self.session.run(self.head.predictions, {self.head.features: feats})),
+            errors)
         return out
 
-    def _nan_output(self, n: int) -> np.ndarray:
-        if self.spec.task == "classification":
-            return np.full((n, len(self.spec.classes)), np.nan)
-        return np.full((n,), np.nan)
+    def _output_shape(self, n: int) -> tuple:
+        return (n, len(self.spec.classes)) if self.spec.task == "classification" else (n,)
 
     def close(self):
         self.extractor.close()
