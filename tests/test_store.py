@@ -57,6 +57,9 @@ def test_stale_store_is_refused_naming_each_difference(scaled_npy, fx, folder, t
             open_store(path, other.config)
     with pytest.raises(FeatureStoreMismatch, match="items"):
         build_store(path, ds.subset(range(5)), fx, progress=False)
+    # features computed in bf16 differ from fp32 ones: never mixed into one store
+    with pytest.raises(FeatureStoreMismatch, match="precision: stored 'fp32' vs requested 'bf16'"):
+        open_store(path, {**fx.config, "precision": "bf16"})
 
 
 def test_array_dataset_store(fx, tmp_path):

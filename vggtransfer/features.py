@@ -157,6 +157,7 @@ class FeatureExtractor:
             "pooling": pooling,
             "image_size": image_size,
             "preprocessing": PREPROCESSING,
+            "precision": self.precision,  # bf16 features differ from fp32 ones (~1 %): a store keeps them apart
             "library_version": __version__,
         }
         self.dim = feature_dim(arch, end_point, pooling, image_size)

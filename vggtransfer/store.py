@@ -31,7 +31,12 @@ from .datasets import Dataset, resize_arrays
 
 STORE_FORMAT = 1
 #: Config keys that must match for a store to be reused (library_version is recorded but only its major.minor).
-CHECKED_KEYS = ("arch", "weights_sha256", "end_point", "pooling", "image_size", "preprocessing", "library_version")
+CHECKED_KEYS = ("arch", "weights_sha256", "end_point", "pooling", "image_size", "preprocessing", "precision",
+                "library_version")
+
+
+#: Values of keys that stores written before the key existed hold implicitly.
+_DEFAULTS = {"precision": "fp32"}
 
 
 class FeatureStoreMismatch(ValueError):
@@ -58,12 +63,12 @@ def compare_config(stored: dict, requested: dict) -> dict:
     for k in CHECKED_KEYS:
         if k not in requested:
             continue
-        s, r = stored.get(k), requested.get(k)
+        s, r = stored.get(k, _DEFAULTS.get(k)), requested.get(k)
         if k == "library_version":
             s = ".".join(str(s).split(".")[:2]) if s is not None else None
             r = ".".join(str(r).split(".")[:2])
         if s != r:
-            diff[k] = (stored.get(k), requested.get(k))
+            diff[k] = (stored.get(k, _DEFAULTS.get(k)), requested.get(k))
     return diff
 
 
