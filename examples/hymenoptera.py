@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="linear,head,finetune")
     p.add_argument("--views", type=int, default=2, help="augmented views per training image (fine-tuning)")
     p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (early stopping may end sooner)")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (augmentation, split, head init)")
     args = p.parse_args(argv)
     if not args.data.exists() and Path("/work/shared/data/hymenoptera").exists():
         args.data = Path("/work/shared/data/hymenoptera")
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
         ft = FineTunedClassifier(args.weights, classes=train.classes, trainable_from="conv5_1", image_size=args.size,
                                  pooling="avg", hidden=(256,), dropout=0.5, learning_rate=1e-3,
                                  backbone_learning_rate=1e-5)
-        rep = ft.train_dataset(train, val_fraction=0.2, views=args.views, epochs=args.epochs, patience=3, seed=0)
+        rep = ft.train_dataset(train, val_fraction=0.2, views=args.views, epochs=args.epochs, patience=3,
+                               seed=args.seed)
         ft.save(args.out / "finetuned_model")
         ev = ft.evaluate_dataset(val)
         print(f"[3] fine-tuned from conv5_1 ({args.views} views, best epoch {rep.history.best_epoch + 1} of "
