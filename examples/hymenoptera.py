@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--out", type=Path, default=Path("/tmp/vggtransfer-examples/hymenoptera"))
     p.add_argument("--recipes", default="linear,head,finetune")
-    p.add_argument("--views", type=int, default=2, help="augmented views per training image (fine-tuning)")
-    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (early stopping may end sooner)")
+    p.add_argument("--views", type=int, default=4, help="augmented views per training image (fine-tuning)")
+    p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (early stopping may end sooner)")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (augmentation, split, head init)")
     args = p.parse_args(argv)
     if not args.data.exists() and Path("/work/shared/data/hymenoptera").exists():
