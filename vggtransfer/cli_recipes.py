@@ -162,7 +162,7 @@ def add_train_parser(sub):
     ft = p.add_argument_group("fine-tuning")
     ft.add_argument("--trainable-from", default="conv5_1", help="first trainable conv layer (default conv5_1)")
     ft.add_argument("--backbone-learning-rate", type=float, default=1e-5)
-    ft.add_argument("--views", type=int, default=3, help="augmented views per training image (default 3)")
+    ft.add_argument("--views", type=int, default=4, help="augmented views per training image (default 4)")
     _add_features_args(p)
     p.set_defaults(func=run_train)
     return p
