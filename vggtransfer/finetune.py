@@ -18,9 +18,6 @@ model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +32,8 @@ from .datasets import Dataset
 from .features import PREPROCESSING, conv_sha256, image_batches, predict_paths
 from .heads import HeadGraph, HeadSpec
 from .images import MAX_PIXELS, ImageError, _open, to_rgb
-from .model import CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, TrainReport, read_model_config, split_indices
+from .model import (CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, TrainReport, read_model_config,
+                    split_indices, write_model_dir)
 from .runtime import new_session
 from .vgg import _param, end_point_names, initialize, pool, vgg_conv
 from .weight_sources import resolve_weights
@@ -293,10 +291,8 @@ class FineTunedClassifier(ClassifierAPI):
             sorted(self.head.saver._var_list)
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        """The trainable conv variables + head checkpoint and vggtransfer.json, atomically (see write_model_dir)."""
+        def write(tmp: Path) -> None:
             with self.graph.as_default():
                 self.head.saver.save(self.session, str(tmp / CHECKPOINT), write_meta_graph=False, write_state=False)
             cfg = {"format_version": FORMAT_VERSION, "kind": self.kind, **self.config,
@@ -305,18 +301,8 @@ class FineTunedClassifier(ClassifierAPI):
                    "weights_file": Path(self.weights_path).name, "head": self.spec.to_dict(),
                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
-            old = path.with_name(path.name + ".previous")
-            if path.exists():
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old.exists():
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return write_model_dir(path, write)
 
     def close(self):
         self.session.close()

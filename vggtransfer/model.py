@@ -102,6 +102,32 @@ def _backup_dir(model_dir: Path) -> Path:
     return model_dir.with_name(model_dir.name + ".previous")
 
 
+def write_model_dir(path, write) -> Path:
+    """Write a model directory atomically: ``write(tmp_dir)`` fills a temp directory beside ``path``, its files are
+    fsynced, then it is swapped in with renames. An interrupted save leaves the previous model readable (as ``path``
+    or ``path.previous``, which :func:`read_model_config` falls back to)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        backup = _backup_dir(path)
+        if path.exists():
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        if backup.exists():
+            shutil.rmtree(backup)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 class TransferModel:
     """A frozen VGG conv stack + a trainable head (:class:`HeadSpec`), in one TF1 graph and session.
 
@@ -275,10 +301,7 @@ class TransferModel:
         The new model is written to a temp directory and swapped in with renames; an interrupted save leaves the
         previous model readable (as ``path`` or ``path.previous``).
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        def write(tmp: Path) -> None:
             with self.extractor.graph.as_default():
                 self.head.saver.save(self.session, str(tmp / CHECKPOINT), write_meta_graph=False, write_state=False)
             cfg = {
@@ -292,21 +315,8 @@ class TransferModel:
                 **(extra or {}),
             }
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            backup = _backup_dir(path)
-            if path.exists():
-                if backup.exists():
-                    shutil.rmtree(backup)
-                os.replace(path, backup)
-            os.replace(tmp, path)
-            if backup.exists():
-                shutil.rmtree(backup)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return write_model_dir(path, write)
 
     # --- prediction ----------------------------------------------------------------------------------------------
     def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
