@@ -611,19 +611,25 @@ class _Run:
         if self.per_class[key[0]][status] <= 0:
             del self.per_class[key[0]][status]
 
+    def _reclassify(self, key, rec, status, **extra):
+        """Re-record ``key`` as ``status`` (keeping what its download found), remove the file it had saved, and move
+        it between the counts."""
+        old_status = rec["status"]
+        fields = {k: v for k, v in rec.items() if k not in ("url", "class", "status", "time", "path", "reason")}
+        self._record(key, status, **fields, **extra)
+        if old_status in ("saved", "kept") and rec.get("path"):
+            self._abs(rec["path"]).unlink(missing_ok=True)
+            self.taken_names.pop((key[0], Path(rec["path"]).name.lower()), None)
+            self.saved_per_class[key[0]] -= 1
+        if key in self._counted:
+            self._uncount(key, old_status)
+            self.counts[status] += 1
+            self.per_class[key[0]][status] += 1
+
     def _demote_to_duplicate(self, owner, owner_rec, new_owner):
         """``owner`` lost its file to an earlier URL with the same content."""
-        old_status = owner_rec["status"]
-        new_rec = self.state[new_owner]
-        fields = {k: v for k, v in owner_rec.items() if k not in ("url", "class", "status", "time", "path", "reason")}
-        self._record(owner, "duplicate", reason=f"same content as {new_owner[1]}", path=new_rec["path"], **fields)
-        self._abs(owner_rec["path"]).unlink(missing_ok=True)
-        self.taken_names.pop((owner[0], Path(owner_rec["path"]).name.lower()), None)
-        self.saved_per_class[owner[0]] -= 1
-        if owner in self._counted:
-            self._uncount(owner, old_status)
-            self.counts["duplicate"] += 1
-            self.per_class[owner[0]]["duplicate"] += 1
+        self._reclassify(owner, owner_rec, "duplicate", reason=f"same content as {new_owner[1]}",
+                         path=self.state[new_owner]["path"])
 
     def _placeholder_reason(self, sha):
         return (f"identical content served for {len(self.hash_urls[sha])} URLs "
@@ -635,19 +641,8 @@ class _Run:
         reason = self._placeholder_reason(sha)
         for key in sorted(self.hash_urls[sha]):
             rec = self.state.get(key)
-            if rec is None or rec["status"] == "placeholder":
-                continue
-            old_status = rec["status"]
-            fields = {k: v for k, v in rec.items() if k not in ("url", "class", "status", "time", "path", "reason")}
-            self._record(key, "placeholder", reason=reason, **fields)
-            if old_status in ("saved", "kept") and rec.get("path"):
-                self._abs(rec["path"]).unlink(missing_ok=True)
-                self.taken_names.pop((key[0], Path(rec["path"]).name.lower()), None)
-                self.saved_per_class[key[0]] -= 1
-            if key in self._counted:
-                self._uncount(key, old_status)
-                self.counts["placeholder"] += 1
-                self.per_class[key[0]]["placeholder"] += 1
+            if rec is not None and rec["status"] != "placeholder":
+                self._reclassify(key, rec, "placeholder", reason=reason)
         self.hash_file.pop(sha, None)
 
     # ---- main loop
