@@ -21,7 +21,7 @@ import numpy as np
 
 from .datasets import Dataset, resize_arrays
 from .images import ImageError
-from .model import ModelError, TrainReport, TransferModel, read_model_config
+from .model import ModelError, TrainReport, TransferModel, load_model_json, read_model_config
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 
 
@@ -197,23 +197,7 @@ class VggRegressor(TransferModel):
 
 def read_kind(model_dir) -> dict:
     """The model's ``vggtransfer.json`` with ``kind`` filled in (old regressors have none)."""
-    import json
-    from pathlib import Path
-
-    from .model import MODEL_FILE
-
-    cfg_path = Path(model_dir) / MODEL_FILE
-    if not cfg_path.is_file():
-        previous = Path(str(model_dir) + ".previous")
-        if not Path(model_dir).exists() and not previous.is_dir():
-            raise ModelError(f"{model_dir}: no such model directory")
-        if Path(model_dir).is_dir() or not previous.is_dir():
-            raise ModelError(f"{model_dir}: not a vggtransfer model directory (no {MODEL_FILE})")
-        cfg_path = Path(str(model_dir) + ".previous") / MODEL_FILE
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{cfg_path}: unreadable model config ({exc})") from None
+    cfg, _ = load_model_json(model_dir)
     if "kind" not in cfg:
         task = (cfg.get("head") or {}).get("task", "regression")
         cfg["kind"] = "classifier" if task == "classification" else "regressor"

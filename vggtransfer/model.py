@@ -70,8 +70,9 @@ def split_indices(n: int, val_fraction: float, seed: int, labels=None):
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
 
 
-def read_model_config(model_dir) -> dict:
-    """Read ``vggtransfer.json`` of a saved model (falling back to the previous save if a save was interrupted)."""
+def load_model_json(model_dir) -> tuple:
+    """``(config dict, directory it came from)`` for any saved model's ``vggtransfer.json``, falling back to the
+    previous save (``DIR.previous``) if a save was interrupted."""
     model_dir = Path(model_dir)
     if not model_dir.exists():
         backup = _backup_dir(model_dir)
@@ -83,9 +84,15 @@ def read_model_config(model_dir) -> dict:
     if not cfg_path.is_file():
         raise ModelError(f"{model_dir}: not a vggtransfer model directory (no {MODEL_FILE})")
     try:
-        cfg = json.loads(cfg_path.read_text())
+        return json.loads(cfg_path.read_text()), model_dir
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{cfg_path}: unreadable model config ({exc})") from None
+
+
+def read_model_config(model_dir) -> dict:
+    """Read and check ``vggtransfer.json`` of a saved head model (see :func:`load_model_json`)."""
+    cfg, model_dir = load_model_json(model_dir)
+    cfg_path = model_dir / MODEL_FILE
     for key in ("format_version", "arch", "end_point", "pooling", "image_size", "head", "weights_sha256"):
         if key not in cfg:
             raise ModelError(f"{cfg_path}: field {key!r} is missing")
