@@ -78,8 +78,8 @@ def main(argv=None):
         load_image(q, 224)
     decode_s = time.perf_counter() - t
     result = {"env": env, "precision": args.precision, "total_s": total, "phases": phases,
-              "decode_only_1thread_s": decode_s, "epochs_run": report.history.stopped_epoch + 1,
-              "val_rmse": report.history.val_metric[report.history.best_epoch],
+              "decode_only_1thread_s": decode_s, "epochs_run": report.history.stopped_epoch,
+              "val_rmse": report.history.best_val_metric,
               "predictions_first3": pred[:3].tolist()}
     path = save(f"e2e_{args.precision}", result)
     print(report_md(result))

@@ -98,8 +98,8 @@ def main(argv=None) -> int:
                                seed=args.seed)
         ft.save(args.out / "finetuned_model")
         ev = ft.evaluate_dataset(val)
-        print(f"[3] fine-tuned from conv5_1 ({args.views} views, best epoch {rep.history.best_epoch + 1} of "
-              f"{rep.history.stopped_epoch + 1}, held-out accuracy per epoch "
+        print(f"[3] fine-tuned from conv5_1 ({args.views} views, best epoch {rep.history.best_epoch} of "
+              f"{rep.history.stopped_epoch}, held-out accuracy per epoch "
               f"{[round(a, 3) for a in rep.history.val_metric]}): val accuracy {100 * ev['accuracy']:.2f} %")
         results["finetune"] = {"val_accuracy": ev["accuracy"], "views": args.views,
                                "history_val_accuracy": rep.history.val_metric,

@@ -82,8 +82,9 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(history.train_loss, label="train")
-    ax.plot(history.val_loss, label="validation")
+    epochs = np.arange(1, len(history.train_loss) + 1)
+    ax.plot(epochs, history.train_loss, label="train")
+    ax.plot(epochs, history.val_loss, label="validation")
     ax.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch {history.best_epoch}")
     ax.set(xlabel="epoch", ylabel="MSE (normalised targets)", title="Learning curves", yscale="log")
     ax.legend()
@@ -165,8 +166,8 @@ def main(argv=None) -> int:
     for err in report.skipped:
         print(f"skipped: {err}", file=sys.stderr)
     h = report.history
-    print(f"head trained: best epoch {h.best_epoch} of {h.stopped_epoch + 1}, validation RMSE "
-          f"{h.val_metric[h.best_epoch]:.2f} cm; features {report.seconds_features:.1f} s, head "
+    print(f"head trained: best epoch {h.best_epoch} of {h.stopped_epoch}, validation RMSE "
+          f"{h.best_val_metric:.2f} cm; features {report.seconds_features:.1f} s, head "
           f"{report.seconds_head:.1f} s")
     model.save(args.model_dir, extra={"task_name": "tiger/cat body length (cm)", "seed": args.seed})
 

@@ -50,7 +50,7 @@ def test_split_is_seeded_and_stratified_and_class_weights(tmp_path):
 
 
 def test_csv_unknown_label_bad_target_missing_file(tmp_path):
-    root = colour_folder(tmp_path / "data", per_class=3)
+    colour_folder(tmp_path / "data", per_class=3)
     csv = tmp_path / "items.csv"
     csv.write_text("path,label\n"
                    "data/red/00.jpg,red\n"

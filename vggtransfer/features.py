@@ -18,10 +18,10 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
+from ._tf import tf
 
 from . import __version__
+from .progress import bar as progress_bar
 from .images import ImageError, load_image
 from .runtime import cpu_count, default_batch_size, lower_priority_of_this_thread, new_session, resolve_precision
 from .vgg import POOLINGS, end_point_names, feature_dim, initialize, pool, vgg_conv
@@ -108,6 +108,7 @@ def conv_sha256(weights: dict, layers) -> str:
 
 
 def layers_needed(arch: str, end_point: str) -> list:
+    """The conv layers of ``arch`` that a graph up to ``end_point`` reads weights for."""
     names = end_point_names(arch)
     return [n for n in conv_layer_names(arch) if names.index(n) <= names.index(end_point)]
 
@@ -187,11 +188,11 @@ class FeatureExtractor:
                 np.zeros((0, self.dim), np.float32)
             yield feats, indices, errors
 
-    def extract_paths(self, paths, progress: bool = True, desc: str = "extract features"):
+    def extract_paths(self, paths, progress: bool | None = None, desc: str = "extract features"):
         """Features of image files. Returns ``(features (n_ok, dim), ok_indices, errors)``; bad files are skipped."""
         paths = list(paths)
         feats, ok, errors = [], [], []
-        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(paths), desc=desc, unit="img", progress=progress, leave=False) as bar:
             for f, idx, errs in self.iter_paths(paths):
                 feats.append(f)
                 ok.extend(idx)
@@ -201,6 +202,7 @@ class FeatureExtractor:
         return features, ok, errors
 
     def close(self):
+        """Close the session (the graph's memory is freed)."""
         self.session.close()
 
     def __enter__(self):

@@ -22,24 +22,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+from ._tf import tf
 from PIL import Image, ImageEnhance, ImageOps
-from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, defaults
 from .classifier import ClassifierAPI
 from .datasets import Dataset
 from .features import PREPROCESSING, conv_sha256, image_batches, predict_paths
 from .heads import HeadGraph, HeadSpec
-from .images import MAX_PIXELS, ImageError, _open, to_rgb
-from .model import (CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, TrainReport, read_model_config,
-                    split_indices, write_model_dir)
+from .progress import bar as progress_bar
+from .images import ImageError, _open, to_rgb
+from .model import TrainReport, read_model_config, restore_checkpoint
+from .modeldir import CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, write_model_dir
+from .splits import balanced_class_weights, split_indices
 from .runtime import new_session
 from .vgg import _param, end_point_names, initialize, pool, vgg_conv
 from .weight_sources import resolve_weights
 from .weights import conv_blocks, conv_layer_names, load_weights
 
 tf1 = tf.compat.v1
+FT = defaults.FINETUNE
 
 
 # --- augmentation (input pipeline) ------------------------------------------------------------------------------
@@ -47,7 +49,7 @@ def decode(item, array=None) -> Image.Image:
     """An item as an RGB PIL image (from its file, or its in-memory uint8 array)."""
     if array is not None:
         return Image.fromarray(np.asarray(array, np.uint8), "RGB")
-    img = _open(Path(item), str(item), MAX_PIXELS)
+    img = _open(Path(item), str(item))
     try:
         return to_rgb(ImageOps.exif_transpose(img))
     except (OSError, ValueError) as exc:
@@ -55,6 +57,7 @@ def decode(item, array=None) -> Image.Image:
 
 
 def centre_view(img: Image.Image, size: int) -> np.ndarray:
+    """The centre square of a PIL image resized to ``size`` (bilinear), float32 in [0, 1]."""
     w, h = img.size
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
@@ -127,9 +130,10 @@ class FineTunedClassifier(ClassifierAPI):
     kind = "finetuned"
 
     def __init__(self, weights_path=None, restore_from=None, *, classes=(), arch: str = "vgg16",
-                 trainable_from: str = "conv5_1", image_size: int = 224, pooling: str = "avg", hidden=(256,),
-                 dropout: float = 0.3, l2: float = 1e-3, learning_rate: float = 1e-3,
-                 backbone_learning_rate: float = 1e-5, batch_size: int = 16, threads: int | None = None):
+                 trainable_from: str = FT.trainable_from, image_size: int = defaults.IMAGE_SIZE,
+                 pooling: str = FT.pooling, hidden=FT.hidden, dropout: float = FT.dropout, l2: float = FT.l2,
+                 learning_rate: float = FT.learning_rate, backbone_learning_rate: float = FT.backbone_learning_rate,
+                 batch_size: int = FT.batch_size, threads: int | None = None):
         self.restored_from = None
         cfg = None
         if restore_from is not None:
@@ -181,15 +185,16 @@ class FineTunedClassifier(ClassifierAPI):
                 raise ModelError(f"{restore_from}: the model was fine-tuned from other VGG weights than "
                                  f"{self.weights_path}; pass the weights file it was trained with")
             with self.graph.as_default():
-                self.head.saver.restore(self.session, str(Path(self.restored_from) / CHECKPOINT))
+                restore_checkpoint(self.head.saver, self.session, self.restored_from)
             self.session.run(self._set_feature_scale, {self._scale_in: cfg["feature_scale"]})
 
     @property
     def classes(self) -> tuple:
+        """The class names, in the order of the probability columns."""
         return self.spec.classes
 
     # --- the cached prefix -------------------------------------------------------------------------------------
-    def prefix_maps(self, dataset: Dataset, views: int = 0, seed: int = 0, progress: bool = True, desc: str = ""):
+    def prefix_maps(self, dataset: Dataset, views: int = 0, seed: int = 0, progress: bool | None = None, desc: str = ""):
         """Frozen-prefix maps of each item: ``views`` augmented views each (0: the centre view only).
 
         Returns ``(maps (n_ok * max(views, 1), h, w, c), item index per row, [ImageError])``.
@@ -204,7 +209,7 @@ class FineTunedClassifier(ClassifierAPI):
                 batch.clear()
                 batch_owner.clear()
 
-        for i in tqdm(range(len(dataset)), desc=desc or "frozen prefix", unit="img", disable=not progress,
+        for i in progress_bar(range(len(dataset)), desc=desc or "frozen prefix", unit="img", progress=progress,
                       leave=False):
             try:
                 img = decode(dataset.paths[i], None if dataset.arrays is None else dataset.arrays[i])
@@ -226,9 +231,10 @@ class FineTunedClassifier(ClassifierAPI):
         return (np.concatenate(maps) if maps else np.zeros(shape, np.float32)), np.array(owner, int), errors
 
     # --- training ----------------------------------------------------------------------------------------------
-    def train_dataset(self, dataset: Dataset, *, val: Dataset | None = None, val_fraction: float = 0.2,
-                      views: int = 4, epochs: int = 10, batch_size: int = 16, patience: int = 3, seed: int = 0,
-                      class_weights=None, progress: bool = True) -> TrainReport:
+    def train_dataset(self, dataset: Dataset, *, val: Dataset | None = None,
+                      val_fraction: float = defaults.VAL_FRACTION, views: int = FT.views, epochs: int = FT.epochs,
+                      batch_size: int = FT.batch_size, patience: int = FT.patience, seed: int = 0,
+                      class_weights=None, progress: bool | None = None) -> TrainReport:
         """Cache the frozen prefix of ``views`` augmented views per training image (centre views for validation),
         then train the trainable conv layers (backbone learning rate) and the head (learning rate) on them."""
         if tuple(dataset.classes) != self.classes:
@@ -253,8 +259,7 @@ class FineTunedClassifier(ClassifierAPI):
         if class_weights is not None:
             k = len(self.classes)
             if isinstance(class_weights, str):
-                counts = np.bincount(y_tr, minlength=k).astype(np.float64)
-                weights = np.where(counts > 0, len(y_tr) / (k * np.maximum(counts, 1)), 0.0)
+                weights = balanced_class_weights(y_tr, k)
             else:
                 weights = np.asarray(class_weights, np.float64)
         history = self.head.fit(self.session, x_tr, y_tr, x_va if len(x_va) else None, y_va if len(x_va) else None,
@@ -280,6 +285,7 @@ class FineTunedClassifier(ClassifierAPI):
         return out
 
     def predict_arrays(self, arrays) -> np.ndarray:
+        """Probabilities (n, K) for uint8 (n, h, w, 3) images, centre-cropped and resized like files."""
         from .datasets import resize_arrays
 
         return self._probs(resize_arrays(np.asarray(arrays), self.image_size))
@@ -290,7 +296,7 @@ class FineTunedClassifier(ClassifierAPI):
         return [v.op.name for v in self.head.saver._var_list] if isinstance(self.head.saver._var_list, list) else \
             sorted(self.head.saver._var_list)
 
-    def save(self, path) -> Path:
+    def save(self, path, protect=()) -> Path:
         """The trainable conv variables + head checkpoint and vggtransfer.json, atomically (see write_model_dir)."""
         def write(tmp: Path) -> None:
             with self.graph.as_default():
@@ -302,9 +308,10 @@ class FineTunedClassifier(ClassifierAPI):
                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
 
-        return write_model_dir(path, write)
+        return write_model_dir(path, write, protect)
 
     def close(self):
+        """Close the session."""
         self.session.close()
 
     def __enter__(self):

@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
+from ._tf import tf
+
+from .progress import bar as progress_bar
 
 tf1 = tf.compat.v1
 
@@ -64,12 +65,14 @@ class HeadSpec:
         return raw
 
     def to_dict(self) -> dict:
+        """The spec as plain JSON-ready data."""
         d = dataclasses.asdict(self)
         d["hidden"], d["classes"] = list(self.hidden), list(self.classes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "HeadSpec":
+        """A spec from :meth:`to_dict` output; unknown fields are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -128,16 +131,24 @@ def head_predictions(output: tf.Tensor, spec: HeadSpec) -> tf.Tensor:
 
 @dataclass
 class History:
-    """What a training run did, epoch by epoch."""
+    """What a training run did, epoch by epoch. Epochs are counted from 1, as the CLI prints them: ``best_epoch``
+    is the epoch whose weights were kept (0: none yet) and ``stopped_epoch`` the last epoch run; the lists hold
+    one value per epoch run (``val_loss[best_epoch - 1]`` is the best)."""
 
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     val_metric: list = field(default_factory=list)
-    best_epoch: int = -1
-    stopped_epoch: int = -1
+    best_epoch: int = 0
+    stopped_epoch: int = 0
     metric_name: str = ""
 
+    @property
+    def best_val_metric(self) -> float:
+        """The validation metric (accuracy, or RMSE in target units) of the kept epoch; NaN when there is none."""
+        return float(self.val_metric[self.best_epoch - 1]) if self.best_epoch > 0 else float("nan")
+
     def to_dict(self) -> dict:
+        """The history as plain data (JSON-ready)."""
         return dataclasses.asdict(self)
 
 
@@ -239,14 +250,16 @@ class HeadGraph:
 
     # --- weights snapshots (early stopping keeps the best in memory) ---------------------------------------------
     def get_weights(self, sess) -> list:
+        """The current values of the trainable variables (head and trainable backbone)."""
         return sess.run(self._trainable)
 
     def set_weights(self, sess, values) -> None:
+        """Assign values returned by :meth:`get_weights`."""
         sess.run(self._assign_op, dict(zip(self._assign_placeholders, values)))
 
     # --- training on cached features ------------------------------------------------------------------------------
     def fit(self, sess, x_train, y_train, x_val=None, y_val=None, *, epochs: int = 100, batch_size: int = 32,
-            patience: int = 15, seed: int = 0, class_weights=None, progress: bool = True, augment_fn=None,
+            patience: int = 15, seed: int = 0, class_weights=None, progress: bool | None = None, augment_fn=None,
             standardize: bool = True, desc: str = "train head") -> History:
         """Train on arrays of features (or images, when ``features`` is the image input of a fine-tuned graph).
 
@@ -267,7 +280,7 @@ class HeadGraph:
         history = History(metric_name="accuracy" if self.spec.task == "classification" else "rmse")
         best, best_loss, waited = None, math.inf, 0
         steps = max(1, math.ceil(n / batch_size))
-        bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+        bar = progress_bar(range(epochs), desc=desc, progress=progress, unit="epoch", leave=False)
         for epoch in bar:
             order = rng.permutation(n)
             total = 0.0
@@ -290,12 +303,12 @@ class HeadGraph:
             bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
             if val_loss < best_loss - 1e-7:
                 best_loss, best, waited = val_loss, self.get_weights(sess), 0
-                history.best_epoch = epoch
+                history.best_epoch = epoch + 1
             else:
                 waited += 1
                 if waited >= patience:
                     break
-        history.stopped_epoch = epoch
+        history.stopped_epoch = epoch + 1
         if best is not None:
             self.set_weights(sess, best)
         return history

@@ -25,6 +25,25 @@ MAX_PIXELS = 64_000_000
 #: The smallest input side the VGG conv stack accepts (five 2x2 poolings).
 MIN_SIDE = 32
 
+#: Environment variable that raises (or lowers) the pixel cap for a whole run; the CLI's ``--max-pixels`` sets it.
+ENV_MAX_PIXELS = "VGGTRANSFER_MAX_PIXELS"
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel cap in force: ``max_pixels`` when given, else ``$VGGTRANSFER_MAX_PIXELS``, else :data:`MAX_PIXELS`."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            raise ValueError(f"${ENV_MAX_PIXELS} must be a whole number of pixels, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"${ENV_MAX_PIXELS} must be >= 1, got {env!r}")
+        return value
+    return MAX_PIXELS
+
 
 class ImageError(ValueError):
     """An image file that cannot be used: missing, empty, truncated, not an image, or too large.
@@ -38,8 +57,9 @@ class ImageError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def _open(source, name: str, max_pixels: int) -> Image.Image:
+def _open(source, name: str, max_pixels: int | None = None) -> Image.Image:
     """Open ``source`` (path or file object), check its header, decode it fully, return a PIL image."""
+    max_pixels = max_pixels_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             # Pillow warns (and at 2x its own limit raises) for large images; our own cap below is the rule.
@@ -52,7 +72,8 @@ def _open(source, name: str, max_pixels: int) -> Image.Image:
                 raise ImageError(
                     name,
                     f"image is {width}x{height} = {width * height:,} pixels, over the pixel limit of {max_pixels:,} "
-                    "(a decompression bomb guard; raise max_pixels if the image is genuine)",
+                    f"(a decompression bomb guard; if the image is genuine, raise the limit with --max-pixels or "
+                    f"${ENV_MAX_PIXELS})",
                 )
             img.load()
     except ImageError:
@@ -137,7 +158,7 @@ def prepare(img: Image.Image, size: int | None = 224, crop: bool = True) -> np.n
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Load an image file as float32 RGB (size, size, 3) in [0, 1]. Raises :class:`ImageError` naming the file."""
     if size is not None and size < MIN_SIDE:
         raise ValueError(f"size must be at least {MIN_SIDE} (VGG has five 2x2 poolings), got {size}")
@@ -149,14 +170,14 @@ def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pi
         raise ImageError(path, f"could not convert image ({exc})") from None
 
 
-def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> Image.Image:
     """Decode an in-memory image (e.g. a downloaded body) fully; raises :class:`ImageError` naming ``name``."""
     if not data:
         raise ImageError(name, "body is empty, expected an image")
     return _open(io.BytesIO(data), name, max_pixels)
 
 
-def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int = MAX_PIXELS):
+def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int | None = None):
     """Load many images. Returns ``(array (n_ok, size, size, 3), ok_indices, errors)``.
 
     A bad file does not stop the batch: it is left out and reported in ``errors`` as a list of ImageError.

@@ -19,16 +19,16 @@ import numpy as np
 from . import __version__
 from .classifier import ClassifierAPI, confusion_matrix
 from .features import FeatureExtractor, predict_paths
-from .model import ModelError
+from .modeldir import MODEL_FILE, ModelError, load_model_json, write_model_dir
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 
-MODEL_FILE = "vggtransfer.json"
 JOBLIB_FILE = "linear.joblib"
 DEFAULT_CS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0)
 
 
 def make_search(cs=DEFAULT_CS, cv: int = 5, seed: int = 0, n_jobs: int = 1):
+    """GridSearchCV over C and standardisation of a LogisticRegression pipeline, stratified folds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
@@ -74,6 +74,7 @@ class LinearModel(ClassifierAPI):
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     def predict_features(self, features) -> np.ndarray:
+        """Class probabilities (n, K) for stored feature rows."""
         return self.pipeline.predict_proba(np.asarray(features, np.float32))
 
     def report(self, store: StoredFeatures, png: str | os.PathLike | None = None, title: str = "") -> dict:
@@ -114,38 +115,36 @@ class LinearModel(ClassifierAPI):
         return out
 
     def predict_arrays(self, arrays) -> np.ndarray:
+        """Probabilities (n, K) for uint8 (n, h, w, 3) images, resized to the model's input size."""
         from .datasets import resize_arrays
 
         self.attach(self._weights_path)
         return self.predict_features(self.extractor.extract_arrays(resize_arrays(arrays, self.config["image_size"])))
 
     # --- persistence ---------------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
+    def save(self, path, protect=()) -> Path:
+        """The fitted pipeline (joblib) + ``vggtransfer.json``, atomically through the one model-directory writer
+        (only a previous model is ever replaced; see :func:`vggtransfer.modeldir.write_model_dir`)."""
         import joblib
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (JOBLIB_FILE + ".tmp")
-        joblib.dump(self.pipeline, tmp)
-        os.replace(tmp, path / JOBLIB_FILE)
         cfg = {"kind": "linear", "format_version": 1, "library_version": __version__,
                **{k: v for k, v in self.config.items() if k != "library_version"},
                "feature_library_version": self.config.get("library_version"),
                "classes": list(self.classes), "weights_file": self.weights_file, "cv": self.cv_results,
                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (path / (MODEL_FILE + ".tmp")).write_text(json.dumps(cfg, indent=2))
-        os.replace(path / (MODEL_FILE + ".tmp"), path / MODEL_FILE)
-        return path
+
+        def write(tmp: Path) -> None:
+            joblib.dump(self.pipeline, tmp / JOBLIB_FILE)
+            (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
+
+        return write_model_dir(path, write, protect)
 
     @classmethod
     def load(cls, path, weights_path=None, attach: bool = False) -> "LinearModel":
+        """A saved linear model; ``attach`` builds its feature extractor at once (else on first predict)."""
         import joblib
 
-        path = Path(path)
-        try:
-            cfg = json.loads((path / MODEL_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: not a linear model directory ({exc})") from None
+        cfg, path = load_model_json(path)
         if cfg.get("kind") != "linear":
             raise ModelError(f"{path}: not a linear model (kind {cfg.get('kind')!r})")
         if not (path / JOBLIB_FILE).is_file():
@@ -164,6 +163,7 @@ class LinearModel(ClassifierAPI):
         return model
 
     def close(self):
+        """Close the feature extractor's session, if one was built."""
         if self.extractor is not None:
             self.extractor.close()
 
@@ -197,6 +197,7 @@ def save_confusion_png(cm: np.ndarray, classes, png, title: str = "") -> Path:
 
 
 def format_confusion(cm: np.ndarray, classes) -> str:
+    """The confusion matrix as aligned text, rows true classes and columns predicted ones."""
     w = max(6, max(len(c) for c in classes) + 1)
     lines = ["true\\pred".ljust(w) + "".join(c.rjust(w) for c in classes)]
     for c, row in zip(classes, cm):

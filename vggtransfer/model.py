@@ -9,33 +9,28 @@ rebuilds and restores it in a fresh process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+from ._tf import tf
 
-from . import __version__
+from . import __version__, defaults
 from .features import FeatureExtractor, layers_needed, predict_paths
 from .heads import HeadGraph, HeadSpec, History
+from .datasets import Dataset, resize_arrays
 from .images import ImageError
+from .modeldir import (CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, checkpoint_files_missing,
+                       load_model_json, write_model_dir)
+from .splits import balanced_class_weights, split_indices
+from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 from .weights import load_weights
 
+REG = defaults.REGRESSOR
+
 tf1 = tf.compat.v1
-
-MODEL_FILE = "vggtransfer.json"
-CHECKPOINT = "head.ckpt"
-FORMAT_VERSION = 1
-
-
-class ModelError(ValueError):
-    """A model directory that cannot be restored (missing, incomplete, or made with other weights)."""
-
 
 @dataclass
 class TrainReport:
@@ -49,90 +44,33 @@ class TrainReport:
     seconds_head: float = 0.0
 
 
-def split_indices(n: int, val_fraction: float, seed: int, labels=None):
-    """Deterministic (train, val) index arrays; stratified by ``labels`` when given."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        groups = [np.arange(n)]
-    else:
-        labels = np.asarray(labels)
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    train, val = [], []
-    for g in groups:
-        g = rng.permutation(g)
-        k = int(round(len(g) * val_fraction))
-        if val_fraction > 0 and k == 0 and len(g) > 1:
-            k = 1
-        val.extend(g[:k])
-        train.extend(g[k:])
-    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
-
-
-def load_model_json(model_dir) -> tuple:
-    """``(config dict, directory it came from)`` for any saved model's ``vggtransfer.json``, falling back to the
-    previous save (``DIR.previous``) if a save was interrupted."""
-    model_dir = Path(model_dir)
-    if not model_dir.exists():
-        backup = _backup_dir(model_dir)
-        if backup.exists():
-            model_dir = backup
-        else:
-            raise ModelError(f"{model_dir}: no such model directory")
-    cfg_path = model_dir / MODEL_FILE
-    if not cfg_path.is_file():
-        raise ModelError(f"{model_dir}: not a vggtransfer model directory (no {MODEL_FILE})")
-    try:
-        return json.loads(cfg_path.read_text()), model_dir
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{cfg_path}: unreadable model config ({exc})") from None
-
-
 def read_model_config(model_dir) -> dict:
-    """Read and check ``vggtransfer.json`` of a saved head model (see :func:`load_model_json`)."""
+    """Read and check ``vggtransfer.json`` of a saved head model (see :func:`~vggtransfer.modeldir.load_model_json`):
+    its fields, its format version and that every checkpoint file is there."""
     cfg, model_dir = load_model_json(model_dir)
     cfg_path = model_dir / MODEL_FILE
     for key in ("format_version", "arch", "end_point", "pooling", "image_size", "head", "weights_sha256"):
         if key not in cfg:
             raise ModelError(f"{cfg_path}: field {key!r} is missing")
-    if cfg["format_version"] > FORMAT_VERSION:
-        raise ModelError(f"{cfg_path}: format version {cfg['format_version']} is newer than this library "
-                         f"({FORMAT_VERSION}); upgrade vggtransfer")
-    if not Path(str(model_dir / CHECKPOINT) + ".index").is_file():
-        raise ModelError(f"{model_dir}: checkpoint {CHECKPOINT}.index is missing")
+    if not isinstance(cfg["format_version"], int) or cfg["format_version"] > FORMAT_VERSION:
+        raise ModelError(f"{cfg_path}: format version {cfg['format_version']!r} is not one this library reads "
+                         f"(<= {FORMAT_VERSION}); upgrade vggtransfer")
+    missing = checkpoint_files_missing(model_dir, CHECKPOINT)
+    if missing:
+        raise ModelError(f"{model_dir}: checkpoint file(s) missing: {', '.join(missing)} (an incomplete copy of "
+                         "the model folder?)")
     cfg["_dir"] = str(model_dir)
     return cfg
 
 
-def _backup_dir(model_dir: Path) -> Path:
-    return model_dir.with_name(model_dir.name + ".previous")
-
-
-def write_model_dir(path, write) -> Path:
-    """Write a model directory atomically: ``write(tmp_dir)`` fills a temp directory beside ``path``, its files are
-    fsynced, then it is swapped in with renames. An interrupted save leaves the previous model readable (as ``path``
-    or ``path.previous``, which :func:`read_model_config` falls back to)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+def restore_checkpoint(saver, session, model_dir) -> None:
+    """``saver.restore`` from ``model_dir/head.ckpt``; a damaged checkpoint is a :class:`ModelError` naming it."""
+    path = str(Path(model_dir) / CHECKPOINT)
     try:
-        write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        backup = _backup_dir(path)
-        if path.exists():
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(path, backup)
-        os.replace(tmp, path)
-        if backup.exists():
-            shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        saver.restore(session, path)
+    except (tf.errors.OpError, ValueError) as exc:
+        first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:300]
+        raise ModelError(f"{model_dir}: checkpoint {CHECKPOINT} cannot be restored ({first})") from None
 
 
 class TransferModel:
@@ -148,9 +86,10 @@ class TransferModel:
     arch = "vgg16"
     task = "regression"
 
-    def __init__(self, weights_path=None, restore_from=None, *, image_size: int = 224, hidden=(256,),
-                 dropout: float = 0.5, l2: float = 1.0, end_point: str = "pool5", pooling: str = "avg",
-                 learning_rate: float = 1e-3, batch_size: int | None = None, precision: str = "fp32",
+    def __init__(self, weights_path=None, restore_from=None, *, image_size: int = defaults.IMAGE_SIZE,
+                 hidden=REG.hidden, dropout: float = REG.dropout, l2: float = REG.l2,
+                 end_point: str = REG.end_point, pooling: str = REG.pooling,
+                 learning_rate: float = REG.learning_rate, batch_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):
@@ -186,7 +125,7 @@ class TransferModel:
                     f"{cfg['weights_sha256'][:12]}...) than {self.weights_path} ({self.config['weights_sha256'][:12]}"
                     "...); pass the weights file it was trained with")
             with self.extractor.graph.as_default():
-                self.head.saver.restore(self.session, str(Path(self.restored_from) / CHECKPOINT))
+                restore_checkpoint(self.head.saver, self.session, self.restored_from)
 
     def _build_head(self, features):
         with tf1.name_scope("head_input"):
@@ -196,15 +135,17 @@ class TransferModel:
     # --- features ------------------------------------------------------------------------------------------------
     @property
     def image_size(self) -> int:
+        """The square input side in pixels."""
         return self.extractor.image_size
 
-    def extract(self, image_paths, progress: bool = True):
+    def extract(self, image_paths, progress: bool | None = None):
         """Frozen features of image files: ``(features, ok_indices, errors)``; bad files are skipped."""
         return self.extractor.extract_paths(image_paths, progress=progress)
 
     # --- training ------------------------------------------------------------------------------------------------
-    def train(self, image_paths, targets, *, val_fraction: float = 0.2, epochs: int = 300, batch_size: int = 32,
-              patience: int = 30, seed: int = 0, progress: bool = True, stratify=None,
+    def train(self, image_paths, targets, *, val_fraction: float = defaults.VAL_FRACTION, epochs: int = REG.epochs,
+              batch_size: int = 32, patience: int = REG.patience, seed: int = 0, progress: bool | None = None,
+              stratify=None,
               class_weights=None) -> TrainReport:
         """Extract each image's features once, then train the head on them with a held-out validation split.
 
@@ -231,7 +172,7 @@ class TransferModel:
         return report
 
     def train_on_features(self, features, targets, *, val_fraction: float = 0.2, epochs: int = 300,
-                          batch_size: int = 32, patience: int = 30, seed: int = 0, progress: bool = True,
+                          batch_size: int = 32, patience: int = 30, seed: int = 0, progress: bool | None = None,
                           stratify=None, class_weights=None) -> TrainReport:
         """Train the head on precomputed features (rows of :meth:`extract`). Indices in the report are rows.
 
@@ -239,15 +180,39 @@ class TransferModel:
         scale are saved with the model). Classification targets are class indices into ``spec.classes``; the split
         is then stratified by class, and ``class_weights='balanced'`` (or an array) weights the loss.
         """
+        features = self._check_features(features, targets)
+        y = self._encode_targets(targets)
+        if stratify is None and self.spec.task == "classification":
+            stratify = y
+        train_idx, val_idx = split_indices(len(features), val_fraction, seed, stratify)
+        return self._fit(features, y, train_idx, val_idx, epochs=epochs, batch_size=batch_size, patience=patience,
+                         seed=seed, progress=progress, class_weights=class_weights)
+
+    def train_fixed_split(self, features, targets, n_train: int, *, epochs: int = 300, batch_size: int = 32,
+                          patience: int = 30, seed: int = 0, progress: bool | None = None,
+                          class_weights=None) -> TrainReport:
+        """Train the head on precomputed features whose first ``n_train`` rows are the training set and the rest the
+        validation set (a separate validation data set, e.g. ``--val-data``)."""
+        features = self._check_features(features, targets)
+        y = self._encode_targets(targets)
+        return self._fit(features, y, np.arange(n_train), np.arange(n_train, len(features)), epochs=epochs,
+                         batch_size=batch_size, patience=patience, seed=seed, progress=progress,
+                         class_weights=class_weights)
+
+    def _check_features(self, features, targets) -> np.ndarray:
         features = np.asarray(features, np.float32)
         if features.ndim != 2 or features.shape[1] != self.extractor.dim:
             raise ValueError(f"features must have shape (n, {self.extractor.dim}), got {features.shape}")
         if len(features) != len(targets):
             raise ValueError(f"{len(features)} feature rows but {len(targets)} targets")
-        y = self._encode_targets(targets)
-        if stratify is None and self.spec.task == "classification":
-            stratify = y
-        train_idx, val_idx = split_indices(len(features), val_fraction, seed, stratify)
+        return features
+
+    def _fit(self, features, y, train_idx, val_idx, *, epochs, batch_size, patience, seed, progress,
+             class_weights) -> TrainReport:
+        if epochs < 1 or patience < 1:
+            raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
+        if not len(train_idx):
+            raise ValueError("no training examples")
         if self.spec.task == "regression":
             self.spec.target_mean = float(y[train_idx].mean())
             self.spec.target_scale = float(y[train_idx].std()) or 1.0
@@ -261,6 +226,63 @@ class TransferModel:
                                 epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                 class_weights=weights, progress=progress)
         return TrainReport(history, train_idx, val_idx, seconds_head=time.perf_counter() - t0)
+
+    # --- training on data sets and stores -----------------------------------------------------------------------
+    def features_of(self, dataset: Dataset, progress: bool | None = None):
+        """Frozen features of a data set's items: ``(features, ok_indices, errors)``."""
+        if dataset.arrays is not None:
+            feats = self.extractor.extract_arrays(resize_arrays(dataset.arrays, self.image_size))
+            return feats, list(range(len(dataset))), []
+        return self.extract(dataset.paths, progress=progress)
+
+    def train_dataset(self, dataset: Dataset, *, val_fraction: float = 0.2, val: Dataset | None = None,
+                      class_weights=None, **fit) -> TrainReport:
+        """Train on a :class:`Dataset` (paths or arrays). With ``val`` that set is the validation split; else a
+        seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders."""
+        self._check_classes(dataset.classes)
+        t0 = time.perf_counter()
+        feats, ok, errors = self.features_of(dataset, fit.get("progress"))
+        labels = dataset.labels[ok]
+        if val is not None:
+            self._check_classes(val.classes)
+            vf, vok, verr = self.features_of(val, fit.get("progress"))
+            errors = errors + verr
+            n_train = len(feats)
+            feats = np.concatenate([feats, vf])
+            labels = np.concatenate([labels, val.labels[vok]])
+            report = self.train_fixed_split(feats, labels, n_train, class_weights=class_weights, **fit)
+        else:
+            report = self.train_on_features(feats, labels, val_fraction=val_fraction, class_weights=class_weights,
+                                            **fit)
+        report.skipped = errors
+        report.seconds_features = time.perf_counter() - t0 - report.seconds_head
+        return report
+
+    def train_store(self, store: StoredFeatures, *, val_store: StoredFeatures | None = None,
+                    val_fraction: float = 0.2, class_weights=None, **fit) -> TrainReport:
+        """Train on a feature store (see :func:`vggtransfer.store.open_store`), refusing one made differently."""
+        for s in (store, val_store):
+            if s is None:
+                continue
+            diff = compare_config(s.config, self.config)
+            if diff:
+                raise FeatureStoreMismatch("feature store", diff)
+            self._check_classes(s.label_names)
+        if val_store is not None:
+            feats = np.concatenate([store.features, val_store.features])
+            labels = np.concatenate([store.labels, val_store.labels])
+            return self.train_fixed_split(feats, labels, len(store), class_weights=class_weights, **fit)
+        return self.train_on_features(store.features, store.labels, val_fraction=val_fraction,
+                                      class_weights=class_weights, **fit)
+
+    def _check_classes(self, classes):
+        if self.spec.task != "classification":
+            if classes:
+                raise ValueError(f"this is a regressor; the data has classes {tuple(classes)} instead of numeric "
+                                 "targets (give a CSV with path,target)")
+            return
+        if tuple(classes) != tuple(self.spec.classes):
+            raise ValueError(f"data classes {tuple(classes)} differ from the model's {self.spec.classes}")
 
     def _encode_targets(self, targets) -> np.ndarray:
         """Regression: finite floats. Classification: class names or indices -> int64 indices into spec.classes."""
@@ -294,15 +316,14 @@ class TransferModel:
         if isinstance(class_weights, str):
             if class_weights != "balanced":
                 raise ValueError(f"class_weights must be 'balanced' or an array, got {class_weights!r}")
-            counts = np.bincount(y_train, minlength=k).astype(np.float64)
-            return np.where(counts > 0, len(y_train) / (k * np.maximum(counts, 1)), 0.0)
+            return balanced_class_weights(y_train, k)
         weights = np.asarray(class_weights, np.float64)
         if weights.shape != (k,):
             raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
         return weights
 
     # --- persistence ---------------------------------------------------------------------------------------------
-    def save(self, path, extra: dict | None = None) -> Path:
+    def save(self, path, extra: dict | None = None, protect=()) -> Path:
         """Write the head checkpoint + config to directory ``path`` atomically.
 
         The new model is written to a temp directory and swapped in with renames; an interrupted save leaves the
@@ -323,7 +344,7 @@ class TransferModel:
             }
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
 
-        return write_model_dir(path, write)
+        return write_model_dir(path, write, protect)
 
     # --- prediction ----------------------------------------------------------------------------------------------
     def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
@@ -343,6 +364,7 @@ class TransferModel:
         return (n, len(self.spec.classes)) if self.spec.task == "classification" else (n,)
 
     def close(self):
+        """Close the session."""
         self.extractor.close()
 
     def __enter__(self):

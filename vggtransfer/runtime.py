@@ -19,7 +19,7 @@ import os
 import threading
 import warnings
 
-import tensorflow as tf
+from ._tf import tf
 
 tf1 = tf.compat.v1
 
@@ -27,6 +27,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def cpu_count() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -132,4 +133,5 @@ def keep_dense_layers_in_fp32() -> None:
 
 
 def new_session(graph: tf.Graph, precision: str = "fp32", threads: int | None = None) -> tf1.Session:
+    """A session on ``graph`` with :func:`session_config`'s threads and precision."""
     return tf1.Session(graph=graph, config=session_config(precision, threads))

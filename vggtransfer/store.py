@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .datasets import Dataset, resize_arrays
+from .progress import bar as progress_bar
 
 STORE_FORMAT = 1
 #: Config keys that must match for a store to be reused (library_version is recorded but only its major.minor).
@@ -49,12 +50,29 @@ class FeatureStoreMismatch(ValueError):
                          "delete it or choose another --store path to rebuild")
 
 
-def items_digest(dataset: Dataset) -> str:
+def items_digest(dataset: Dataset, absolute: bool = True) -> str:
+    """A fingerprint of the items (paths and labels) a store was built for. Paths are made absolute first, so the
+    same folder given as ``photos/`` or ``/home/me/photos`` is the same data set (``absolute=False``: the digest of
+    stores written before that)."""
     h = hashlib.sha256()
     for p in dataset.paths:
-        h.update(p.encode() + b"\0")
+        name = p if not absolute or ":" in Path(p).name else os.path.abspath(p)
+        h.update(name.encode() + b"\0")
     h.update(np.ascontiguousarray(dataset.labels).tobytes())
     return h.hexdigest()
+
+
+def _h5_open(path: Path, mode: str):
+    """``h5py.File(path, mode)`` with errors that name the file and say what was expected."""
+    import h5py
+
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; --store takes the path of an HDF5 file (e.g. features.h5)")
+    try:
+        return h5py.File(path, mode)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: exists but is not a readable HDF5 feature store ({exc}); choose another --store "
+                         "path (it is never overwritten)") from None
 
 
 def compare_config(stored: dict, requested: dict) -> dict:
@@ -85,6 +103,7 @@ class StoredFeatures:
 
     @property
     def task(self) -> str:
+        """'classification' when the store has label names, else 'regression'."""
         return "classification" if self.label_names else "regression"
 
     def __len__(self):
@@ -97,16 +116,11 @@ def _read_attrs(fh) -> dict:
 
 def open_store(path, config: dict | None = None) -> StoredFeatures:
     """Load a complete store. With ``config`` (e.g. ``FeatureExtractor.config``), refuse a store that differs."""
-    import h5py
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such feature store")
-    try:
-        fh = h5py.File(path, "r")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable feature store ({exc})") from None
-    with fh:
+    with _h5_open(path, "r") as fh:
         for key in ("features", "labels", "paths", "done", "ok"):
             if key not in fh:
                 raise ValueError(f"{path}: not a feature store (dataset {key!r} missing)")
@@ -160,6 +174,7 @@ class BufferedRowWriter:
         self.written = 0
 
     def add(self, row: int, feature=None, error: str | None = None):
+        """Buffer one row: its feature, or ``error`` for an item that failed; writes when the buffer is full."""
         self.rows.append(row)
         self.feats.append(feature)
         self.errors.append(error)
@@ -167,6 +182,7 @@ class BufferedRowWriter:
             self.flush()
 
     def flush(self):
+        """Write the buffered rows, then mark them done and flush the file."""
         if not self.rows:
             return
         order = np.argsort(self.rows)
@@ -192,7 +208,7 @@ class BufferedRowWriter:
         self.rows, self.feats, self.errors = [], [], []
 
 
-def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progress: bool = True,
+def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progress: bool | None = None,
                 stop_after: int | None = None) -> Path:
     """Extract the features of ``dataset`` with ``extractor`` into the HDF5 store ``path`` (resuming if present).
 
@@ -206,10 +222,14 @@ def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progre
     config = dict(extractor.config)
     digest = items_digest(dataset)
     if path.exists():
-        with h5py.File(path, "r") as fh:
+        with _h5_open(path, "r") as fh:
+            for key in ("features", "done", "paths"):
+                if key not in fh or "config" not in fh.attrs:
+                    raise ValueError(f"{path}: an HDF5 file but not a feature store (no {key!r}); choose another "
+                                     "--store path (it is never overwritten)")
             stored = _read_attrs(fh)
             diff = compare_config(stored, config)
-            if fh.attrs.get("items_sha256") != digest:
+            if fh.attrs.get("items_sha256") not in (digest, items_digest(dataset, absolute=False)):
                 diff["items"] = (f"{len(fh['paths'])} items ({fh.attrs.get('items_sha256', '')[:12]}...)",
                                  f"{len(dataset)} items ({digest[:12]}...)")
             if diff:
@@ -222,8 +242,8 @@ def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progre
         if stop_after is not None:
             todo = todo[:stop_after]
         writer = BufferedRowWriter(fh, chunk_rows)
-        with tqdm(total=len(dataset), initial=len(dataset) - len(np.flatnonzero(~fh["done"][()])),
-                  desc=f"store {path.name}", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(dataset), initial=len(dataset) - len(np.flatnonzero(~fh["done"][()])),
+                  desc=f"store {path.name}", unit="img", progress=progress) as bar:
             bs = extractor.batch_size
             if dataset.arrays is not None:
                 for s in range(0, len(todo), bs):
@@ -246,8 +266,6 @@ def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progre
 
 def store_status(path) -> tuple:
     """``(rows done, rows total)`` of a store on disk."""
-    import h5py
-
-    with h5py.File(path, "r") as fh:
+    with _h5_open(Path(path), "r") as fh:
         done = fh["done"][()]
     return int(done.sum()), len(done)

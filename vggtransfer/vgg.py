@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-import tensorflow as tf
+from ._tf import tf
 
 from .weights import ARCHITECTURES, VGG_MEAN_BGR, conv_blocks, conv_layer_names  # noqa: F401 (re-exported)
 
@@ -24,6 +24,7 @@ tf1 = tf.compat.v1
 
 #: End points in network order, per architecture.
 def end_point_names(arch: str = "vgg16") -> tuple:
+    """Every end point of ``arch`` in graph order (conv layers and pools)."""
     names = []
     for b, block in enumerate(conv_blocks(arch), start=1):
         names.extend(name for name, _, _ in block)
@@ -33,6 +34,7 @@ def end_point_names(arch: str = "vgg16") -> tuple:
 
 #: Output channels of every end point.
 def end_point_channels(arch: str = "vgg16") -> dict:
+    """The channels of ``end_point`` in ``arch``."""
     out = {}
     for b, block in enumerate(conv_blocks(arch), start=1):
         for name, _, c_out in block:

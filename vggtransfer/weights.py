@@ -48,6 +48,7 @@ def conv_blocks(arch: str) -> list:
 
 
 def conv_layer_names(arch: str) -> tuple:
+    """The conv layer names of ``arch`` in order (conv1_1 ... conv5_3/conv5_4)."""
     return tuple(name for block in conv_blocks(arch) for name, _, _ in block)
 
 
@@ -322,6 +323,7 @@ def _materialise(path: Path, fh, lazy, size: int, what: str) -> np.ndarray:
 
 
 def detect_architecture(layer_names) -> str:
+    """'vgg19' when the layers include a fourth conv in block 3-5, else 'vgg16'."""
     names = set(layer_names)
     if "conv5_4" in names or "conv3_4" in names:
         return "vgg19"

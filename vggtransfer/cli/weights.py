@@ -1,36 +1,22 @@
 """The ``fetch-weights`` and ``convert`` subcommands; ``cli.py`` registers them on its subparsers.
 
-Each handler prints a short result and returns an exit code; a :class:`WeightsError` prints ``error: <message>`` to
-stderr and returns 2.
+Each handler prints a short result and returns an exit code; errors follow :mod:`vggtransfer.cli.common`.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 import time
 from pathlib import Path
 
-from . import weight_sources as ws
-from .weights import ARCHITECTURES, WeightsError, file_sha256, list_layers
+from .. import weight_sources as ws
+from ..weights import ARCHITECTURES, WeightsError, file_sha256, list_layers
+from .common import progress
 
 
-def _reports_weights_errors(func):
-    @functools.wraps(func)
-    def wrapper(args) -> int:
-        try:
-            return func(args)
-        except WeightsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapper
-
-
-def add_fetch_weights_parser(subparsers):
+def add_fetch_weights_parser(subparsers, parents=()):
     """Register ``fetch-weights [--arch vgg16] [--cache-dir D] [--source NAME] [--force]``."""
     p = subparsers.add_parser(
-        "fetch-weights", help="download ImageNet VGG weights into the cache",
+        "fetch-weights", parents=list(parents), help="download ImageNet VGG weights into the cache",
         description="Download, verify and convert ImageNet VGG conv weights into the cache as "
                     "{arch}_conv_imagenet.npy. Sources: "
                     + "; ".join(f"{s.name} ({s.arch}, {s.origin})" for s in ws.SOURCES))
@@ -42,13 +28,12 @@ def add_fetch_weights_parser(subparsers):
     p.add_argument("--source", choices=[s.name for s in ws.SOURCES], default=None,
                    help="fetch from this source only (default: try the arch's sources in order)")
     p.add_argument("--force", action="store_true", help="fetch even if the cache already has the file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_fetch_weights)
+    p.set_defaults(func=run_fetch_weights, interrupted="interrupted; nothing was cached. Rerun the same command")
     return p
 
 
-@_reports_weights_errors
 def run_fetch_weights(args) -> int:
+    """Fetch into the cache unless it already holds the file (``--force`` fetches again)."""
     source = ws.get_source(args.source) if args.source else None
     arch = args.arch or (source.arch if source else "vgg16")
     if source is not None and source.arch != arch:
@@ -60,15 +45,15 @@ def run_fetch_weights(args) -> int:
         return 0
     start = time.monotonic()
     sources = (source,) if source else None
-    path = ws.fetch_first(arch, target, sources=sources, progress=not args.quiet)
+    path = ws.fetch_first(arch, target, sources=sources, progress=progress(args))
     print(f"{path}: {len(list_layers(path))} layers, sha256 {file_sha256(path)} ({time.monotonic() - start:.1f} s)")
     return 0
 
 
-def add_convert_parser(subparsers):
+def add_convert_parser(subparsers, parents=()):
     """Register ``convert KERAS_H5 OUT_NPY [--arch]``."""
     p = subparsers.add_parser(
-        "convert", help="convert a Keras VGG16/VGG19 .h5 weight file to the vgg16.npy layout",
+        "convert", parents=list(parents), help="convert a Keras VGG16/VGG19 .h5 weight file to the vgg16.npy layout",
         description="Convert Keras VGG weights (legacy .h5, whole-model .h5 or Keras 3 .weights.h5; with or without "
                     "the top) to a vgg16.npy-layout file; fc1/fc2/predictions become fc6/fc7/fc8.")
     p.add_argument("keras_h5", type=Path, metavar="KERAS_H5")
@@ -78,8 +63,8 @@ def add_convert_parser(subparsers):
     return p
 
 
-@_reports_weights_errors
 def run_convert(args) -> int:
+    """Convert and print the layers written and the sha256."""
     out = ws.convert_keras_h5(args.keras_h5, args.out_npy, arch=args.arch)
     layers = list_layers(out)
     print(f"{out}: {len(layers)} layers ({', '.join(layers)}), sha256 {file_sha256(out)}")

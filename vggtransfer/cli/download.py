@@ -6,23 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from .images import MAX_PIXELS
+from ..images import MAX_PIXELS
+from .common import EXIT_INTERRUPTED, RESUMABLE, error, non_negative_int, positive_int, progress
 
 DESCRIPTION = """\
 Download image URL lists, one folder per list. Each URLS_FILE holds one URL per line (blank lines and # comments
 are skipped); its stem names the class: tiger.txt -> OUT/tiger/. Every body is checked before it is kept (it must
 decode as an image; HTML, truncated, oversized, placeholder and duplicate bodies are rejected) and every URL's outcome
 is appended to OUT/manifest.jsonl. Rerunning the same command continues where the last run stopped."""
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def _timeout(text):
@@ -45,39 +36,34 @@ def _megabytes(text):
     return int(value * 1024 * 1024)
 
 
-def add_download_parser(subparsers):
+def add_download_parser(subparsers, parents=()):
     """Register ``download`` on an argparse ``subparsers`` object; returns the subparser."""
-    p = subparsers.add_parser("download", help="download image URL lists into OUT/<class>/ (resumable)",
+    p = subparsers.add_parser("download", parents=list(parents), help="download image URL lists into OUT/<class>/ (resumable)",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("urls_files", nargs="+", metavar="URLS_FILE", help="text file of URLs; its stem is the class name")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (images go to DIR/<class>/)")
-    p.add_argument("--max-per-class", type=_positive_int, metavar="N",
+    p.add_argument("--max-per-class", type=positive_int, metavar="N",
                    help="stop once N valid images are saved for a class (the tutorial used 400)")
-    p.add_argument("--workers", type=_positive_int, default=16, help="concurrent downloads in all (default 16)")
-    p.add_argument("--per-host", type=_positive_int, default=4, help="concurrent downloads per host (default 4)")
+    p.add_argument("--workers", type=positive_int, default=16, help="concurrent downloads in all (default 16)")
+    p.add_argument("--per-host", type=positive_int, default=4, help="concurrent downloads per host (default 4)")
     p.add_argument("--timeout", type=_timeout, default=(5.0, 20.0), metavar="CONNECT,READ",
                    help="connect and read timeouts in seconds (default 5,20)")
-    p.add_argument("--retries", type=int, default=2, help="retries for connection errors and 5xx (default 2)")
+    p.add_argument("--retries", type=non_negative_int, default=2, help="retries for connection errors and 5xx (default 2)")
     p.add_argument("--max-mb", type=_megabytes, default=20 * 1024 * 1024, dest="max_bytes", metavar="MB",
                    help="largest body kept, in MB (default 20)")
-    p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS,
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
                    help=f"largest image kept, width*height (default {MAX_PIXELS:,})")
-    p.add_argument("--placeholder-urls", type=_positive_int, default=3, dest="placeholder_min_urls", metavar="N",
+    p.add_argument("--placeholder-urls", type=positive_int, default=3, dest="placeholder_min_urls", metavar="N",
                    help="content served for N or more URLs is a placeholder (default 3)")
     p.add_argument("--manifest", metavar="FILE", help="manifest path (default OUT/manifest.jsonl)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", dest="quiet", help=argparse.SUPPRESS)  # old name of --quiet
     p.set_defaults(func=run)
     return p
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args) -> int:
     """Run the download subcommand; returns the exit code (0 done, 1 nothing valid saved, 2 usage, 130 Ctrl-C)."""
-    from .download import download_url_lists, read_url_list
+    from ..download import download_url_lists, read_url_list
 
     lists, seen = {}, {}
     for name in args.urls_files:
@@ -86,12 +72,12 @@ def run(args) -> int:
         try:
             urls = read_url_list(path)
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            return _error(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            return error(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
         except OSError as exc:
-            return _error(f"{path}: cannot read ({exc})")
+            return error(f"{path}: cannot read ({exc})")
         if not cls or cls.startswith(".") or cls in seen:
             why = f"same class name as {seen[cls]}" if cls in seen else "unusable class name"
-            return _error(f"{path}: {why} ({cls!r}); rename the file (its stem names the class folder)")
+            return error(f"{path}: {why} ({cls!r}); rename the file (its stem names the class folder)")
         seen[cls] = path
         for lineno, text, why in urls.invalid[:5]:
             print(f"warning: {path}:{lineno}: {why}: {text[:80]}", file=sys.stderr)
@@ -100,21 +86,21 @@ def run(args) -> int:
         lists[cls] = urls
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        return _error(f"{out}: exists and is not a folder")
+        return error(f"{out}: exists and is not a folder")
     try:
         summary = download_url_lists(lists, out, max_per_class=args.max_per_class, workers=args.workers,
                                      per_host=args.per_host, timeout=args.timeout, retries=args.retries,
                                      max_bytes=args.max_bytes, max_pixels=args.max_pixels,
                                      placeholder_min_urls=args.placeholder_min_urls, manifest=args.manifest,
-                                     progress=not args.no_progress)
+                                     progress=progress(args))
     except KeyboardInterrupt as exc:
         summary = getattr(exc, "summary", None)
         if summary is not None:
             print(summary.format(), file=sys.stderr)
-        print("interrupted: rerun the same command to continue", file=sys.stderr)
-        return 130
+        print(RESUMABLE, file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OSError, ValueError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
     summary.invalid_lines = sum(len(u.invalid) for u in lists.values())
     print(summary.format())
     return 0 if summary.saved or not summary.total else 1

@@ -1,0 +1,53 @@
+"""The ``vggtransfer`` command line: one module per command, one error convention (:mod:`.common`).
+
+The parser is built and the arguments checked without importing TensorFlow; each command imports the library
+pieces it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import common_options, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vggtransfer`` parser with every subcommand."""
+    from .. import __version__
+    from . import evaluate, extract, predict, train
+    from .download import add_download_parser
+    from .weights import add_convert_parser, add_fetch_weights_parser
+
+    parser = argparse.ArgumentParser(
+        prog="vggtransfer",
+        description="Transfer learning from ImageNet VGG16/VGG19 on a CPU.\n\nTypical session:\n"
+                    "  vggtransfer train --data photos/ --model models/mine      (photos/<class>/<image>)\n"
+                    "  vggtransfer predict --model models/mine new.jpg\n\n"
+                    "Run `vggtransfer COMMAND --help` for each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vggtransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parents = [common_options()]
+    add_fetch_weights_parser(sub, parents)
+    add_convert_parser(sub, parents)
+    add_download_parser(sub, parents)
+    extract.add_parser(sub, parents)
+    train.add_parser(sub, parents)
+    evaluate.add_parser(sub, parents)
+    predict.add_parser(sub, parents)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` (default: the command line) and run the command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

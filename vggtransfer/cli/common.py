@@ -1,0 +1,171 @@
+"""What every ``vggtransfer`` command shares: one error convention, argument types that name the option, the common
+options (``--quiet``, ``--verbose``), and the runtime options.
+
+The convention: a handler returns its exit code (0 success, 1 some items failed); any bad argument, path, model,
+weights file or data set raises a ``ValueError``/``OSError`` subclass whose message names it, and :func:`run`
+prints it as one ``error: ...`` line (exit 2), never a traceback. Ctrl-C prints one line (exit 130). Argparse's own
+errors (unknown option, a value of the wrong type) also exit 2 naming the option. Nothing here imports TensorFlow:
+arguments and paths are checked before a command pays for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import traceback
+
+from .._tf_free import ENV_VERBOSE
+from ..images import ENV_MAX_PIXELS, MAX_PIXELS
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Printed on Ctrl-C unless the command sets its own ``interrupted`` message.
+RESUMABLE = "interrupted; rerun the same command to continue"
+
+
+class UsageError(ValueError):
+    """A combination of options that cannot work; the message names the options."""
+
+
+# --- argument types (argparse reports their ArgumentTypeError as "argument --name: message", exit 2) --------------
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text) -> int:
+    """An integer >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text) -> int:
+    """An integer >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text) -> float:
+    """A finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text) -> float:
+    """A number in [0, 1)."""
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def image_size(text) -> int:
+    """An input side in pixels, >= 32 (VGG's five 2x2 poolings)."""
+    value = _number(text, int)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"expected a side of at least 32 pixels, got {text!r}")
+    return value
+
+
+def hidden_sizes(text) -> tuple:
+    """Comma-separated positive layer sizes ('256', '512,128'); '' or 'none' for no hidden layer."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated layer sizes like 256 or 512,128 ('' for none), got {text!r}") from None
+        if size < 1:
+            raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+# --- shared options -----------------------------------------------------------------------------------------------
+def common_options() -> argparse.ArgumentParser:
+    """The options every command takes (a parent parser): --quiet and --verbose."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they are shown only on a terminal in any case)")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="also show TensorFlow's own notices, and a traceback for an internal error")
+    return p
+
+
+def add_runtime_args(p) -> None:
+    """--batch-size, --threads, --precision and --max-pixels: how to run, never what is computed."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per conv batch (default: chosen by input size, 16 at 224 px)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="TensorFlow intra-op threads (default: all cores)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: convolutions in bfloat16 via oneDNN, about 2x faster on CPUs with AVX512-BF16/AMX; "
+                        "falls back to fp32 with a warning elsewhere (default fp32)")
+    g.add_argument("--max-pixels", type=positive_int, default=None,
+                   help=f"largest image decoded, width*height (a decompression bomb guard; default "
+                        f"{MAX_PIXELS:,}, or ${ENV_MAX_PIXELS})")
+
+
+def explicit(args, name: str) -> bool:
+    """True when the user gave option ``name`` (options whose default is None)."""
+    return getattr(args, name, None) is not None
+
+
+def progress(args) -> bool | None:
+    """The library's ``progress`` argument for this run: off with --quiet, else a bar only on a terminal."""
+    return False if getattr(args, "quiet", False) else None
+
+
+def error(message: str) -> int:
+    """Print ``error: message`` on stderr; returns the usage exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run(args) -> int:
+    """Run a parsed command under the one error convention (see the module doc)."""
+    if getattr(args, "verbose", False):
+        os.environ[ENV_VERBOSE] = "1"
+    if getattr(args, "max_pixels", None) is not None and args.command != "download":
+        os.environ[ENV_MAX_PIXELS] = str(args.max_pixels)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(getattr(args, "interrupted", RESUMABLE), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyError as exc:
+        return error(f"missing {exc}")
+    except (ValueError, OSError) as exc:  # ModelError, DatasetError, WeightsError, ImageError... are ValueErrors
+        return error(str(exc) or type(exc).__name__)
+    except Exception as exc:  # an internal error: one line, the traceback only with --verbose
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        return error(f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback and "
+                     "please report it")

@@ -1,0 +1,172 @@
+"""``vggtransfer evaluate``: score a saved model on labelled data or a feature store.
+
+Classifiers: accuracy, scikit-learn's classification report and the confusion matrix (``--png``: as a picture).
+Regressors: RMSE and MAE on numeric targets (a CSV ``path,target`` or a regression store; ``--png``: predicted vs
+true). The model's kind is read from its folder before TensorFlow is imported, so a wrong pairing is reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets import DATA_HELP
+from .common import UsageError, add_runtime_args, progress
+
+
+def add_parser(sub, parents):
+    """Register ``evaluate``."""
+    p = sub.add_parser(
+        "evaluate", parents=parents, help="score a saved model on labelled data (classifiers and regressors)",
+        description="Score a saved model on labelled DATA, or on a --store made with the model's feature settings "
+                    "(head and linear models). Classifiers: accuracy, per-class report, confusion matrix. "
+                    "Regressors: RMSE and MAE on a CSV with path,target (or a regression store).",
+        epilog="example: vggtransfer evaluate --model models/clf hymenoptera_data/val --png confusion.png")
+    p.add_argument("data", nargs="?", help=DATA_HELP)
+    p.add_argument("--store", type=Path, help="a feature store instead of DATA")
+    p.add_argument("--model", required=True, type=Path, help="a model directory saved by `vggtransfer train`")
+    p.add_argument("--split", default="test", help="h5 only: which split to read (default test)")
+    p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
+    p.add_argument("--png", type=Path,
+                   help="also write a picture: the confusion matrix (classifiers) or predicted vs true (regressors)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    add_runtime_args(p)
+    p.set_defaults(func=run_evaluate, interrupted="interrupted; nothing was written. Rerun the same command")
+    return p
+
+
+def run_evaluate(args) -> int:
+    """Check the pairing of model and data, then score and print."""
+    from ..modeldir import read_kind
+
+    if (args.data is None) == (args.store is None):
+        raise UsageError("give DATA or --store (one of them)")
+    cfg = read_kind(args.model)
+    kind = cfg["kind"]
+    if kind == "finetuned" and args.store is not None:
+        raise UsageError(f"{args.model}: a fine-tuned model computes its own features; it cannot be scored on a "
+                         "feature store of frozen features. Give DATA instead of --store")
+    regressor = kind == "regressor"
+    if args.data is not None and regressor and Path(args.data).suffix.lower() != ".csv":
+        raise UsageError(f"{args.data}: {args.model} is a regressor, scored on numeric targets; give a CSV with a "
+                         "header path,target (class folders and .h5 files hold class labels)")
+    if args.store is not None:
+        from ..store import open_store
+
+        store = open_store(args.store)
+        if (store.task == "regression") != regressor:
+            raise UsageError(f"{args.store}: holds {store.task} data but {args.model} is a "
+                             f"{'regressor' if regressor else 'classifier'}")
+    from ..classifier import load_model
+
+    model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
+    if regressor:
+        return _evaluate_regressor(args, model)
+    return _evaluate_classifier(args, model)
+
+
+def _features_of_store(args, model, store):
+    from ..store import FeatureStoreMismatch, compare_config
+
+    diff = compare_config(store.config, model.config)
+    if diff:
+        raise FeatureStoreMismatch(args.store, diff)
+    if hasattr(model, "pipeline"):
+        return model.predict_features(store.features)
+    return model.head.predict_features(model.session, store.features)
+
+
+def _evaluate_regressor(args, model) -> int:
+    import warnings
+
+    if args.store is not None:
+        from ..store import open_store
+
+        store = open_store(args.store)
+        pred, y, failed = _features_of_store(args, model, store), store.labels.astype(np.float64), len(store.errors)
+    else:
+        from ..datasets import from_path
+        from .train import report_bad
+
+        ds = from_path(args.data, args.split, "regression")
+        report_bad(ds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pred = model.predict(ds.paths, errors="report", progress=progress(args))
+        good = np.isfinite(pred)
+        pred, y, failed = pred[good], ds.labels[good].astype(np.float64), int((~good).sum())
+    if not len(y):
+        raise ValueError("no item could be predicted")
+    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+    mae = float(np.mean(np.abs(pred - y)))
+    if args.png:
+        _save_scatter_png(y, pred, args.png, f"{args.model.name}: RMSE {rmse:.4g} on {len(y)} items")
+    if args.json:
+        print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed)}, allow_nan=False))
+    else:
+        print(f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed
+                                                                     else ""))
+    return 0
+
+
+def _evaluate_classifier(args, model) -> int:
+    from sklearn.metrics import classification_report
+
+    from ..classifier import confusion_matrix
+    from ..linear import format_confusion, save_confusion_png
+
+    classes = list(model.classes)
+    if args.store is not None:
+        from ..store import open_store
+
+        store = open_store(args.store)
+        if tuple(store.label_names) != tuple(classes):
+            raise ValueError(f"{args.store}: classes {list(store.label_names)} differ from the model's {classes}")
+        probs = _features_of_store(args, model, store)
+        y, failed = store.labels.astype(int), len(store.errors)
+        pred = probs.argmax(1)
+    else:
+        from ..datasets import from_path
+        from .train import report_bad
+
+        ds = from_path(args.data, args.split, "classification")
+        report_bad(ds)
+        res = model.evaluate_dataset(ds)
+        y, pred, failed = res["y_true"], res["y_pred"], res["failed"]
+    cm = confusion_matrix(y, pred, len(classes))
+    acc = float(np.mean(pred == y)) if len(y) else math.nan
+    if args.png:
+        save_confusion_png(cm, classes, args.png, f"{args.model.name}: accuracy {100 * acc:.2f} %")
+    if args.json:
+        print(json.dumps({"accuracy": None if math.isnan(acc) else acc, "n": int(len(y)), "failed": int(failed),
+                          "classes": classes, "confusion": cm.tolist()}, allow_nan=False))
+    else:
+        print(classification_report(y, pred, labels=list(range(len(classes))), target_names=classes, digits=4,
+                                    zero_division=0))
+        print(format_confusion(cm, classes))
+        print(f"accuracy {100 * acc:.2f} % on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed else ""))
+    return 0
+
+
+def _save_scatter_png(y, pred, png, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.scatter(y, pred, s=12, alpha=0.6)
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":")
+    ax.set(xlabel="true", ylabel="predicted", title=title)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    print(f"wrote {png}", file=sys.stderr)
+    return png

@@ -1,0 +1,58 @@
+"""``vggtransfer extract``: the frozen features of a data set into a resumable HDF5 feature store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import defaults
+from ..datasets import DATA_HELP
+from .common import positive_int, progress
+from .features import add_feature_args, check_end_point
+
+
+def add_parser(sub, parents):
+    """Register ``extract``."""
+    p = sub.add_parser(
+        "extract", parents=parents, help="compute the features of a data set into an HDF5 feature store (resumable)",
+        description="Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
+                    "names and source paths, written in chunks (works for data larger than memory). If "
+                    "interrupted (even kill -9), rerun the same command: it continues where it stopped. The store "
+                    "records the weights, end point, pooling, input size and preprocessing; reusing it with other "
+                    "settings is refused, and an existing file that is not a feature store is never overwritten.",
+        epilog="example: vggtransfer extract hymenoptera_data/train --store train.h5 --pooling avg")
+    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("--store", required=True, type=Path, help="the HDF5 file to write (or resume)")
+    p.add_argument("--split", default="train", help="h5 only: which {split}_set_x/_y to read (default train)")
+    p.add_argument("--task", choices=("classification", "regression"), default="classification",
+                   help="CSV only: label column (classification, the default) or target column (regression)")
+    p.add_argument("--chunk-rows", type=positive_int, default=256, help="rows buffered per write (default 256)")
+    add_feature_args(p, f"{defaults.STORE_POOLING}, the linear recipe's features")
+    p.set_defaults(func=run_extract)
+    return p
+
+
+def run_extract(args) -> int:
+    """Build (or resume) the store; prints ``STORE: done/total items``."""
+    from ..datasets import from_path
+    from .train import report_bad
+
+    arch = args.arch or "vgg16"
+    end_point = args.end_point or defaults.CLASSIFIER.end_point
+    check_end_point(arch, end_point)
+    ds = from_path(args.data, args.split, args.task)
+    report_bad(ds)
+    from ..features import FeatureExtractor
+    from ..store import build_store, store_status
+    from ..weight_sources import resolve_weights
+
+    t0 = time.perf_counter()
+    weights = resolve_weights(args.weights, arch=arch, progress=progress(args))
+    with FeatureExtractor(weights, arch=arch, end_point=end_point, pooling=args.pooling or defaults.STORE_POOLING,
+                          image_size=args.image_size or defaults.IMAGE_SIZE, batch_size=args.batch_size,
+                          precision=args.precision, threads=args.threads) as fx:
+        build_store(args.store, ds, fx, chunk_rows=args.chunk_rows, progress=progress(args))
+    done, total = store_status(args.store)
+    kind = f"{len(ds.classes)} classes" if ds.classes else "regression targets"
+    print(f"{args.store}: {done}/{total} items, {kind} ({time.perf_counter() - t0:.0f} s)")
+    return 0

@@ -1,0 +1,40 @@
+"""The feature options shared by ``extract`` and ``train`` (weights, architecture, end point, pooling, input size)."""
+
+from __future__ import annotations
+
+from .. import defaults
+from ..weights import ARCHITECTURES
+from .common import add_runtime_args, image_size
+
+#: Every end point of the architectures (VGG19 adds conv3_4, conv4_4, conv5_4); checked against --arch later.
+END_POINTS = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2", "conv3_3",
+              "conv3_4", "pool3", "conv4_1", "conv4_2", "conv4_3", "conv4_4", "pool4", "conv5_1", "conv5_2",
+              "conv5_3", "conv5_4", "pool5")
+POOLINGS = ("flatten", "max", "avg")
+
+
+def add_feature_args(p, recipes_note: str = "") -> None:
+    """--weights, --arch, --end-point, --pooling, --image-size, then the runtime options."""
+    g = p.add_argument_group("features")
+    g.add_argument("--weights", default=None,
+                   help="VGG conv weights .npy (default: $VGGTRANSFER_WEIGHTS, ./weights, the cache, else a "
+                        "one-time download; see `vggtransfer fetch-weights`)")
+    g.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture (default vgg16)")
+    g.add_argument("--end-point", choices=END_POINTS, default=None, metavar="LAYER",
+                   help=f"layer whose output is the feature (default {defaults.CLASSIFIER.end_point}); one of "
+                        + ", ".join(END_POINTS) + " (conv3_4, conv4_4, conv5_4: vgg19 only)")
+    g.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="flatten the map, or global max / average pooling (default " + recipes_note + ")")
+    g.add_argument("--image-size", type=image_size, default=None,
+                   help=f"input side in pixels, >= 32 (default {defaults.IMAGE_SIZE})")
+    add_runtime_args(p)
+
+
+def check_end_point(arch: str, end_point: str) -> None:
+    """A ValueError naming --end-point when the layer is not in ``arch`` (conv5_4 on vgg16)."""
+    from ..weights import conv_layer_names
+
+    names = list(conv_layer_names(arch)) + [f"pool{i}" for i in range(1, 6)]
+    if end_point not in names:
+        raise ValueError(f"--end-point {end_point}: not a layer of {arch} (its layers: "
+                         f"{', '.join(n for n in END_POINTS if n in names)})")

@@ -1,0 +1,36 @@
+"""Seeded, stratified splits and balanced class weights: plain numpy, no TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_indices(n: int, val_fraction: float, seed: int, labels=None):
+    """Deterministic (train, val) index arrays; stratified by ``labels`` when given."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        labels = np.asarray(labels)
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    train, val = [], []
+    for g in groups:
+        g = rng.permutation(g)
+        k = int(round(len(g) * val_fraction))
+        if val_fraction > 0 and k == 0 and len(g) > 1:
+            k = 1
+        val.extend(g[:k])
+        train.extend(g[k:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def balanced_class_weights(labels, k: int) -> np.ndarray:
+    """'Balanced' weights n / (K * count_k) for class indices ``labels`` in 0..k-1 (0 for an absent class)."""
+    labels = np.asarray(labels, np.int64)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (k * np.maximum(counts, 1)), 0.0)
+
+
+__all__ = ["split_indices", "balanced_class_weights"]
