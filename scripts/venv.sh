@@ -10,8 +10,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp="$(cat setup.py | sha256sum | cut -c1-16)-$VGGTRANSFER_EXTRAS"
 if [ "$(cat .venv/.vggtransfer-installed 2>/dev/null)" != "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$VGGTRANSFER_EXTRAS]"
+  # pip and setuptools talk a lot (index warnings, build-backend notices): keep it in a log, shown only on failure.
+  echo "Setting up .venv (vggtransfer[$VGGTRANSFER_EXTRAS]); the log is .venv/install.log" >&2
+  if ! { .venv/bin/python -m pip install --upgrade pip \
+         && .venv/bin/python -m pip install -e ".[$VGGTRANSFER_EXTRAS]"; } > .venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "error: installing vggtransfer into .venv failed (full log: .venv/install.log)" >&2
+    exit 2
+  fi
   echo "$stamp" > .venv/.vggtransfer-installed
 fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -150,11 +150,27 @@ def error(message: str) -> int:
 
 
 def run(args) -> int:
-    """Run a parsed command under the one error convention (see the module doc)."""
+    """Run a parsed command under the one error convention (see the module doc). ``--verbose`` and
+    ``--max-pixels`` are passed to the library (and to worker processes) as environment variables for the
+    duration of the command only."""
+    settings = {}
     if getattr(args, "verbose", False):
-        os.environ[ENV_VERBOSE] = "1"
+        settings[ENV_VERBOSE] = "1"
     if getattr(args, "max_pixels", None) is not None and args.command != "download":
-        os.environ[ENV_MAX_PIXELS] = str(args.max_pixels)
+        settings[ENV_MAX_PIXELS] = str(args.max_pixels)
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        return _run(args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
