@@ -124,3 +124,15 @@ def test_parity_with_keras_applications(real_weights, shared_dir):
     assert rel <= 1e-4, rel
     # the features carry signal: the two demo images (a tiger, a cat) differ
     assert np.linalg.norm(ours[0] - ours[1]) > 0.1 * np.linalg.norm(ours[0])
+
+
+def test_feature_extractor_detects_vgg19_from_a_file(tmp_path):
+    """A VGG19 weights file given without ``arch`` builds VGG19 (it used to build VGG16 on the first 13 layers)."""
+    from vggtransfer.features import FeatureExtractor
+    from vggtransfer.weights import save_weights
+
+    path = save_weights(scaled_weights("vgg19"), tmp_path / "vgg19.npy")
+    with FeatureExtractor(str(path), end_point="pool5", pooling="avg", image_size=32) as fx:
+        assert fx.arch == "vgg19" and "conv5_4" in fx.end_points
+    with FeatureExtractor(scaled_weights("vgg19"), end_point="pool5", pooling="avg", image_size=32) as fx:
+        assert fx.arch == "vgg19"

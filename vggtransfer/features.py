@@ -25,7 +25,7 @@ from .progress import bar as progress_bar
 from .images import ImageError, load_image
 from .runtime import cpu_count, default_batch_size, lower_priority_of_this_thread, new_session, resolve_precision
 from .vgg import POOLINGS, end_point_names, feature_dim, initialize, pool, vgg_conv
-from .weights import ARCHITECTURES, conv_layer_names, load_weights
+from .weights import ARCHITECTURES, conv_layer_names, detect_architecture, list_layers, load_weights
 
 tf1 = tf.compat.v1
 
@@ -139,8 +139,8 @@ class FeatureExtractor:
         if isinstance(weights, (str, Path)):
             weights_path = str(weights)
             weights = None
-        if arch is None:
-            arch = "vgg19" if weights is not None and "conv5_4" in weights else "vgg16"
+        if arch is None:  # from the layers the weights hold (a file's header is read without its arrays)
+            arch = detect_architecture(weights if weights is not None else list_layers(weights_path))
         if arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
         if end_point not in end_point_names(arch):
