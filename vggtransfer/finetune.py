@@ -34,7 +34,7 @@ from .progress import bar as progress_bar
 from .images import ImageError, _open, to_rgb
 from .model import TrainReport, read_model_config, restore_checkpoint
 from .modeldir import CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, write_model_dir
-from .splits import balanced_class_weights, split_indices
+from .splits import resolve_class_weights, split_indices
 from .runtime import new_session
 from .vgg import _param, end_point_names, initialize, pool, vgg_conv
 from .weight_sources import resolve_weights
@@ -255,13 +255,7 @@ class FineTunedClassifier(ClassifierAPI):
         std = float(np.std(pooled)) or 1.0
         self.head.reset(self.session, seed)  # (its init op also resets feature_scale: set it after)
         self.session.run(self._set_feature_scale, {self._scale_in: 1.0 / std})
-        weights = None
-        if class_weights is not None:
-            k = len(self.classes)
-            if isinstance(class_weights, str):
-                weights = balanced_class_weights(y_tr, k)
-            else:
-                weights = np.asarray(class_weights, np.float64)
+        weights = resolve_class_weights(class_weights, y_tr, len(self.classes))
         history = self.head.fit(self.session, x_tr, y_tr, x_va if len(x_va) else None, y_va if len(x_va) else None,
                                 epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                 class_weights=weights, progress=progress, standardize=False, desc="fine-tune")

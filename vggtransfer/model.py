@@ -23,14 +23,14 @@ from .datasets import Dataset, resize_arrays
 from .images import ImageError
 from .modeldir import (CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, checkpoint_files_missing,
                        load_model_json, write_model_dir)
-from .splits import balanced_class_weights, split_indices
+from .splits import resolve_class_weights, split_indices
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 from .weights import load_weights
 
 REG = defaults.REGRESSOR
-
 tf1 = tf.compat.v1
+
 
 @dataclass
 class TrainReport:
@@ -145,8 +145,7 @@ class TransferModel:
     # --- training ------------------------------------------------------------------------------------------------
     def train(self, image_paths, targets, *, val_fraction: float = defaults.VAL_FRACTION, epochs: int = REG.epochs,
               batch_size: int = 32, patience: int = REG.patience, seed: int = 0, progress: bool | None = None,
-              stratify=None,
-              class_weights=None) -> TrainReport:
+              stratify=None, class_weights=None) -> TrainReport:
         """Extract each image's features once, then train the head on them with a held-out validation split.
 
         Unreadable images are skipped and reported in ``TrainReport.skipped``. ``stratify`` (labels) makes the
@@ -171,8 +170,9 @@ class TransferModel:
         report.seconds_features = t1 - t0
         return report
 
-    def train_on_features(self, features, targets, *, val_fraction: float = 0.2, epochs: int = 300,
-                          batch_size: int = 32, patience: int = 30, seed: int = 0, progress: bool | None = None,
+    def train_on_features(self, features, targets, *, val_fraction: float = defaults.VAL_FRACTION,
+                          epochs: int = REG.epochs, batch_size: int = 32, patience: int = REG.patience, seed: int = 0,
+                          progress: bool | None = None,
                           stratify=None, class_weights=None) -> TrainReport:
         """Train the head on precomputed features (rows of :meth:`extract`). Indices in the report are rows.
 
@@ -188,8 +188,8 @@ class TransferModel:
         return self._fit(features, y, train_idx, val_idx, epochs=epochs, batch_size=batch_size, patience=patience,
                          seed=seed, progress=progress, class_weights=class_weights)
 
-    def train_fixed_split(self, features, targets, n_train: int, *, epochs: int = 300, batch_size: int = 32,
-                          patience: int = 30, seed: int = 0, progress: bool | None = None,
+    def train_fixed_split(self, features, targets, n_train: int, *, epochs: int = REG.epochs, batch_size: int = 32,
+                          patience: int = REG.patience, seed: int = 0, progress: bool | None = None,
                           class_weights=None) -> TrainReport:
         """Train the head on precomputed features whose first ``n_train`` rows are the training set and the rest the
         validation set (a separate validation data set, e.g. ``--val-data``)."""
@@ -235,7 +235,7 @@ class TransferModel:
             return feats, list(range(len(dataset))), []
         return self.extract(dataset.paths, progress=progress)
 
-    def train_dataset(self, dataset: Dataset, *, val_fraction: float = 0.2, val: Dataset | None = None,
+    def train_dataset(self, dataset: Dataset, *, val_fraction: float = defaults.VAL_FRACTION, val: Dataset | None = None,
                       class_weights=None, **fit) -> TrainReport:
         """Train on a :class:`Dataset` (paths or arrays). With ``val`` that set is the validation split; else a
         seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders."""
@@ -259,7 +259,7 @@ class TransferModel:
         return report
 
     def train_store(self, store: StoredFeatures, *, val_store: StoredFeatures | None = None,
-                    val_fraction: float = 0.2, class_weights=None, **fit) -> TrainReport:
+                    val_fraction: float = defaults.VAL_FRACTION, class_weights=None, **fit) -> TrainReport:
         """Train on a feature store (see :func:`vggtransfer.store.open_store`), refusing one made differently."""
         for s in (store, val_store):
             if s is None:
@@ -310,17 +310,9 @@ class TransferModel:
         return y
 
     def _class_weights(self, class_weights, y_train):
-        if class_weights is None or self.spec.task != "classification":
+        if self.spec.task != "classification":
             return None
-        k = len(self.spec.classes)
-        if isinstance(class_weights, str):
-            if class_weights != "balanced":
-                raise ValueError(f"class_weights must be 'balanced' or an array, got {class_weights!r}")
-            return balanced_class_weights(y_train, k)
-        weights = np.asarray(class_weights, np.float64)
-        if weights.shape != (k,):
-            raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
-        return weights
+        return resolve_class_weights(class_weights, y_train, len(self.spec.classes))
 
     # --- persistence ---------------------------------------------------------------------------------------------
     def save(self, path, extra: dict | None = None, protect=()) -> Path:

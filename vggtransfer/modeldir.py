@@ -151,14 +151,5 @@ def write_model_dir(path, write, protect=()) -> Path:
     return path
 
 
-def write_json_atomic(path, obj) -> Path:
-    """Write ``obj`` as strict JSON (no NaN) to ``path`` through a temp file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
-    os.replace(tmp, path)
-    return path
-
-
 __all__ = ["MODEL_FILE", "CHECKPOINT", "FORMAT_VERSION", "ModelError", "is_model_dir", "check_model_target",
            "load_model_json", "read_kind", "write_model_dir", "backup_dir", "checkpoint_files_missing"]

@@ -33,4 +33,19 @@ def balanced_class_weights(labels, k: int) -> np.ndarray:
     return np.where(counts > 0, len(labels) / (k * np.maximum(counts, 1)), 0.0)
 
 
-__all__ = ["split_indices", "balanced_class_weights"]
+def resolve_class_weights(class_weights, y_train, k: int):
+    """Per-class loss weights for class indices ``y_train``: None, 'balanced' (see :func:`balanced_class_weights`)
+    or an array of ``k`` weights; anything else is a ValueError naming what was expected."""
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, str):
+        if class_weights != "balanced":
+            raise ValueError(f"class_weights must be 'balanced' or an array, got {class_weights!r}")
+        return balanced_class_weights(y_train, k)
+    weights = np.asarray(class_weights, np.float64)
+    if weights.shape != (k,):
+        raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
+    return weights
+
+
+__all__ = ["split_indices", "balanced_class_weights", "resolve_class_weights"]

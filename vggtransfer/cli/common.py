@@ -41,52 +41,25 @@ def _number(text, kind):
     return value
 
 
-def positive_int(text) -> int:
-    """An integer >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _bounded(kind, accept, expected: str, doc: str):
+    """An argparse type: a number of ``kind`` for which ``accept(value)`` holds, else "expected {expected}"."""
+    def parse(text):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_int(text) -> int:
-    """An integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text) -> float:
-    """A finite number > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def fraction(text) -> float:
-    """A number in [0, 1)."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def image_size(text) -> int:
-    """An input side in pixels, >= 32 (VGG's five 2x2 poolings)."""
-    value = _number(text, int)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"expected a side of at least 32 pixels, got {text!r}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, "a whole number >= 1", "An integer >= 1.")
+non_negative_int = _bounded(int, lambda v: v >= 0, "a whole number >= 0", "An integer >= 0.")
+positive_float = _bounded(float, lambda v: v > 0, "a number > 0", "A finite number > 0.")
+non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0", "A finite number >= 0.")
+fraction = _bounded(float, lambda v: 0 <= v < 1, "a number in [0, 1)", "A number in [0, 1).")
+image_size = _bounded(int, lambda v: v >= 32, "a side of at least 32 pixels",
+                      "An input side in pixels, >= 32 (VGG's five 2x2 poolings).")
 
 
 def hidden_sizes(text) -> tuple:

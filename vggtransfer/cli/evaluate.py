@@ -54,6 +54,7 @@ def run_evaluate(args) -> int:
     if args.data is not None and regressor and Path(args.data).suffix.lower() != ".csv":
         raise UsageError(f"{args.data}: {args.model} is a regressor, scored on numeric targets; give a CSV with a "
                          "header path,target (class folders and .h5 files hold class labels)")
+    store = None
     if args.store is not None:
         from ..store import open_store
 
@@ -65,8 +66,8 @@ def run_evaluate(args) -> int:
 
     model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     if regressor:
-        return _evaluate_regressor(args, model)
-    return _evaluate_classifier(args, model)
+        return _evaluate_regressor(args, model, store)
+    return _evaluate_classifier(args, model, store)
 
 
 def _features_of_store(args, model, store):
@@ -80,13 +81,10 @@ def _features_of_store(args, model, store):
     return model.head.predict_features(model.session, store.features)
 
 
-def _evaluate_regressor(args, model) -> int:
+def _evaluate_regressor(args, model, store) -> int:
     import warnings
 
-    if args.store is not None:
-        from ..store import open_store
-
-        store = open_store(args.store)
+    if store is not None:
         pred, y, failed = _features_of_store(args, model, store), store.labels.astype(np.float64), len(store.errors)
     else:
         from ..datasets import from_path
@@ -113,17 +111,14 @@ def _evaluate_regressor(args, model) -> int:
     return 0
 
 
-def _evaluate_classifier(args, model) -> int:
+def _evaluate_classifier(args, model, store) -> int:
     from sklearn.metrics import classification_report
 
     from ..classifier import confusion_matrix
     from ..linear import format_confusion, save_confusion_png
 
     classes = list(model.classes)
-    if args.store is not None:
-        from ..store import open_store
-
-        store = open_store(args.store)
+    if store is not None:
         if tuple(store.label_names) != tuple(classes):
             raise ValueError(f"{args.store}: classes {list(store.label_names)} differ from the model's {classes}")
         probs = _features_of_store(args, model, store)

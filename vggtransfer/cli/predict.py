@@ -7,9 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .common import UsageError, add_runtime_args, positive_int, progress
+from .common import UsageError, add_runtime_args, positive_int
 
 NON_FINITE = "the model produced a non-finite output (NaN or inf); the model file may be damaged or badly trained"
 
@@ -33,38 +31,34 @@ def add_parser(sub, parents):
     return p
 
 
-def predict_rows(model, images, top_k: int | None, show_progress=None) -> list:
+def predict_rows(model, images, top_k: int | None) -> list:
     """One dict per image, in order: ``{path, prediction}`` (regressor) or ``{path, top_k}`` (classifier), with
     ``error`` None or the reason. Non-finite model outputs are errors, so every row is strict JSON."""
     import warnings
 
+    from ..images import ImageError
+
     rows = []
+    if hasattr(model, "predict_top_k"):
+        for path, res in zip(images, model.predict_top_k(images, top_k or 1)):
+            if isinstance(res, ImageError):
+                rows.append({"path": path, "top_k": None, "error": res.reason})
+            elif not all(math.isfinite(p) for _, p in res):
+                rows.append({"path": path, "top_k": None, "error": NON_FINITE})
+            else:
+                rows.append({"path": path, "top_k": [{"class": c, "probability": p} for c, p in res], "error": None})
+        return rows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        if hasattr(model, "predict_top_k"):
-            probs = model.predict(images, errors="report", progress=show_progress)
-            errors = {e.path: e.reason for e in model.last_errors}
-            from ..classifier import top_k as best
-
-            for path, row in zip(images, probs):
-                if str(path) in errors:
-                    rows.append({"path": path, "top_k": None, "error": errors[str(path)]})
-                elif not np.isfinite(row).all():
-                    rows.append({"path": path, "top_k": None, "error": NON_FINITE})
-                else:
-                    rows.append({"path": path, "top_k": [{"class": c, "probability": p}
-                                                         for c, p in best(row, model.classes, top_k or 1)[0]],
-                                 "error": None})
+        values = model.predict(images, errors="report")
+    errors = {e.path: e.reason for e in model.last_errors}
+    for path, v in zip(images, values):
+        if str(path) in errors:
+            rows.append({"path": path, "prediction": None, "error": errors[str(path)]})
+        elif not math.isfinite(v):
+            rows.append({"path": path, "prediction": None, "error": NON_FINITE})
         else:
-            values = model.predict(images, errors="report", progress=show_progress)
-            errors = {e.path: e.reason for e in model.last_errors}
-            for path, v in zip(images, values):
-                if str(path) in errors:
-                    rows.append({"path": path, "prediction": None, "error": errors[str(path)]})
-                elif not math.isfinite(v):
-                    rows.append({"path": path, "prediction": None, "error": NON_FINITE})
-                else:
-                    rows.append({"path": path, "prediction": float(v), "error": None})
+            rows.append({"path": path, "prediction": float(v), "error": None})
     return rows
 
 
@@ -78,7 +72,7 @@ def run_predict(args) -> int:
     from ..classifier import load_model
 
     model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
-    rows = predict_rows(model, args.images, args.top_k, progress(args))
+    rows = predict_rows(model, args.images, args.top_k)
     if args.json:
         print(json.dumps(rows, indent=1, allow_nan=False))
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..datasets import DATA_HELP
-from .common import (RESUMABLE, UsageError, explicit, fraction, hidden_sizes, non_negative_float, non_negative_int,
+from .common import (UsageError, explicit, fraction, hidden_sizes, non_negative_float, non_negative_int,
                      positive_float, positive_int, progress)
 from .features import add_feature_args, check_end_point
 
@@ -265,4 +265,4 @@ def _head_model(args, task, classes, arch, end_point, pooling, image_size, d):
     return VggRegressor(args.weights, **common)
 
 
-__all__ = ["add_parser", "run_train", "check_options", "report_bad", "RESUMABLE"]
+__all__ = ["add_parser", "run_train", "check_options", "report_bad"]
