@@ -73,7 +73,9 @@ def test_checkpoint_holds_only_the_head(trained):
     assert not list(out.glob("*.meta"))
     assert sum(f.stat().st_size for f in out.iterdir()) < 200_000
     cfg = json.loads((out / MODEL_FILE).read_text())
-    assert cfg["image_size"] == SIZE and cfg["head"]["hidden"] == [16] and cfg["pooling"] == "avg"
+    feats = cfg["feature_config"]["features"]
+    assert feats["scales"] == [SIZE] and feats["view"] == "crop" and feats["poolings"] == ["avg"]
+    assert cfg["head"]["hidden"] == [16] and cfg["model"]["model"] == "dense" and cfg["card"] == "Vgg16"
     assert cfg["head"]["target_scale"] > 0 and len(cfg["weights_sha256"]) == 64
 
 
@@ -202,7 +204,7 @@ def test_real_tiger_cat_regressor_small(real_weights, shared_dir, tmp_path):
     train, test = split_indices(48, 0.25, 0, labels)
     paths = tigers + cats
     model = Vgg16(real_weights, image_size=224)
-    model.train([paths[i] for i in train], y[train], stratify=labels[train], progress=False)
+    model.train([paths[i] for i in train], y[train], progress=False)
     pred = model.predict([paths[i] for i in test])
     assert roc_auc_score(labels[test], pred) >= 0.9
     demo = model.predict([data / "demo" / "tiger" / "391412.jpg", data / "demo" / "kittycat" / "000129037.jpg"])

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .images import IMAGE_EXTENSIONS, ImageError, load_image
+from .images import IMAGE_EXTENSIONS, ImageError, load_image, prepare_array
 from .splits import balanced_class_weights, split_indices
 
 
@@ -104,14 +103,11 @@ class Dataset:
 
 
 def resize_arrays(arrays: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (n, h, w, 3) -> float32 (n, size, size, 3) in [0, 1]: centre crop + bilinear resize, like image files."""
+    """uint8 (n, h, w, 3) -> float32 (n, size, size, 3) in [0, 1]: the centre crop of image files
+    (:func:`vggtransfer.images.prepare_array`, the one preprocessing path)."""
     out = np.empty((len(arrays), size, size, 3), np.float32)
     for i, a in enumerate(arrays):
-        img = Image.fromarray(np.asarray(a, np.uint8), "RGB")
-        w, h = img.size
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-        out[i] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=box), np.float32) / 255.0
+        out[i] = prepare_array(a, size)
     return out
 
 

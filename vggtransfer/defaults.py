@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .featurespec import FeatureSpec
+
 
 @dataclass(frozen=True)
 class HeadDefaults:
@@ -48,6 +50,22 @@ CLASSIFIER = HeadDefaults(end_point="pool5", pooling="max", hidden=(128,), dropo
 FINETUNE = FineTuneDefaults(end_point="pool5", pooling="avg", hidden=(256,), dropout=0.3, l2=1e-3,
                             learning_rate=1e-3, epochs=10, patience=3)
 
+@dataclass(frozen=True)
+class AutoDefaults:
+    """``--recipe auto``: cross-validation folds, the power normalisation of every block, the Dense head's L2 grid
+    (the linear models' grids are in :mod:`vggtransfer.select`)."""
+
+    folds: int = 5
+    power: float = 0.5
+    dense_l2s: tuple = (0.01, 0.1, 1.0)
+
+
+AUTO = AutoDefaults()
+#: What ``--recipe auto`` and ``vggtransfer extract`` compute by default: global average and max of pool3, pool4
+#: and pool5, from one pass over the whole image with its short side at 224 px (no crop). Costs in BENCHMARKS.md.
+FEATURES = FeatureSpec(end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224,), view="whole",
+                       flip=False)
+
 IMAGE_SIZE = 224
 #: ``vggtransfer extract``: global-average-pooled pool5, the linear recipe's features (README-recipes).
 STORE_POOLING = "avg"
@@ -61,5 +79,5 @@ def for_recipe(recipe: str, task: str) -> HeadDefaults:
     return REGRESSOR if task == "regression" else CLASSIFIER
 
 
-__all__ = ["HeadDefaults", "FineTuneDefaults", "REGRESSOR", "CLASSIFIER", "FINETUNE", "IMAGE_SIZE", "STORE_POOLING", "VAL_FRACTION",
+__all__ = ["AutoDefaults", "AUTO", "FEATURES", "HeadDefaults", "FineTuneDefaults", "REGRESSOR", "CLASSIFIER", "FINETUNE", "IMAGE_SIZE", "STORE_POOLING", "VAL_FRACTION",
            "for_recipe"]

@@ -125,7 +125,7 @@ class FeatureExtractor:
     """
 
     def __init__(self, weights, arch: str | None = None, end_point: str = "pool5", pooling: str = "flatten",
-                 image_size: int = 224, batch_size: int | None = None, precision: str = "fp32",
+                 image_size: int = 224, batch_size: int | None = None, precision: str = "auto",
                  threads: int | None = None,
                  weights_path: str | None = None, extend=None):
         if pooling not in POOLINGS:

@@ -31,7 +31,7 @@ from .datasets import Dataset
 from .features import PREPROCESSING, conv_sha256, image_batches, predict_paths
 from .heads import HeadGraph, HeadSpec
 from .progress import bar as progress_bar
-from .images import ImageError, _open, to_rgb
+from .images import ImageError, _open, prepare, to_rgb
 from .model import TrainReport, read_model_config, restore_checkpoint
 from .modeldir import CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, write_model_dir
 from .splits import resolve_class_weights, split_indices
@@ -57,11 +57,9 @@ def decode(item, array=None) -> Image.Image:
 
 
 def centre_view(img: Image.Image, size: int) -> np.ndarray:
-    """The centre square of a PIL image resized to ``size`` (bilinear), float32 in [0, 1]."""
-    w, h = img.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, box=box), np.float32) / 255.0
+    """The centre square of a PIL image resized to ``size``, float32 in [0, 1]: the prediction view
+    (:func:`vggtransfer.images.prepare`, the one preprocessing path)."""
+    return prepare(img, size)
 
 
 def augmented_view(img: Image.Image, size: int, rng: np.random.Generator, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),

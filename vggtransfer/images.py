@@ -143,29 +143,69 @@ def centre_crop_box(width: int, height: int) -> tuple:
     return (left, top, left + side, top + side)
 
 
-def prepare(img: Image.Image, size: int | None = 224, crop: bool = True) -> np.ndarray:
-    """EXIF-orient, convert to RGB, centre crop to the short side, resize to ``size`` x ``size``.
+#: View modes: ``crop`` (the centred square, resized to size x size), ``whole`` (the whole image, short side resized
+#: to ``size``, long side to a multiple of :data:`WHOLE_MULTIPLE`, aspect capped at :data:`MAX_ASPECT` by trimming
+#: the long side equally at both ends), ``squash`` (the whole image resized to size x size, aspect not kept).
+VIEW_MODES = ("crop", "whole", "squash")
+#: Long sides of whole-image views are rounded to this (the stride of pool5): few distinct shapes to batch, and the
+#: feature maps cover the whole view. The aspect ratio changes by at most 16 / size (5 % at 320 px).
+WHOLE_MULTIPLE = 32
+#: Whole-image views of panoramas keep their central 2:1.
+MAX_ASPECT = 2.0
 
-    Returns float32 (size, size, 3) in [0, 1]. ``size=None`` keeps the (cropped) resolution.
+
+def view_geometry(width: int, height: int, size: int, mode: str = "crop") -> tuple:
+    """``(box, (out_width, out_height))``: the source box (left, upper, right, lower) and output size of a view."""
+    if mode == "crop":
+        return centre_crop_box(width, height), (size, size)
+    if mode == "squash":
+        return (0, 0, width, height), (size, size)
+    if mode != "whole":
+        raise ValueError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
+    short, long_ = min(width, height), max(width, height)
+    kept = min(long_, int(round(short * MAX_ASPECT)))
+    cut = (long_ - kept) // 2
+    out_long = max(size, WHOLE_MULTIPLE * int(round(size * kept / short / WHOLE_MULTIPLE)))
+    if width >= height:
+        return (cut, 0, cut + kept, height), (out_long, size)
+    return (0, cut, width, cut + kept), (size, out_long)
+
+
+def prepare(img: Image.Image, size: int | None = 224, crop: bool = True, mode: str | None = None) -> np.ndarray:
+    """THE preprocessing of every view the library computes (training, validation, features, prediction; files and
+    in-memory arrays alike): EXIF-orient, convert to RGB, then ``mode`` (see :data:`VIEW_MODES`; default ``crop``,
+    or ``squash`` when ``crop=False``), bilinear resize with Pillow's ``reducing_gap=3`` (a box filter first for
+    large reductions, so a photo shrunk 10x is not aliased).
+
+    Returns float32 (h, w, 3) in [0, 1]. ``size=None`` keeps the resolution (of the crop with ``crop=True``).
     """
+    mode = mode or ("crop" if crop else "squash")
     img = ImageOps.exif_transpose(img)
     img = to_rgb(img)
-    box = centre_crop_box(*img.size) if crop else None
-    if size is not None:
-        img = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
-    elif box is not None:
-        img = img.crop(box)
+    if size is None:
+        if mode == "crop":
+            img = img.crop(centre_crop_box(*img.size))
+        return np.asarray(img, dtype=np.float32) / 255.0
+    box, out_size = view_geometry(*img.size, size, mode)
+    img = img.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int | None = None) -> np.ndarray:
-    """Load an image file as float32 RGB (size, size, 3) in [0, 1]. Raises :class:`ImageError` naming the file."""
+def prepare_array(array: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """:func:`prepare` for an in-memory uint8 RGB image (h, w, 3), e.g. a row of a SIGNS .h5 file."""
+    return prepare(Image.fromarray(np.asarray(array, np.uint8), "RGB"), size, mode=mode)
+
+
+def load_image(path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int | None = None,
+               mode: str | None = None) -> np.ndarray:
+    """Load an image file as float32 RGB in [0, 1] through :func:`prepare` ((size, size, 3) for the default centre
+    crop). Raises :class:`ImageError` naming the file."""
     if size is not None and size < MIN_SIDE:
         raise ValueError(f"size must be at least {MIN_SIDE} (VGG has five 2x2 poolings), got {size}")
     path = Path(path)
     img = _open(path, str(path), max_pixels)
     try:
-        return prepare(img, size, crop)
+        return prepare(img, size, crop, mode)
     except (OSError, ValueError) as exc:
         raise ImageError(path, f"could not convert image ({exc})") from None
 

@@ -93,7 +93,7 @@ class LinearModel(ClassifierAPI):
         return {"accuracy": float(np.mean(pred == store.labels)), "report": text, "confusion": cm, "n": len(pred)}
 
     # --- prediction on images ------------------------------------------------------------------------------------
-    def attach(self, weights_path=None, batch_size: int | None = None, threads=None, precision: str = "fp32") -> None:
+    def attach(self, weights_path=None, batch_size: int | None = None, threads=None, precision: str = "auto") -> None:
         """Build the frozen extractor this model's features came from (checks the weights fingerprint)."""
         if self.extractor is not None:
             return

@@ -27,6 +27,8 @@ from .splits import resolve_class_weights, split_indices
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 from .weights import load_weights
+from .auto import AutoRegressor
+from .featurespec import FeatureSpec
 
 REG = defaults.REGRESSOR
 tf1 = tf.compat.v1
@@ -89,7 +91,7 @@ class TransferModel:
     def __init__(self, weights_path=None, restore_from=None, *, image_size: int = defaults.IMAGE_SIZE,
                  hidden=REG.hidden, dropout: float = REG.dropout, l2: float = REG.l2,
                  end_point: str = REG.end_point, pooling: str = REG.pooling,
-                 learning_rate: float = REG.learning_rate, batch_size: int | None = None, precision: str = "fp32",
+                 learning_rate: float = REG.learning_rate, batch_size: int | None = None, precision: str = "auto",
                  threads: int | None = None, classes=(), spec: HeadSpec | None = None):
         self.restored_from = None
         if isinstance(hidden, int):
@@ -366,8 +368,28 @@ class TransferModel:
         self.close()
 
 
-class Vgg16(TransferModel):
-    """VGG16 conv layers (frozen) + trainable fc6 (256 units, ReLU) + a 1-output regressor (the design card).
+def _card_features(image_size, end_point, pooling) -> FeatureSpec | None:
+    """Explicit feature options of ``Vgg16`` as a single-block spec (the classic square crop), or None for auto's."""
+    if image_size is None and end_point is None and pooling is None:
+        return None
+    pooling = pooling or REG.pooling
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"Vgg16 pools globally ('avg' or 'max'), got pooling={pooling!r}; for a flattened pool5 use "
+                         "VggRegressor")
+    return FeatureSpec(end_points=(end_point or REG.end_point,), poolings=(pooling,),
+                       scales=(image_size or defaults.IMAGE_SIZE,), view="crop")
+
+
+class Vgg16(AutoRegressor):
+    """The design card's model: VGG16 conv layers (frozen) + trainable fc6 (256 units, ReLU) + a 1-output regressor,
+    with ``train()``, ``save()`` (the head checkpointed by a Saver) and ``predict()`` on image paths.
+
+    By default it is the auto recipe restricted to this head: it extracts the default feature blocks
+    (:data:`vggtransfer.defaults.FEATURES`), chooses the input block group and the L2 weight by cross-validation on
+    the training data, trains the head on every training image for the median early-stopping epoch of the folds,
+    and calibrates its output from the out-of-fold predictions (which undoes the shrinkage toward the mean).
+    ``image_size``/``end_point``/``pooling`` fix the input instead (one block of the square centre crop), ``l2``
+    fixes the weight.
 
     >>> model = Vgg16("vgg16.npy")
     >>> report = model.train(paths, lengths)
@@ -379,8 +401,17 @@ class Vgg16(TransferModel):
     arch = "vgg16"
     task = "regression"
 
-    def __init__(self, vgg16_npy_path=None, restore_from=None, **kwargs):
-        super().__init__(vgg16_npy_path, restore_from, **kwargs)
+    def __init__(self, vgg16_npy_path=None, restore_from=None, *, image_size: int | None = None,
+                 end_point: str | None = None, pooling: str | None = None, hidden=REG.hidden,
+                 dropout: float = REG.dropout, l2=None, learning_rate: float = REG.learning_rate,
+                 features: FeatureSpec | None = None, **kwargs):
+        features = features or _card_features(image_size, end_point, pooling)
+        super().__init__(vgg16_npy_path, restore_from, features=features, arch="vgg16", models=("dense",),
+                         hidden=hidden, dropout=dropout, learning_rate=learning_rate, l2s=l2, **kwargs)
+
+    def config(self) -> dict:
+        """``vggtransfer.json``, marked as the card's model (restored as ``Vgg16`` by ``load_model``)."""
+        return {**super().config(), "card": "Vgg16"}
 
 
 __all__ = ["TransferModel", "Vgg16", "ModelError", "TrainReport", "ImageError", "split_indices", "read_model_config"]

@@ -23,7 +23,7 @@ from ._tf import tf
 
 tf1 = tf.compat.v1
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cpu_count() -> int:
@@ -36,12 +36,17 @@ def cpu_count() -> int:
 
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX on x86; Linux /proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+    return bool(cpu_bf16_flags())
+
+
+def describe_precision(precision: str = "auto") -> str:
+    """One line saying what ``precision`` resolves to here and why (the CLI prints it once per command)."""
+    resolved = resolve_precision(precision)
+    if precision != "auto":
+        return f"precision {resolved}"
+    if resolved == "bf16":
+        return f"precision auto: bf16 (this CPU has {' and '.join(cpu_bf16_flags())})"
+    return f"precision auto: fp32 ({bf16_unavailable_reason()})"
 
 
 def onednn_enabled() -> bool:
@@ -58,10 +63,24 @@ def bf16_unavailable_reason() -> str | None:
     return None
 
 
+def cpu_bf16_flags() -> list:
+    """The native bf16 flags of this CPU (``amx_bf16``, ``avx512_bf16``), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return []
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+
+
 def resolve_precision(precision: str) -> str:
-    """Validate ``precision``; fall back to fp32 with a warning where bf16 cannot run (see :func:`bf16_unavailable_reason`)."""
+    """Validate ``precision``: 'auto' (the default everywhere) is bf16 where the CPU runs it natively (AMX-BF16 or
+    AVX512-BF16) and oneDNN is on, else fp32; 'bf16' falls back to fp32 with a warning where it cannot run (see
+    :func:`bf16_unavailable_reason`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_unavailable_reason() is None else "fp32"
     if precision == "bf16":
         reason = bf16_unavailable_reason()
         if reason is not None:

@@ -32,8 +32,8 @@ from .progress import bar as progress_bar
 
 STORE_FORMAT = 1
 #: Config keys that must match for a store to be reused (library_version is recorded but only its major.minor).
-CHECKED_KEYS = ("arch", "weights_sha256", "end_point", "pooling", "image_size", "preprocessing", "precision",
-                "library_version")
+CHECKED_KEYS = ("arch", "weights_sha256", "end_point", "pooling", "image_size", "features", "preprocessing",
+                "precision", "library_version")
 
 
 #: Values of keys that stores written before the key existed hold implicitly.
@@ -79,7 +79,7 @@ def compare_config(stored: dict, requested: dict) -> dict:
     """``{key: (stored, requested)}`` for each checked key that differs."""
     diff = {}
     for k in CHECKED_KEYS:
-        if k not in requested:
+        if k not in requested and not (k == "features" and k in stored):
             continue
         s, r = stored.get(k, _DEFAULTS.get(k)), requested.get(k)
         if k == "library_version":
@@ -245,7 +245,14 @@ def build_store(path, dataset: Dataset, extractor, chunk_rows: int = 256, progre
         with progress_bar(total=len(dataset), initial=len(dataset) - len(np.flatnonzero(~fh["done"][()])),
                   desc=f"store {path.name}", unit="img", progress=progress) as bar:
             bs = extractor.batch_size
-            if dataset.arrays is not None:
+            if dataset.arrays is not None and hasattr(extractor, "iter_views"):  # block features: any image size
+                rows_todo = [int(r) for r in todo]
+                for feats, idx, errs in extractor.iter_views(
+                        rows_todo, lambda r: extractor.views_of_array(dataset.arrays[r])):
+                    for i, f in zip(idx, feats):
+                        writer.add(rows_todo[i], f)
+                    bar.update(len(idx))
+            elif dataset.arrays is not None:
                 for s in range(0, len(todo), bs):
                     rows = todo[s:s + bs]
                     feats = extractor.extract_arrays(resize_arrays(dataset.arrays[rows], extractor.image_size))

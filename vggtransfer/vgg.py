@@ -22,25 +22,7 @@ from .weights import ARCHITECTURES, VGG_MEAN_BGR, conv_blocks, conv_layer_names 
 
 tf1 = tf.compat.v1
 
-#: End points in network order, per architecture.
-def end_point_names(arch: str = "vgg16") -> tuple:
-    """Every end point of ``arch`` in graph order (conv layers and pools)."""
-    names = []
-    for b, block in enumerate(conv_blocks(arch), start=1):
-        names.extend(name for name, _, _ in block)
-        names.append(f"pool{b}")
-    return tuple(names)
-
-
-#: Output channels of every end point.
-def end_point_channels(arch: str = "vgg16") -> dict:
-    """The channels of ``end_point`` in ``arch``."""
-    out = {}
-    for b, block in enumerate(conv_blocks(arch), start=1):
-        for name, _, c_out in block:
-            out[name] = c_out
-        out[f"pool{b}"] = block[-1][2]
-    return out
+from .featurespec import end_point_channels, end_point_names  # noqa: E402,F401 (declared once, TF-free)
 
 
 def end_point_stride(end_point: str) -> int:

@@ -62,6 +62,36 @@ image_size = _bounded(int, lambda v: v >= 32, "a side of at least 32 pixels",
                       "An input side in pixels, >= 32 (VGG's five 2x2 poolings).")
 
 
+def scales(text) -> tuple:
+    """Comma-separated image scales in pixels, each >= 32 ('224', '256,384')."""
+    out = []
+    for part in text.split(","):
+        try:
+            q = int(part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated sizes in pixels like 224 or 256,384, got "
+                                             f"{text!r}") from None
+        if q < 32:
+            raise argparse.ArgumentTypeError(f"scales must be >= 32 px (five 2x2 poolings), got {text!r}")
+        out.append(q)
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"scales must not repeat, got {text!r}")
+    return tuple(out)
+
+
+_ANNOUNCED: set = set()
+
+
+def announce_precision(args) -> None:
+    """Say once per process what ``--precision`` resolves to on this CPU (stderr; not with --quiet)."""
+    from ..runtime import describe_precision
+
+    line = describe_precision(args.precision)
+    if not getattr(args, "quiet", False) and line not in _ANNOUNCED:
+        print(line, file=sys.stderr)
+    _ANNOUNCED.add(line)
+
+
 def hidden_sizes(text) -> tuple:
     """Comma-separated positive layer sizes ('256', '512,128'); '' or 'none' for no hidden layer."""
     if text.strip().lower() in ("", "none"):
@@ -98,9 +128,10 @@ def add_runtime_args(p) -> None:
                    help="images per conv batch (default: chosen by input size, 16 at 224 px)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="TensorFlow intra-op threads (default: all cores)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: convolutions in bfloat16 via oneDNN, about 2x faster on CPUs with AVX512-BF16/AMX; "
-                        "falls back to fp32 with a warning elsewhere (default fp32)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (the default): bf16 where the CPU runs it natively (AMX-BF16 or AVX512-BF16), else "
+                        "fp32, said once on stderr; bf16: convolutions in bfloat16 via oneDNN (2x to 7x faster on "
+                        "those CPUs), falling back to fp32 with a warning elsewhere")
     g.add_argument("--max-pixels", type=positive_int, default=None,
                    help=f"largest image decoded, width*height (a decompression bomb guard; default "
                         f"{MAX_PIXELS:,}, or ${ENV_MAX_PIXELS})")

@@ -50,7 +50,7 @@ def run_evaluate(args) -> int:
     if kind == "finetuned" and args.store is not None:
         raise UsageError(f"{args.model}: a fine-tuned model computes its own features; it cannot be scored on a "
                          "feature store of frozen features. Give DATA instead of --store")
-    regressor = kind == "regressor"
+    regressor = kind == "regressor" or cfg.get("task") == "regression"
     if args.data is not None and regressor and Path(args.data).suffix.lower() != ".csv":
         raise UsageError(f"{args.data}: {args.model} is a regressor, scored on numeric targets; give a CSV with a "
                          "header path,target (class folders and .h5 files hold class labels)")
@@ -70,9 +70,18 @@ def run_evaluate(args) -> int:
     return _evaluate_classifier(args, model, store)
 
 
+def _cv_estimate(model) -> dict:
+    """An auto model's cross-validated estimate, saved at training: ``{'cv_mean', 'cv_std', 'folds'}`` or {}."""
+    sel = getattr(model, "selection", None) or {}
+    return {k: sel[k] for k in ("cv_mean", "cv_std", "folds") if k in sel}
+
+
 def _features_of_store(args, model, store):
     from ..store import FeatureStoreMismatch, compare_config
 
+    if hasattr(model, "check_store"):
+        model.check_store(store, str(args.store))
+        return model.predict_features(store.features)
     diff = compare_config(store.config, model.config)
     if diff:
         raise FeatureStoreMismatch(args.store, diff)
@@ -103,19 +112,24 @@ def _evaluate_regressor(args, model, store) -> int:
     mae = float(np.mean(np.abs(pred - y)))
     if args.png:
         _save_scatter_png(y, pred, args.png, f"{args.model.name}: RMSE {rmse:.4g} on {len(y)} items")
+    cv = _cv_estimate(model)
     if args.json:
-        print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed)}, allow_nan=False))
+        print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed), **cv}, allow_nan=False))
     else:
         print(f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed
                                                                      else ""))
+        if cv:
+            print(f"cross-validated estimate at training: RMSE {cv['cv_mean']:.4g} ± {cv['cv_std']:.2g} "
+                  f"({cv['folds']} folds)")
     return 0
 
 
 def _evaluate_classifier(args, model, store) -> int:
     from sklearn.metrics import classification_report
 
-    from ..classifier import confusion_matrix
+    from ..classifier_api import confusion_matrix
     from ..linear import format_confusion, save_confusion_png
+    from ..select import expected_calibration_error
 
     classes = list(model.classes)
     if store is not None:
@@ -132,18 +146,26 @@ def _evaluate_classifier(args, model, store) -> int:
         report_bad(ds)
         res = model.evaluate_dataset(ds)
         y, pred, failed = res["y_true"], res["y_pred"], res["failed"]
+        probs = res["probabilities"][~np.isnan(res["probabilities"]).any(axis=1)]
     cm = confusion_matrix(y, pred, len(classes))
     acc = float(np.mean(pred == y)) if len(y) else math.nan
+    ece = expected_calibration_error(probs, y) if len(y) else math.nan
+    cv = _cv_estimate(model)
     if args.png:
         save_confusion_png(cm, classes, args.png, f"{args.model.name}: accuracy {100 * acc:.2f} %")
     if args.json:
         print(json.dumps({"accuracy": None if math.isnan(acc) else acc, "n": int(len(y)), "failed": int(failed),
-                          "classes": classes, "confusion": cm.tolist()}, allow_nan=False))
+                          "ece": None if math.isnan(ece) else ece, "classes": classes, "confusion": cm.tolist(), **cv},
+                         allow_nan=False))
     else:
         print(classification_report(y, pred, labels=list(range(len(classes))), target_names=classes, digits=4,
                                     zero_division=0))
         print(format_confusion(cm, classes))
-        print(f"accuracy {100 * acc:.2f} % on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed else ""))
+        print(f"accuracy {100 * acc:.2f} % on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed else "")
+              + f"; expected calibration error {100 * ece:.2f} %")
+        if cv:
+            print(f"cross-validated estimate at training: accuracy {100 * cv['cv_mean']:.2f} ± "
+                  f"{100 * cv['cv_std']:.2f} % ({cv['folds']} folds)")
     return 0
 
 

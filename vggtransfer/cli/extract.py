@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import defaults
 from ..datasets import DATA_HELP
-from .common import positive_int, progress
-from .features import add_feature_args, check_end_point
+from .common import announce_precision, positive_int, progress
+from .features import add_feature_args, block_spec, check_end_point, classic_features
 
 
 def add_parser(sub, parents):
@@ -17,17 +17,23 @@ def add_parser(sub, parents):
         "extract", parents=parents, help="compute the features of a data set into an HDF5 feature store (resumable)",
         description="Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
                     "names and source paths, written in chunks (works for data larger than memory). If "
-                    "interrupted (even kill -9), rerun the same command: it continues where it stopped. The store "
-                    "records the weights, end point, pooling, input size and preprocessing; reusing it with other "
-                    "settings is refused, and an existing file that is not a feature store is never overwritten.",
-        epilog="example: vggtransfer extract hymenoptera_data/train --store train.h5 --pooling avg")
+                    "interrupted (even kill -9), rerun the same command: it continues where it stopped. By default "
+                    "each row holds named blocks (global average and max of pool3, pool4, pool5 of the whole image "
+                    "at --scales), what `train --recipe auto` chooses from; --end-point/--pooling/--image-size make "
+                    "classic single-block features of the square centre crop instead. The store records the "
+                    "weights, blocks, scales, preprocessing and precision; reusing it with other settings is "
+                    "refused, and an existing file that is not a feature store is never overwritten.",
+        epilog="examples:\n  vggtransfer extract hymenoptera_data/train --store train.h5\n"
+               "  vggtransfer extract hymenoptera_data/train --store train.h5 --scales 256,384 --flip\n"
+               "  vggtransfer extract hymenoptera_data/train --store classic.h5 --end-point pool5 --pooling avg",
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--store", required=True, type=Path, help="the HDF5 file to write (or resume)")
     p.add_argument("--split", default="train", help="h5 only: which {split}_set_x/_y to read (default train)")
     p.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="CSV only: label column (classification, the default) or target column (regression)")
     p.add_argument("--chunk-rows", type=positive_int, default=256, help="rows buffered per write (default 256)")
-    add_feature_args(p, f"{defaults.STORE_POOLING}, the linear recipe's features")
+    add_feature_args(p, f"{defaults.STORE_POOLING} with --end-point or --image-size")
     p.set_defaults(func=run_extract)
     return p
 
@@ -38,19 +44,30 @@ def run_extract(args) -> int:
     from .train import report_bad
 
     arch = args.arch or "vgg16"
+    classic = classic_features(args)
     end_point = args.end_point or defaults.CLASSIFIER.end_point
-    check_end_point(arch, end_point)
+    if classic:
+        check_end_point(arch, end_point)
     ds = from_path(args.data, args.split, args.task)
     report_bad(ds)
-    from ..features import FeatureExtractor
     from ..store import build_store, store_status
     from ..weight_sources import resolve_weights
 
     t0 = time.perf_counter()
     weights = resolve_weights(args.weights, arch=arch, progress=progress(args))
-    with FeatureExtractor(weights, arch=arch, end_point=end_point, pooling=args.pooling or defaults.STORE_POOLING,
-                          image_size=args.image_size or defaults.IMAGE_SIZE, batch_size=args.batch_size,
-                          precision=args.precision, threads=args.threads) as fx:
+    announce_precision(args)
+    if classic:
+        from ..features import FeatureExtractor
+
+        fx = FeatureExtractor(weights, arch=arch, end_point=end_point, pooling=args.pooling or defaults.STORE_POOLING,
+                              image_size=args.image_size or defaults.IMAGE_SIZE, batch_size=args.batch_size,
+                              precision=args.precision, threads=args.threads)
+    else:
+        from ..blocks import BlockExtractor
+
+        fx = BlockExtractor(weights, block_spec(args), arch=arch, batch_size=args.batch_size,
+                            precision=args.precision, threads=args.threads)
+    with fx:
         build_store(args.store, ds, fx, chunk_rows=args.chunk_rows, progress=progress(args))
     done, total = store_status(args.store)
     kind = f"{len(ds.classes)} classes" if ds.classes else "regression targets"

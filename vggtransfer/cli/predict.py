@@ -67,7 +67,7 @@ def run_predict(args) -> int:
     from ..modeldir import read_kind
 
     cfg = read_kind(args.model)
-    if cfg["kind"] == "regressor" and args.top_k is not None:
+    if (cfg["kind"] == "regressor" or cfg.get("task") == "regression") and args.top_k is not None:
         raise UsageError(f"--top-k: {args.model} is a regressor (one value per image); --top-k is for classifiers")
     from ..classifier import load_model
 

@@ -13,9 +13,17 @@ from pathlib import Path
 
 from .. import defaults
 from ..datasets import DATA_HELP
-from .common import (UsageError, explicit, fraction, hidden_sizes, non_negative_float, non_negative_int,
-                     positive_float, positive_int, progress)
-from .features import add_feature_args, check_end_point
+from .common import (UsageError, announce_precision, explicit, fraction, hidden_sizes, non_negative_float,
+                     non_negative_int, positive_float, positive_int, progress)
+from .features import add_feature_args, block_spec, check_end_point, classic_features
+
+
+def folds(text) -> int:
+    """A number of cross-validation folds, >= 2."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 folds, got {text!r}")
+    return value
 
 REG, CLF, FT = defaults.REGRESSOR, defaults.CLASSIFIER, defaults.FINETUNE
 
@@ -24,16 +32,23 @@ Train a model and save it to --model DIR (only a new path, or an earlier model, 
 or a folder that is not a vggtransfer model is refused, never replaced).
 
 Recipes:
-  head      a Dense head on frozen features (the default): a classifier for labelled data (class folders,
-            SIGNS .h5, CSV path,label), a regressor for CSV targets (--task regression, CSV path,target)
+  auto      the default: block features of the whole image (global avg and max of pool3, pool4, pool5), then
+            stratified k-fold cross-validation on the training data chooses the block group, the model
+            (logistic regression or the softmax head for classes; ridge or the Dense head for targets) and its
+            regularisation; the winner is refit on all of the data and its outputs calibrated. The choice and the
+            CV estimate (mean ± std) are printed and saved with the model
+  head      a Dense head on one block of frozen features, early-stopped on a held-out split: a classifier for
+            labelled data (class folders, SIGNS .h5, CSV path,label), a regressor for CSV targets
   linear    logistic regression with a cross-validated grid search over C, on a feature store (--store)
   finetune  conv layers from --trainable-from onward trained with augmentation (--data only)
 
-Give --data (images) or --store (features from `vggtransfer extract`; head and linear)."""
+Labelled data: class folders, a SIGNS .h5 or a CSV path,label; numeric targets: a CSV path,target with
+--task regression. Give --data (images) or --store (features from `vggtransfer extract`; auto, head, linear)."""
 
 EPILOG = """\
 examples:
-  vggtransfer train --data photos/ --model models/clf --pooling max --hidden 128
+  vggtransfer train --data photos/ --model models/clf
+  vggtransfer train --data photos/ --recipe head --model models/head --pooling max --hidden 128
   vggtransfer train --store train.h5 --recipe linear --model models/lin
   vggtransfer train --data photos/ --recipe finetune --trainable-from conv5_1 --model models/ft
   vggtransfer train --data lengths.csv --task regression --model models/len"""
@@ -55,17 +70,20 @@ def add_parser(sub, parents):
     src.add_argument("--data", help=DATA_HELP)
     src.add_argument("--store", type=Path, help="an HDF5 feature store made by `vggtransfer extract`")
     p.add_argument("--model", required=True, type=Path, help="output model directory (new, or an earlier model)")
-    p.add_argument("--recipe", choices=("head", "linear", "finetune"), default="head",
-                   help="what to train (default head; see above)")
+    p.add_argument("--recipe", choices=("auto", "head", "linear", "finetune"), default="auto",
+                   help="what to train (default auto; see above)")
+    p.add_argument("--folds", type=folds, default=None,
+                   help=f"auto: cross-validation folds, >= 2 (default {defaults.AUTO.folds}; fewer where a class "
+                        "has fewer items)")
     p.add_argument("--task", choices=("classification", "regression"), default=None,
                    help="CSV only: classification (label column, the default) or regression (target column)")
     p.add_argument("--split", default=None, help="h5 data only: which split to read (default train)")
-    val = p.add_argument_group("validation (early stopping; head and finetune)")
+    val = p.add_argument_group("validation (early stopping; head and finetune; auto cross-validates instead)")
     val.add_argument("--val-data", help="a separate validation set: DATA like --data, or a feature store with --store "
                                         "(default: a seeded stratified --val-fraction of the training data)")
     val.add_argument("--val-fraction", type=fraction, default=None,
                      help=f"fraction held out for early stopping, in [0, 1) (default {defaults.VAL_FRACTION})")
-    head = p.add_argument_group("head (head and finetune)")
+    head = p.add_argument_group("head (head, finetune, and auto's Dense head candidate; --l2 fixes auto's L2 grid)")
     head.add_argument("--hidden", type=hidden_sizes, default=None, metavar="SIZES",
                       help=f"hidden Dense sizes, comma-separated, '' for none; {_both('hidden')}")
     head.add_argument("--dropout", type=fraction, default=None, help=f"dropout rate in [0, 1); {_both('dropout')}")
@@ -108,6 +126,15 @@ def check_options(args) -> None:
 
     if args.recipe != "finetune":
         refuse(FINETUNE_OPTIONS, f"fine-tuning options; they apply to --recipe finetune only (not {args.recipe})")
+    if args.recipe != "auto":
+        refuse(("folds",), f"applies to --recipe auto only (not {args.recipe})")
+        refuse(("scales", "flip"), f"block features are --recipe auto's (not {args.recipe}); {args.recipe} reads one "
+                                   "block: --end-point, --pooling, --image-size")
+    else:
+        refuse(("val_data", "val_fraction"), "--recipe auto chooses and estimates by cross-validation on the training "
+                                             "data (--folds); score held-out data with `vggtransfer evaluate`")
+        if args.data is not None:
+            classic_features(args)
     if args.recipe == "linear":
         refuse(HEAD_OPTIONS, "the linear recipe chooses C by cross-validation on the store; these head options do "
                              "not apply (score a test set with `vggtransfer evaluate`)")
@@ -186,6 +213,12 @@ def run_train(args) -> int:
     if cw and ds.task != "classification":
         raise UsageError("--class-weights: applies to classifiers, not to regression targets")
     val_fraction = defaults.VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    if args.recipe == "auto":
+        model = _auto_model(args, ds.task, ds.classes, arch)
+        report = model.train_dataset(ds, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args))
+        for e in report.skipped:
+            print(f"skipped {e}", file=sys.stderr)
+        return _save_auto(args, model, report, protect, t0)
     if args.recipe == "finetune":
         from ..finetune import FineTunedClassifier
 
@@ -216,6 +249,14 @@ def _train_from_store(args, cw, protect, t0) -> int:
     _store_conflicts(args, cfg)
     if args.task is not None and args.task != store.task:
         raise UsageError(f"--task {args.task}: the store {args.store} holds {store.task} data")
+    if "features" in cfg and args.recipe != "auto":
+        raise UsageError(f"{args.store}: holds block features (made by `vggtransfer extract` without --end-point/"
+                         f"--pooling/--image-size), which --recipe {args.recipe} does not read; use --recipe auto, or "
+                         "extract a classic store with --end-point pool5 --pooling avg")
+    if args.recipe == "auto":
+        model = _auto_model(args, store.task, store.label_names, cfg["arch"])
+        report = model.train_store(store, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args))
+        return _save_auto(args, model, report, protect, t0)
     if args.recipe == "linear":
         from ..linear import LinearModel
 
@@ -255,9 +296,49 @@ def _save_and_report(args, model, report, protect, t0) -> int:
     return 0
 
 
+def _log(args):
+    """Selection progress lines on stderr (none with --quiet)."""
+    if getattr(args, "quiet", False):
+        return None
+    from ..auto import log_to_stderr
+
+    return log_to_stderr
+
+
+def _auto_model(args, task, classes, arch):
+    from ..auto import AutoClassifier, AutoRegressor
+    from ..featurespec import FeatureSpec
+
+    if args.data is not None and classic_features(args):
+        if args.end_point:
+            check_end_point(arch, args.end_point)
+        if args.pooling == "flatten":
+            raise UsageError("--pooling flatten: --recipe auto pools globally (avg or max); flatten is --recipe head's")
+        spec = FeatureSpec(end_points=(args.end_point or defaults.CLASSIFIER.end_point,),
+                           poolings=(args.pooling or defaults.STORE_POOLING,),
+                           scales=(args.image_size or defaults.IMAGE_SIZE,), view="crop")
+    else:
+        spec = block_spec(args)
+    announce_precision(args)
+    kwargs = dict(features=spec, arch=arch, folds=args.folds or defaults.AUTO.folds, hidden=args.hidden,
+                  dropout=args.dropout, learning_rate=args.learning_rate, l2s=args.l2, epochs=args.epochs,
+                  patience=args.patience, precision=args.precision, threads=args.threads,
+                  batch_size=args.batch_size)
+    if task == "classification":
+        return AutoClassifier(args.weights, classes=classes, **kwargs)
+    return AutoRegressor(args.weights, **kwargs)
+
+
+def _save_auto(args, model, report, protect, t0) -> int:
+    model.save(args.model, protect=protect)
+    print(f"{args.model}: {report.describe()} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def _head_model(args, task, classes, arch, end_point, pooling, image_size, d):
     from ..classifier import VggClassifier, VggRegressor
 
+    announce_precision(args)
     common = dict(arch=arch, end_point=end_point, pooling=pooling, image_size=image_size, batch_size=args.batch_size,
                   precision=args.precision, threads=args.threads, **_head_kwargs(args, d))
     if task == "classification":

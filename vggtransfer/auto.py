@@ -1,0 +1,546 @@
+"""``--recipe auto``: richer frozen features, a cross-validated choice of what to fit on them, calibrated outputs.
+
+:class:`AutoClassifier` and :class:`AutoRegressor` extract several feature blocks in one pass
+(:class:`~vggtransfer.blocks.BlockExtractor`), choose block group x model x regularisation by stratified k-fold
+cross-validation on the training data only (:func:`vggtransfer.select.select`), refit the winner on every training
+item and calibrate its outputs from the out-of-fold predictions. ``train`` reports the choice and the CV estimate
+(mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
+
+Models on disk (``kind: auto``): ``vggtransfer.json`` (feature spec, chosen blocks, model, calibration, CV table) and
+either ``linear.npz`` (the linear model's coefficients: no pickle) or ``head.ckpt.*`` (the Dense head, saved by a
+Saver). The card's :class:`~vggtransfer.model.Vgg16` is an :class:`AutoRegressor` whose model is always its Dense
+head (fc6 256 ReLU + 1 output); auto then chooses its input block group and its L2 weight.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, defaults
+from .blocks import BlockExtractor, FeatureSpec, normalise_blocks
+from .classifier_api import ClassifierAPI
+from .datasets import Dataset
+from .features import predict_paths
+from .heads import HeadSpec, History
+from .images import ImageError
+from .modeldir import CHECKPOINT, MODEL_FILE, ModelError, checkpoint_files_missing, load_model_json, write_model_dir
+from .select import (MODELS, apply_regression_calibration, apply_temperature, candidate_groups, columns,
+                     fit_logreg, fit_regression_calibration, fit_ridge, fit_temperature, select)
+from .splits import resolve_class_weights
+from .store import FeatureStoreMismatch, StoredFeatures, compare_config
+from .weight_sources import resolve_weights
+
+AUTO = defaults.AUTO
+LINEAR_FILE = "linear.npz"
+AUTO_FORMAT = 1
+
+
+@dataclass
+class AutoReport:
+    """What ``train`` did: the selection (choice, CV estimate, table), the items skipped, the time per phase."""
+
+    selection: dict
+    calibration: dict
+    skipped: list = field(default_factory=list)
+    history: History | None = None  # the final Dense head fit, when the Dense head won
+    train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seconds_features: float = 0.0
+    seconds_select: float = 0.0
+    seconds_refit: float = 0.0
+
+    def describe(self) -> str:
+        """One line: the choice and the CV estimate."""
+        s = self.selection
+        metric = s["metric"]
+        value = (f"{100 * s['cv_mean']:.2f} ± {100 * s['cv_std']:.2f} %" if metric == "accuracy"
+                 else f"{s['cv_mean']:.4g} ± {s['cv_std']:.2g}")
+        reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[s["model"]]
+        cal = self.calibration.get("kind", "")
+        cal = f", calibration {cal}" if cal else (f", temperature {self.calibration['temperature']:.3g}"
+                                                   if "temperature" in self.calibration else "")
+        return (f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}){cal}; {s['folds']}-fold CV {metric} "
+                f"{value}")
+
+
+def legacy_spec(config: dict) -> FeatureSpec:
+    """The block spec equivalent to a single-block store config (end point, pooling, square crop size)."""
+    pooling = config.get("pooling")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"--recipe auto needs globally pooled features (avg or max); this store has pooling "
+                         f"{pooling!r}: extract a store without --pooling flatten")
+    return FeatureSpec(end_points=(config["end_point"],), poolings=(pooling,), scales=(config["image_size"],),
+                       view="crop")
+
+
+def spec_of(config: dict) -> FeatureSpec:
+    """The :class:`FeatureSpec` a features config (extractor or store) was made with."""
+    return FeatureSpec.from_dict(config["features"]) if "features" in config else legacy_spec(config)
+
+
+class DenseHead:
+    """The Dense head alone, in its own small graph and session, on a features placeholder (cross-validation folds
+    and the refit; the conv stack never runs here). Saved and restored by a Saver on its variables only."""
+
+    def __init__(self, dim: int, spec: HeadSpec, learning_rate: float = 1e-3, threads: int | None = None):
+        from ._tf import tf
+        from .heads import HeadGraph
+        from .runtime import new_session
+
+        tf1 = tf.compat.v1
+        self.spec, self.dim = spec, dim
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            x = tf1.placeholder(tf.float32, [None, dim], name="features")
+            self.head = HeadGraph(x, spec, learning_rate=learning_rate)
+            self.session = new_session(self.graph, "fp32", threads)
+            self.session.run(tf1.global_variables_initializer())
+
+    def fit(self, x, y, x_val=None, y_val=None, *, epochs: int, patience: int, seed: int, batch_size: int = 32,
+            class_weights=None, progress: bool | None = False) -> History:
+        """Train from scratch (seeded); regression targets are normalised here (mean and scale kept in the spec)."""
+        x = np.asarray(x, np.float32)
+        if self.spec.task == "regression":
+            self.spec.target_mean = float(np.mean(y))
+            self.spec.target_scale = float(np.std(y)) or 1.0
+            y = ((np.asarray(y, np.float64) - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+            if y_val is not None:
+                y_val = ((np.asarray(y_val, np.float64) - self.spec.target_mean) / self.spec.target_scale).astype(
+                    np.float32)
+        with self.graph.as_default():
+            self.head.reset(self.session, seed)
+            return self.head.fit(self.session, x, y, None if x_val is None else np.asarray(x_val, np.float32), y_val,
+                                 epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                                 class_weights=class_weights, progress=progress)
+
+    def predict(self, x) -> np.ndarray:
+        """Target values (n,) or class probabilities (n, K)."""
+        return self.head.predict_features(self.session, np.asarray(x, np.float32))
+
+    def save(self, folder: Path) -> None:
+        """The head's variables to ``folder/head.ckpt`` (no meta graph)."""
+        with self.graph.as_default():
+            self.head.saver.save(self.session, str(Path(folder) / CHECKPOINT), write_meta_graph=False,
+                                 write_state=False)
+
+    def restore(self, folder: Path) -> None:
+        """Restore from ``folder/head.ckpt``; a damaged checkpoint is a :class:`ModelError` naming it."""
+        from .model import restore_checkpoint
+
+        with self.graph.as_default():
+            restore_checkpoint(self.head.saver, self.session, folder)
+
+    def close(self) -> None:
+        """Close the session."""
+        self.session.close()
+
+
+class AutoModel:
+    """The auto recipe on frozen block features; see the module docstring. Subclasses fix the task."""
+
+    task = "classification"
+    kind = "auto"
+
+    def __init__(self, weights_path=None, restore_from=None, *, classes=(), features: FeatureSpec | None = None,
+                 arch: str | None = None, models=None, folds: int = AUTO.folds, power: float = AUTO.power,
+                 hidden=None, dropout: float | None = None, learning_rate: float | None = None, l2s=None,
+                 epochs: int | None = None, patience: int | None = None, precision: str = "auto",
+                 threads: int | None = None, batch_size: int | None = None):
+        head = defaults.for_recipe("head", self.task)
+        self.classes = tuple(str(c) for c in classes)
+        self.features_spec = features or defaults.FEATURES
+        self.arch = arch
+        self.models = tuple(models or MODELS[self.task])
+        unknown = [m for m in self.models if m not in MODELS[self.task]]
+        if unknown:
+            raise ValueError(f"models for {self.task} are {MODELS[self.task]}, got {unknown}")
+        if folds < 2:
+            raise ValueError(f"folds must be >= 2, got {folds}")
+        self.folds, self.power = int(folds), float(power)
+        self.hidden = tuple(head.hidden if hidden is None else ((hidden,) if isinstance(hidden, int) else hidden))
+        self.dropout = head.dropout if dropout is None else float(dropout)
+        self.learning_rate = head.learning_rate if learning_rate is None else float(learning_rate)
+        self.l2s = tuple(AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else l2s))
+        self.epochs = epochs or head.epochs
+        self.patience = patience or head.patience
+        self.precision, self.threads, self.batch_size = precision, threads, batch_size
+        self.weights_path = weights_path
+        self.extractor: BlockExtractor | None = None
+        self.feature_config: dict | None = None
+        self.fitted: dict = {}
+        self.dense: DenseHead | None = None
+        self.last_errors: list = []
+        self.restored_from = None
+        if restore_from is not None:
+            self._restore(restore_from)
+
+    # --- features ----------------------------------------------------------------------------------------------
+    def attach(self) -> BlockExtractor:
+        """Build (once) the frozen block extractor; a restored model checks the conv weights' fingerprint."""
+        if self.extractor is None:
+            spec = spec_of(self.feature_config) if self.feature_config else self.features_spec
+            arch = (self.feature_config or {}).get("arch", self.arch)
+            path = resolve_weights(self.weights_path, arch=arch or "vgg16")
+            fx = BlockExtractor(path, spec, arch=arch, batch_size=self.batch_size, precision=self.precision,
+                                threads=self.threads)
+            if self.feature_config and fx.config["weights_sha256"] != self.feature_config["weights_sha256"]:
+                fx.close()
+                raise ModelError(f"the model was trained on other VGG weights (conv fingerprint "
+                                 f"{self.feature_config['weights_sha256'][:12]}...) than {path} "
+                                 f"({fx.config['weights_sha256'][:12]}...); pass the weights file it was trained with")
+            self.weights_path, self.extractor = path, fx
+        return self.extractor
+
+    def features_of(self, dataset: Dataset, progress: bool | None = None):
+        """Block features of a data set's items: ``(features, ok_indices, errors)``."""
+        fx = self.attach()
+        if dataset.arrays is not None:
+            return fx.extract_images(dataset.arrays, progress=progress)
+        return fx.extract_paths(dataset.paths, progress=progress)
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def train(self, image_paths, targets, *, seed: int = 0, progress: bool | None = None, class_weights=None,
+              log=None, **head) -> AutoReport:
+        """Extract every image's blocks once, select by cross-validation, refit, calibrate. Bad images are skipped
+        and reported in ``AutoReport.skipped``; ``targets`` are numbers (regressor) or class names/indices."""
+        image_paths = [str(p) for p in image_paths]
+        targets = np.asarray(targets)
+        if len(image_paths) != len(targets):
+            raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
+        t0 = time.perf_counter()
+        feats, ok, errors = self.attach().extract_paths(image_paths, progress=progress)
+        if not ok:
+            raise ValueError("no usable image among the training paths: " + "; ".join(str(e) for e in errors[:5]))
+        t1 = time.perf_counter()
+        report = self.fit_features(feats, targets[ok], self.extractor.config, seed=seed, progress=progress,
+                                   class_weights=class_weights, log=log, **head)
+        report.skipped, report.seconds_features = errors, t1 - t0
+        report.train_index = np.asarray(ok)
+        return report
+
+    def train_dataset(self, dataset: Dataset, *, seed: int = 0, progress: bool | None = None, class_weights=None,
+                      log=None, **head) -> AutoReport:
+        """Train on a :class:`Dataset` (paths or arrays)."""
+        self._check_classes(dataset.classes)
+        t0 = time.perf_counter()
+        feats, ok, errors = self.features_of(dataset, progress)
+        t1 = time.perf_counter()
+        report = self.fit_features(feats, dataset.labels[ok], self.extractor.config, seed=seed, progress=progress,
+                                   class_weights=class_weights, log=log, **head)
+        report.skipped, report.seconds_features, report.train_index = errors, t1 - t0, np.asarray(ok)
+        return report
+
+    def train_store(self, store: StoredFeatures, *, seed: int = 0, progress: bool | None = None,
+                    class_weights=None, log=None, **head) -> AutoReport:
+        """Train on a feature store (block store from ``vggtransfer extract``, or a single pooled block)."""
+        self._check_classes(store.label_names)
+        report = self.fit_features(store.features, store.labels, store.config, seed=seed, progress=progress,
+                                   class_weights=class_weights, log=log, **head)
+        report.train_index = np.arange(len(store))
+        return report
+
+    def train_on_features(self, features, targets, **kwargs) -> AutoReport:
+        """Train on rows computed by this model's extractor (:meth:`features_of`, ``extractor.extract_paths``)."""
+        return self.fit_features(features, targets, self.attach().config, **kwargs)
+
+    def fit_features(self, features, targets, config: dict, *, seed: int = 0, progress: bool | None = None,
+                     class_weights=None, log=None, epochs: int | None = None, patience: int | None = None,
+                     batch_size: int = 32) -> AutoReport:
+        """Select, refit and calibrate on raw block features made with ``config`` (an extractor's or a store's).
+
+        ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
+        epochs, patience = epochs or self.epochs, patience or self.patience
+        if epochs < 1 or patience < 1:
+            raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
+        spec = spec_of(config)
+        blocks = spec.blocks(config["arch"])
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != blocks[-1][2]:
+            raise ValueError(f"features must have shape (n, {blocks[-1][2]}), got {features.shape}")
+        y = self._encode(targets)
+        if len(y) != len(features):
+            raise ValueError(f"{len(features)} feature rows but {len(y)} targets")
+        cw = None
+        if self.task == "classification":
+            missing = sorted(set(range(len(self.classes))) - set(y.tolist()))
+            if missing:
+                raise ValueError(f"class(es) {[self.classes[i] for i in missing]} have no training item")
+            weights = resolve_class_weights(class_weights, y, len(self.classes))
+            cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}
+        z = normalise_blocks(features, blocks, self.power)
+        n_classes = len(self.classes)
+        dense_heads: dict = {}
+
+        def dense_cv(x_tr, y_tr, x_te, y_te, l2, fold_seed):
+            key = (x_tr.shape[1], l2)
+            if key not in dense_heads:
+                dense_heads[key] = DenseHead(x_tr.shape[1], self._head_spec(l2), self.learning_rate, self.threads)
+            head = dense_heads[key]
+            h = head.fit(x_tr, y_tr, x_te, y_te, epochs=epochs, patience=patience, seed=fold_seed,
+                         batch_size=batch_size, class_weights=None if cw is None else [cw[i] for i in range(n_classes)])
+            return head.predict(x_te), h.best_epoch
+
+        t0 = time.perf_counter()
+        try:
+            sel = select(z, y, blocks, self.task, models=self.models, k=self.folds, seed=seed, n_classes=n_classes,
+                         class_weight=cw, dense=dense_cv, dense_l2s=self.l2s, log=log)
+        finally:
+            for h in dense_heads.values():
+                h.close()
+        t1 = time.perf_counter()
+        best = sel.best
+        names = candidate_groups(blocks)[best.group]
+        x = z[:, columns(blocks, names)]
+        fitted = {"model": best.model, "reg": best.reg, "blocks": names}
+        history = None
+        if self.dense is not None:
+            self.dense.close()
+            self.dense = None
+        if best.model == "dense":
+            self.dense = DenseHead(x.shape[1], self._head_spec(best.reg), self.learning_rate, self.threads)
+            final = max(1, int(round(statistics.median(sel.best_epochs))))
+            history = self.dense.fit(x, y, epochs=final, patience=final, seed=seed, progress=progress,
+                                     batch_size=batch_size,
+                                     class_weights=None if cw is None else [cw[i] for i in range(n_classes)])
+            fitted["epochs"] = final
+        elif best.model == "ridge":
+            fitted.update(fit_ridge(x, y, best.reg))
+        else:
+            clf = fit_logreg(x, y, best.reg, cw, seed)
+            coef, intercept = clf.coef_, clf.intercept_
+            if coef.shape[0] == 1:  # binary: sklearn keeps one row, for class 1
+                coef = np.vstack([np.zeros_like(coef), coef])
+                intercept = np.r_[0.0, intercept]
+            full_coef = np.zeros((n_classes, coef.shape[1]))
+            full_int = np.full(n_classes, -1e9)
+            full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
+            fitted.update(coef=full_coef, intercept=full_int)
+        if self.task == "regression":
+            calibration = fit_regression_calibration(sel.oof, y, seed=seed)
+        else:
+            calibration = {"temperature": fit_temperature(sel.oof, y)}
+        self.fitted, self.calibration, self.selection = fitted, calibration, sel.summary()
+        self.feature_config = dict(config)
+        self.features_spec = spec
+        report = AutoReport(self.selection, calibration, history=history, seconds_select=t1 - t0,
+                            seconds_refit=time.perf_counter() - t1)
+        if log:
+            log(report.describe())
+        return report
+
+    def _head_spec(self, l2: float) -> HeadSpec:
+        return HeadSpec(task=self.task, hidden=self.hidden, dropout=self.dropout, l2=float(l2), classes=self.classes)
+
+    def _encode(self, targets) -> np.ndarray:
+        targets = np.asarray(targets)
+        if self.task == "regression":
+            try:
+                y = targets.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError("regression targets must be numbers") from None
+            if not np.isfinite(y).all():
+                raise ValueError(f"targets must be finite numbers; rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()} "
+                                 "are not")
+            return y
+        if targets.dtype.kind in "iu":
+            y = targets.astype(np.int64)
+            bad = np.flatnonzero((y < 0) | (y >= len(self.classes)))
+        else:
+            index = {c: i for i, c in enumerate(self.classes)}
+            y = np.array([index.get(str(t), -1) for t in targets], np.int64)
+            bad = np.flatnonzero(y < 0)
+        if len(bad):
+            raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); classes are "
+                             f"{list(self.classes)}")
+        return y
+
+    def _check_classes(self, classes) -> None:
+        if self.task == "regression":
+            if classes:
+                raise ValueError(f"this is a regressor; the data has classes {tuple(classes)} instead of numeric "
+                                 "targets (give a CSV with path,target)")
+            return
+        if not self.classes:
+            self.classes = tuple(classes)
+        if len(self.classes) < 2:
+            raise ValueError("a classifier needs at least 2 classes")
+        if tuple(classes) != tuple(self.classes):
+            raise ValueError(f"data classes {tuple(classes)} differ from the model's {self.classes}")
+
+    # --- prediction --------------------------------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ModelError("the model is not trained: call train() first, or restore one with restore_from=DIR")
+
+    def predict_features(self, features) -> np.ndarray:
+        """Calibrated predictions from raw block features (rows made with this model's feature config)."""
+        self._require_fitted()
+        spec = spec_of(self.feature_config)
+        blocks = spec.blocks(self.feature_config["arch"])
+        features = np.asarray(features, np.float32)
+        if not len(features):
+            return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
+        x = normalise_blocks(features, blocks, self.power)[:, columns(blocks, self.fitted["blocks"])]
+        model = self.fitted["model"]
+        if model == "dense":
+            raw = self.dense.predict(x)
+        elif model == "ridge":
+            raw = x.astype(np.float64) @ np.asarray(self.fitted["coef"]) + self.fitted["intercept"]
+        else:
+            logits = x.astype(np.float64) @ np.asarray(self.fitted["coef"]).T + np.asarray(self.fitted["intercept"])
+            logits -= logits.max(1, keepdims=True)
+            raw = np.exp(logits)
+            raw /= raw.sum(1, keepdims=True)
+        if self.task == "regression":
+            return apply_regression_calibration(self.calibration, raw)
+        return apply_temperature(raw, self.calibration["temperature"])
+
+    def _output_shape(self, n: int) -> tuple:
+        return (n,) if self.task == "regression" else (n, len(self.classes))
+
+    def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
+        """Predictions for image file(s) in order: values (n,) or probabilities (n, K); NaN for unreadable images
+        (listed in :attr:`last_errors`; a single bad path raises its :class:`ImageError`)."""
+        self._require_fitted()
+        out, self.last_errors = predict_paths(image_paths, self.attach().iter_paths, self._output_shape,
+                                              self.predict_features, errors)
+        return out
+
+    def predict_arrays(self, arrays) -> np.ndarray:
+        """Predictions for in-memory uint8 RGB images (any size), by the same preprocessing as files."""
+        self._require_fitted()
+        feats, ok, _ = self.attach().extract_images(arrays)
+        out = np.full(self._output_shape(len(arrays)), np.nan)
+        out[ok] = self.predict_features(feats)
+        return out
+
+    def check_store(self, store: StoredFeatures, name: str = "evaluation store") -> None:
+        """Refuse a store whose features were made differently from this model's."""
+        diff = compare_config(store.config, self.feature_config)
+        if diff:
+            raise FeatureStoreMismatch(name, diff)
+
+    # --- persistence -------------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """What ``vggtransfer.json`` holds."""
+        cfg = {"kind": self.kind, "task": self.task, "format_version": AUTO_FORMAT, "library_version": __version__,
+               "arch": self.feature_config["arch"], "weights_sha256": self.feature_config["weights_sha256"],
+               "weights_file": Path(str(self.weights_path or "")).name, "classes": list(self.classes),
+               "feature_config": self.feature_config, "power": self.power,
+               "model": {k: v for k, v in self.fitted.items() if k not in ("coef", "intercept")},
+               "calibration": self.calibration, "selection": self.selection,
+               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if self.dense is not None:
+            cfg["head"] = self.dense.spec.to_dict()
+        return cfg
+
+    def save(self, path, protect=()) -> Path:
+        """Write the model folder atomically (only a previous model is ever replaced; see
+        :func:`vggtransfer.modeldir.write_model_dir`)."""
+        self._require_fitted()
+        cfg = self.config()
+
+        def write(tmp: Path) -> None:
+            if self.dense is not None:
+                self.dense.save(tmp)
+            else:
+                np.savez(tmp / LINEAR_FILE, coef=np.asarray(self.fitted["coef"]),
+                         intercept=np.asarray(self.fitted["intercept"]))
+            (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
+
+        return write_model_dir(path, write, protect)
+
+    def _restore(self, restore_from) -> None:
+        cfg, folder = load_model_json(restore_from)
+        where = folder / MODEL_FILE
+        if cfg.get("kind") != self.kind:
+            raise ModelError(f"{folder}: a {cfg.get('kind')!r} model, not an auto model (use vggtransfer.load_model)")
+        if cfg.get("task") != self.task:
+            raise ModelError(f"{folder}: a {cfg.get('task')} model cannot be restored as {type(self).__name__} "
+                             f"({self.task})")
+        for key in ("format_version", "feature_config", "model", "calibration", "power"):
+            if key not in cfg:
+                raise ModelError(f"{where}: field {key!r} is missing")
+        if not isinstance(cfg["format_version"], int) or cfg["format_version"] > AUTO_FORMAT:
+            raise ModelError(f"{where}: format version {cfg['format_version']!r} is newer than this library reads "
+                             f"({AUTO_FORMAT}); upgrade vggtransfer")
+        self.feature_config, self.power = cfg["feature_config"], float(cfg["power"])
+        self.features_spec = spec_of(self.feature_config)
+        self.classes = tuple(cfg.get("classes", ()))
+        self.calibration, self.selection = cfg["calibration"], cfg.get("selection", {})
+        self.fitted = dict(cfg["model"])
+        if self.fitted.get("model") == "dense":
+            missing = checkpoint_files_missing(folder, CHECKPOINT)
+            if missing or "head" not in cfg:
+                raise ModelError(f"{folder}: head checkpoint file(s) missing: {', '.join(missing) or 'head spec'}")
+            spec = HeadSpec.from_dict(cfg["head"])
+            dim = len(columns(self.features_spec.blocks(self.feature_config["arch"]), self.fitted["blocks"]))
+            self.dense = DenseHead(dim, spec, threads=self.threads)
+            self.dense.restore(folder)
+        else:
+            npz = folder / LINEAR_FILE
+            if not npz.is_file():
+                raise ModelError(f"{folder}: {LINEAR_FILE} is missing (an incomplete copy of the model folder?)")
+            try:
+                with np.load(npz, allow_pickle=False) as data:
+                    self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelError(f"{npz}: cannot be read ({exc})") from None
+            if self.fitted["model"] == "ridge":
+                self.fitted["intercept"] = float(self.fitted["intercept"])
+        self.restored_from = str(folder)
+        self.attach()  # checks the conv weights' fingerprint now, not at the first prediction
+
+    def close(self) -> None:
+        """Close the sessions (extractor and Dense head)."""
+        if self.extractor is not None:
+            self.extractor.close()
+        if self.dense is not None:
+            self.dense.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AutoRegressor(AutoModel):
+    """The auto recipe for numeric targets: ridge or the Dense head, calibrated (identity, linear or isotonic)."""
+
+    task = "regression"
+
+
+class AutoClassifier(ClassifierAPI, AutoModel):
+    """The auto recipe for classes: logistic regression or the softmax head, temperature-calibrated probabilities.
+    ``predict`` gives probabilities (n, K); ``predict_top_k`` class names with probabilities."""
+
+    task = "classification"
+
+
+def log_to_stderr(line: str) -> None:
+    """Print a selection progress line on stderr."""
+    print(line, file=sys.stderr)
+
+
+def load_auto(model_dir, weights_path=None, **kwargs) -> AutoModel:
+    """Restore an auto model of either task."""
+    cfg, _ = load_model_json(model_dir)
+    if cfg.get("task") == "regression":
+        if cfg.get("arch", "vgg16") == "vgg16" and cfg.get("card"):
+            from .model import Vgg16
+
+            return Vgg16(weights_path, restore_from=model_dir, **kwargs)
+        return AutoRegressor(weights_path, restore_from=model_dir, **kwargs)
+    return AutoClassifier(weights_path, restore_from=model_dir, **kwargs)
+
+
+__all__ = ["AutoModel", "AutoClassifier", "AutoRegressor", "AutoReport", "DenseHead", "load_auto", "spec_of",
+           "ImageError"]
