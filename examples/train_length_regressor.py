@@ -83,10 +83,9 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
 
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, len(history.train_loss) + 1)
-    ax.plot(epochs, history.train_loss, label="train")
-    ax.plot(epochs, history.val_loss, label="validation")
-    ax.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch {history.best_epoch}")
-    ax.set(xlabel="epoch", ylabel="MSE (normalised targets)", title="Learning curves", yscale="log")
+    ax.plot(epochs, history.train_loss, label="train (all training photos)")
+    ax.set(xlabel="epoch", ylabel="MSE (normalised targets)", yscale="log",
+           title=f"Final fit: {len(epochs)} epochs (the folds' median early-stopping epoch)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=100)
@@ -136,8 +135,8 @@ def main(argv=None) -> int:
                         help="images to predict from a fresh process (default: demo/ beside --data, if present)")
     parser.add_argument("--per-class", type=int, default=400, help="at most this many images per class (400)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, never seen in training")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 where the CPU runs it natively, else fp32 (default)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the fake lengths, the splits and training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -159,16 +158,18 @@ def main(argv=None) -> int:
     print(f"{counts['tiger']} tiger + {counts['kittycat']} cat photos from {args.data}; "
           f"{len(train)} for training (incl. validation), {len(test)} held out")
 
-    model = Vgg16(args.weights, image_size=args.image_size, precision=args.precision)
+    from vggtransfer.runtime import describe_precision
+
+    print(describe_precision(args.precision))
+    model = Vgg16(args.weights, precision=args.precision)
+    report = model.train([paths[i] for i in train], y[train], seed=args.seed, progress=None if not args.quiet
+                         else False)
     print(f"weights: {model.weights_path}")
-    report = model.train([paths[i] for i in train], y[train], stratify=is_tiger[train], seed=args.seed,
-                         progress=not args.quiet)
     for err in report.skipped:
         print(f"skipped: {err}", file=sys.stderr)
     h = report.history
-    print(f"head trained: best epoch {h.best_epoch} of {h.stopped_epoch}, validation RMSE "
-          f"{h.best_val_metric:.2f} cm; features {report.seconds_features:.1f} s, head "
-          f"{report.seconds_head:.1f} s")
+    print(f"{report.describe()}; features {report.seconds_features:.1f} s, selection {report.seconds_select:.1f} s, "
+          f"final fit {report.seconds_refit:.1f} s")
     model.save(args.model_dir, extra={"task_name": "tiger/cat body length (cm)", "seed": args.seed})
 
     test_paths = [paths[i] for i in test]
@@ -187,8 +188,10 @@ def main(argv=None) -> int:
 
     metrics = {"n_train": int(len(train)), "n_test": int(ok.sum()), "rmse": rmse, "mae": mae,
                "oracle_rmse": oracle_rmse, "ratio": rmse / oracle_rmse, "auc": separation,
-               "best_epoch": h.best_epoch, "seconds_features": report.seconds_features,
-               "seconds_head": report.seconds_head, "skipped": [str(e) for e in report.skipped]}
+               "selection": report.selection, "calibration": report.calibration,
+               "seconds_features": report.seconds_features, "seconds_select": report.seconds_select,
+               "seconds_refit": report.seconds_refit, "precision": model.extractor.precision,
+               "skipped": [str(e) for e in report.skipped]}
 
     demo = args.demo
     if demo is None:

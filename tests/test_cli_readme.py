@@ -66,7 +66,8 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
     monkeypatch.chdir(tmp_path)
 
     ran_options = set()
-    small = ["--image-size", "64"]  # every option of the README line is kept; a small input keeps the test fast
+    # every option of the README line is kept; a small input keeps the test fast
+    classic = ("--pooling", "--end-point", "head", "finetune")
     with LocalServer({f"/{p.name}": body(p.read_bytes()) for p in tigers + cats}) as srv:
         (tmp_path / "imagenet_tiger.txt").write_text("".join(srv.url(f"/{p.name}") + "\n" for p in tigers))
         (tmp_path / "imagenet_kittycat.txt").write_text("".join(srv.url(f"/{p.name}") + "\n" for p in cats))
@@ -76,7 +77,10 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
             argv = shlex.split(line)[1:]
             argv = [a for a in argv if not (a.startswith("[") or a.endswith("]"))]  # optional-argument brackets
             if argv[0] in ("extract", "train"):
-                argv += small
+                if "--scales" in argv:
+                    argv[argv.index("--scales") + 1] = "64,96"
+                elif argv[0] == "extract" or "--data" in argv:  # a --store holds its features already
+                    argv += ["--image-size", "64"] if any(c in argv for c in classic) else ["--scales", "64"]
                 if "finetune" in argv:
                     argv += ["--epochs", "1", "--views", "1"]
                 elif argv[0] == "train" and "linear" not in argv:
@@ -85,8 +89,6 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
                 argv += ["--quiet", "--timeout", "2,5"]
             if argv[0] == "fetch-weights":
                 argv += ["--arch", "vgg16", "--cache-dir", "weights"]
-            if argv[0] == "extract" and "--precision" in argv:
-                argv[argv.index("--store") + 1] = "feats_bf16.h5"
             ran_options.update(a for a in argv if a.startswith("--"))
             code = main(argv)
             out, err = capsys.readouterr()

@@ -36,13 +36,16 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
     code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--pooling", "max", *feats)
     assert code == 0 and "16/16" in out, err
     code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--model", tmp_path / "clf", "--hidden", 16,
-                         "--learning-rate", 0.01, "--epochs", 60, "--weights", scaled_npy)
+                         "--learning-rate", 0.01, "--epochs", 60, "--weights", scaled_npy, "--recipe", "head")
     assert code == 0 and "validation accuracy" in out, err
+    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--model", tmp_path / "auto", "--folds", 3,
+                         "--weights", scaled_npy)
+    assert code == 0 and "3-fold CV accuracy" in out and "chose pool5 max" in out, err
     code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--recipe", "linear", "--model",
                          tmp_path / "lin", "--weights", scaled_npy)
     assert code == 0 and "logistic regression" in out, err
     img = folder / "red" / "00.jpg"
-    for model in ("clf", "lin"):
+    for model in ("clf", "lin", "auto"):
         code, out, err = run(capsys, "predict", "--model", tmp_path / model, img, bad, "--top-k", 2,
                              "--weights", scaled_npy)
         assert code == 1
@@ -58,6 +61,10 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
     code, out, err = run(capsys, "evaluate", "--model", tmp_path / "clf", "--store", tmp_path / "s.h5", "--json",
                          "--weights", scaled_npy)
     assert code == 0 and json.loads(out)["n"] == 16, err
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "auto", "--store", tmp_path / "s.h5", "--json",
+                         "--weights", scaled_npy)
+    res = json.loads(out)
+    assert code == 0 and res["n"] == 16 and res["folds"] == 3 and 0 <= res["ece"] <= 1 and "cv_mean" in res, err
 
 
 def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path):
@@ -66,7 +73,7 @@ def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path
     csv.write_text("path,target\n" + "\n".join(rows) + "\n")
     code, out, err = run(capsys, "train", "--data", csv, "--task", "regression", "--model", tmp_path / "reg",
                          "--weights", scaled_npy, "--image-size", 32, "--hidden", 8, "--epochs", 20)
-    assert code == 0 and "validation rmse" in out, err
+    assert code == 0 and "5-fold CV rmse" in out, err
     images = [folder / "red" / "00.jpg", folder / "blue" / "00.jpg"]
     code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", *images, "--weights", scaled_npy)
     rows = [line.split("\t") for line in out.strip().splitlines()]

@@ -62,9 +62,10 @@ def models(tmp_path_factory, folder, csv_file, scaled_npy):
     """A classifier, a regressor and their stores, trained once for the module."""
     root = tmp_path_factory.mktemp("models")
     w = ["--weights", str(scaled_npy)]
-    assert main(["train", "--data", str(folder), "--model", str(root / "clf"), *w, *TINY, "--epochs", "5"]) == 0
-    assert main(["train", "--data", str(csv_file), "--task", "regression", "--model", str(root / "reg"), *w, *TINY,
+    assert main(["train", "--data", str(folder), "--model", str(root / "clf"), "--recipe", "head", *w, *TINY,
                  "--epochs", "5"]) == 0
+    assert main(["train", "--data", str(csv_file), "--task", "regression", "--model", str(root / "reg"),
+                 "--recipe", "head", *w, *TINY, "--epochs", "5"]) == 0
     assert main(["extract", str(folder), "--store", str(root / "clf.h5"), *w, *TINY]) == 0
     assert main(["extract", str(csv_file), "--task", "regression", "--store", str(root / "reg.h5"), *w, *TINY]) == 0
     return root
@@ -134,15 +135,18 @@ def test_linear_save_goes_through_the_same_guard(capsys, models, tmp_path):
 
 # --- tracebacks ---------------------------------------------------------------------------------------------------
 def test_val_data_works_for_every_source(capsys, folder, csv_file, models, scaled_npy, tmp_path):
-    w = ["--weights", scaled_npy, *TINY, "--epochs", "3"]
+    w = ["--weights", scaled_npy, *TINY, "--epochs", "3", "--recipe", "head"]
     code, out, err = run(capsys, "train", "--data", folder, "--val-data", folder, "--model", tmp_path / "c", *w)
     assert code == 0 and "validation accuracy 100.00 %" in out, err
     code, out, err = run(capsys, "train", "--data", csv_file, "--task", "regression", "--val-data", csv_file,
                          "--model", tmp_path / "r", *w)
     assert code == 0 and "validation rmse" in out, err
     code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--val-data", models / "clf.h5",
-                         "--model", tmp_path / "s", "--epochs", "3", "--weights", scaled_npy)
+                         "--model", tmp_path / "s", "--epochs", "3", "--weights", scaled_npy, "--recipe", "head")
     assert code == 0 and "validation accuracy" in out, err
+    code, out, err = run(capsys, "train", "--data", folder, "--val-data", folder, "--model", tmp_path / "a",
+                         "--weights", scaled_npy, *TINY)  # auto (the default) cross-validates instead
+    assert code == 2 and "--val-data" in err and "cross-validation" in err
     code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--recipe", "linear", "--val-data",
                          models / "clf.h5", "--model", tmp_path / "l")
     assert code == 2 and "--val-data" in err and "cross-validation" in err
@@ -227,7 +231,9 @@ def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_n
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the extraction finished before the interrupt")
-    assert proc.returncode == 130 and err.strip() == "interrupted; rerun the same command to continue", err
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and lines[-1] == "interrupted; rerun the same command to continue", err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("precision auto: ")), err
     res = run_cli(*args)
     assert res.returncode == 0 and "300/300 items" in res.stdout, res.stderr
 
@@ -258,8 +264,13 @@ def test_cli_and_api_share_one_set_of_defaults(models):
 
     reg = json.loads((models / "reg" / "vggtransfer.json").read_text())
     clf = json.loads((models / "clf" / "vggtransfer.json").read_text())
-    sig = inspect.signature(Vgg16.__mro__[1].__init__).parameters
+    from vggtransfer.model import TransferModel
+
+    sig = inspect.signature(TransferModel.__init__).parameters
     assert reg["head"]["l2"] == defaults.REGRESSOR.l2 == sig["l2"].default == 1.0
+    card = inspect.signature(Vgg16.__init__).parameters  # the card's head; auto chooses its L2 (grid in defaults)
+    assert card["dropout"].default == defaults.REGRESSOR.dropout and card["hidden"].default == defaults.REGRESSOR.hidden
+    assert card["l2"].default is None and defaults.REGRESSOR.l2 in defaults.AUTO.dense_l2s
     assert reg["head"]["dropout"] == defaults.REGRESSOR.dropout == sig["dropout"].default
     assert reg["pooling"] == defaults.REGRESSOR.pooling == sig["pooling"].default
     csig = inspect.signature(VggClassifier.__init__).parameters

@@ -73,8 +73,8 @@ def test_checkpoint_holds_only_the_head(trained):
     assert not list(out.glob("*.meta"))
     assert sum(f.stat().st_size for f in out.iterdir()) < 200_000
     cfg = json.loads((out / MODEL_FILE).read_text())
-    feats = cfg["feature_config"]["features"]
-    assert feats["scales"] == [SIZE] and feats["view"] == "crop" and feats["poolings"] == ["avg"]
+    feats = cfg["feature_config"]  # one block of the square crop: the classic feature config
+    assert feats["image_size"] == SIZE and feats["pooling"] == "avg" and feats["end_point"] == "pool5"
     assert cfg["head"]["hidden"] == [16] and cfg["model"]["model"] == "dense" and cfg["card"] == "Vgg16"
     assert cfg["head"]["target_scale"] > 0 and len(cfg["weights_sha256"]) == 64
 

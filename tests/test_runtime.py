@@ -119,7 +119,7 @@ def test_feature_extractor_defaults_and_files_match_memory(tmp_path):
     weights = random_weights(layers=["conv1_1", "conv1_2"])
     paths = _write(tmp_path, 5, size=64)
     with features.FeatureExtractor(weights, end_point="pool1", pooling="avg", image_size=64) as fx:
-        assert fx.batch_size == 128 and fx.precision == "fp32"
+        assert fx.batch_size == 128 and fx.precision == runtime.resolve_precision("auto")
         from_files, ok, errors = fx.extract_paths(paths, progress=False)
         assert ok == list(range(5)) and not errors
         from vggtransfer.images import load_images

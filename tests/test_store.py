@@ -21,7 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def fx(scaled_npy):
-    with FeatureExtractor(scaled_npy, end_point="pool5", pooling="max", image_size=32, batch_size=4) as f:
+    with FeatureExtractor(scaled_npy, end_point="pool5", pooling="max", image_size=32, batch_size=4,
+                          precision="fp32") as f:
         yield f
 
 
@@ -81,7 +82,7 @@ CHILD = textwrap.dedent("""
         if flushes[0] == 3:
             os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the run
     store.BufferedRowWriter.flush = flush
-    fx = FeatureExtractor(sys.argv[1], end_point="pool5", pooling="max", image_size=32, batch_size=2)
+    fx = FeatureExtractor(sys.argv[1], end_point="pool5", pooling="max", image_size=32, batch_size=2, precision="fp32")
     store.build_store(sys.argv[3], datasets.from_folder(sys.argv[2]), fx, chunk_rows=2, progress=False)
 """)
 

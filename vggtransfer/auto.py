@@ -441,11 +441,11 @@ class AutoModel:
             cfg["head"] = self.dense.spec.to_dict()
         return cfg
 
-    def save(self, path, protect=()) -> Path:
+    def save(self, path, extra: dict | None = None, protect=()) -> Path:
         """Write the model folder atomically (only a previous model is ever replaced; see
-        :func:`vggtransfer.modeldir.write_model_dir`)."""
+        :func:`vggtransfer.modeldir.write_model_dir`). ``extra`` adds fields to ``vggtransfer.json``."""
         self._require_fitted()
-        cfg = self.config()
+        cfg = {**self.config(), **(extra or {})}
 
         def write(tmp: Path) -> None:
             if self.dense is not None:

@@ -64,15 +64,18 @@ class BlockExtractor:
         self.blocks = spec.blocks(arch)
         self.dim = spec.dim(arch)
         self.per_scale = self.dim // len(spec.scales)
-        self.config = {
-            "arch": arch,
-            "weights_sha256": conv_sha256(weights, layers),
-            "features": spec.to_dict(),
-            "blocks": [[n, a, b] for n, a, b in self.blocks],
-            "preprocessing": PREPROCESSING,
-            "precision": self.precision,
-            "library_version": __version__,
-        }
+        if spec.view == "crop" and len(self.blocks) == 1 and not spec.flip:
+            # One block of the square crop is exactly the classic FeatureExtractor's feature (the same prepare(),
+            # conv stack and pooling): the classic config, so classic stores and these models go together.
+            from .features import PREPROCESSING as CLASSIC
+
+            layout = {"end_point": spec.end_points[0], "pooling": spec.poolings[0], "image_size": spec.scales[0],
+                      "preprocessing": CLASSIC}
+        else:
+            layout = {"features": spec.to_dict(), "blocks": [[n, a, b] for n, a, b in self.blocks],
+                      "preprocessing": PREPROCESSING}
+        self.config = {"arch": arch, "weights_sha256": conv_sha256(weights, layers), **layout,
+                       "precision": self.precision, "library_version": __version__}
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.images = tf1.placeholder(tf.float32, [None, None, None, 3], name="images")

@@ -57,7 +57,7 @@ class AutoDefaults:
 
     folds: int = 5
     power: float = 0.5
-    dense_l2s: tuple = (0.01, 0.1, 1.0)
+    dense_l2s: tuple = (0.1, 1.0, 10.0)
 
 
 AUTO = AutoDefaults()

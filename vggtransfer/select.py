@@ -114,19 +114,30 @@ def columns(blocks, names) -> np.ndarray:
 
 # --- folds --------------------------------------------------------------------------------------------------------
 def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
-    """``[(train_idx, test_idx), ...]``: stratified by class, or by quintile of the target for regression."""
-    from sklearn.model_selection import StratifiedKFold
+    """``[(train_idx, test_idx), ...]``: stratified by class, or by quantile bin of the target for regression (as
+    many bins, up to 5, as keep ``k`` items in each)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     y = np.asarray(y)
+    if len(y) < 4:
+        raise ValueError(f"cross-validation needs at least 4 training items, got {len(y)}")
     if task == "classification":
-        strata = y
-    else:
-        edges = np.quantile(y, np.linspace(0, 1, 6)[1:-1])
-        strata = np.searchsorted(edges, y, side="right")
-    counts = np.bincount(np.unique(strata, return_inverse=True)[1])
-    k = int(max(2, min(k, counts.min())))
-    if counts.min() < 2:
-        raise ValueError("cross-validation needs at least 2 examples of every class")
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
+        if counts.min() < 2:
+            rare = [int(c) for c in np.flatnonzero(np.bincount(y) == 1)]
+            raise ValueError(f"cross-validation needs at least 2 training items of every class; class index(es) "
+                             f"{rare} have 1")
+        k = int(max(2, min(k, counts.min())))
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    k = int(max(2, min(k, len(y) // 2)))
+    bins = min(5, len(y) // k)
+    if bins < 2:
+        return list(KFold(k, shuffle=True, random_state=seed).split(y))
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    strata = np.searchsorted(edges, y, side="right")
+    if np.bincount(strata).min() < k:  # ties at the edges: fall back to plain shuffled folds
+        return list(KFold(k, shuffle=True, random_state=seed).split(y))
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), strata))
 
 

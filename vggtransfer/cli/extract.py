@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,18 +17,18 @@ def add_parser(sub, parents):
     """Register ``extract``."""
     p = sub.add_parser(
         "extract", parents=parents, help="compute the features of a data set into an HDF5 feature store (resumable)",
-        description="Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
+        description=textwrap.fill("Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
                     "names and source paths, written in chunks (works for data larger than memory). If "
                     "interrupted (even kill -9), rerun the same command: it continues where it stopped. By default "
                     "each row holds named blocks (global average and max of pool3, pool4, pool5 of the whole image "
                     "at --scales), what `train --recipe auto` chooses from; --end-point/--pooling/--image-size make "
                     "classic single-block features of the square centre crop instead. The store records the "
                     "weights, blocks, scales, preprocessing and precision; reusing it with other settings is "
-                    "refused, and an existing file that is not a feature store is never overwritten.",
+                    "refused, and an existing file that is not a feature store is never overwritten.", 116),
         epilog="examples:\n  vggtransfer extract hymenoptera_data/train --store train.h5\n"
                "  vggtransfer extract hymenoptera_data/train --store train.h5 --scales 256,384 --flip\n"
                "  vggtransfer extract hymenoptera_data/train --store classic.h5 --end-point pool5 --pooling avg",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--store", required=True, type=Path, help="the HDF5 file to write (or resume)")
     p.add_argument("--split", default="train", help="h5 only: which {split}_set_x/_y to read (default train)")

@@ -144,12 +144,13 @@ def check_options(args) -> None:
         if args.store is not None:
             raise UsageError("--recipe finetune trains on images: give --data, not --store")
         refuse(("end_point",), "fine-tuning always reads pool5 of the fine-tuned layers")
-        if args.precision != "fp32":
-            raise UsageError("--precision bf16 is for frozen features (head, linear); fine-tuning trains in fp32")
+        if args.precision == "bf16":
+            raise UsageError("--precision bf16 is for frozen features (auto, head, linear); fine-tuning trains in fp32")
     if explicit(args, "val_data") and explicit(args, "val_fraction"):
         raise UsageError("--val-data and --val-fraction: give one (a separate validation set, or a fraction held out)")
     if args.store is not None:
         refuse(("split",), "applies to --data FILE.h5 only")
+        refuse(("scales", "flip"), "stored features cannot change; extract a store with them")
     elif args.split is not None and Path(args.data).suffix.lower() not in (".h5", ".hdf5"):
         raise UsageError(f"--split: applies to .h5 data only, not {args.data}")
     if args.class_weights != "none" and args.task == "regression":

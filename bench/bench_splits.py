@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""The main job over several seeded splits: the default ``Vgg16`` (auto: block group and L2 by cross-validation,
+calibrated) against the oracle, on the 400 + 400 tiger/cat photos.
+
+Exactly the main job's protocol (``examples/train_length_regressor.py``: fake lengths drawn with the seed, a
+stratified 20 % held out, never seen by selection or training), except that the block features of the 800 photos are
+extracted once and shared by the splits (a photo's features do not depend on the split). Writes
+``bench/results/splits.json``.
+
+    python bench/bench_splits.py --data ../shared/data/morvan_tiger_kittycat/data --seeds 0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def main(argv=None) -> int:
+    from sklearn.metrics import roc_auc_score
+
+    from train_length_regressor import fake_lengths, find_images
+    from vggtransfer import Vgg16
+    from vggtransfer.runtime import describe_precision
+    from vggtransfer.splits import split_indices
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "splits.json")
+    args = p.parse_args(argv)
+
+    paths, labels = find_images(args.data, 400)
+    is_tiger = np.array([label == "tiger" for label in labels])
+    model = Vgg16(args.weights, precision=args.precision)
+    t0 = time.perf_counter()
+    feats, ok, errors = model.attach().extract_paths(paths)
+    seconds_features = time.perf_counter() - t0
+    if errors:
+        print(f"{len(errors)} unreadable photos left out", file=sys.stderr)
+    paths = [paths[i] for i in ok]
+    is_tiger = is_tiger[ok]
+    labels = [labels[i] for i in ok]
+    runs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        y = fake_lengths(labels, seed)
+        train, test = split_indices(len(paths), 0.2, seed, is_tiger)
+        t1 = time.perf_counter()
+        report = model.train_on_features(feats[train], y[train], seed=seed)
+        seconds = time.perf_counter() - t1
+        pred = model.predict_features(feats[test])
+        class_mean = {t: y[train][is_tiger[train] == t].mean() for t in (True, False)}
+        oracle = np.array([class_mean[t] for t in is_tiger[test]])
+        rmse = float(np.sqrt(np.mean((pred - y[test]) ** 2)))
+        oracle_rmse = float(np.sqrt(np.mean((oracle - y[test]) ** 2)))
+        run = {"seed": seed, "rmse": rmse, "oracle_rmse": oracle_rmse, "ratio": rmse / oracle_rmse,
+               "auc": float(roc_auc_score(is_tiger[test], pred)), "choice": report.describe(),
+               "calibration": report.calibration.get("kind"), "seconds_select_and_fit": seconds,
+               "mean_pred_cat": float(pred[~is_tiger[test]].mean()), "mean_pred_tiger": float(pred[is_tiger[test]].mean())}
+        runs.append(run)
+        print(f"seed {seed}: ratio {run['ratio']:.3f}, AUC {run['auc']:.4f}, mean prediction cat "
+              f"{run['mean_pred_cat']:.1f} / tiger {run['mean_pred_tiger']:.1f} cm; {run['choice']} ({seconds:.1f} s)",
+              flush=True)
+    ratios = [r["ratio"] for r in runs]
+    summary = {"mean_ratio": float(np.mean(ratios)), "worst_ratio": float(np.max(ratios)),
+               "min_auc": float(min(r["auc"] for r in runs)), "seconds_features_800": seconds_features,
+               "precision": describe_precision(args.precision), "cpu": _cpu_name(),
+               "runs": runs, "command": "python bench/bench_splits.py " + " ".join(argv or sys.argv[1:])}
+    print(f"mean ratio {summary['mean_ratio']:.3f}, worst {summary['worst_ratio']:.3f}, min AUC "
+          f"{summary['min_auc']:.4f}; features of {len(paths)} photos {seconds_features:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

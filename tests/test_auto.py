@@ -1,0 +1,223 @@
+"""The auto recipe: block features (one preprocessing path, any image size, bucketed batches, flip), the
+cross-validated selection and calibration, and the auto models' train / save / restore / predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggtransfer import datasets, runtime, select
+from vggtransfer.blocks import BlockExtractor
+from vggtransfer.featurespec import FeatureSpec, normalise_blocks, parse_block_name
+from vggtransfer.images import load_image, prepare_array, view_geometry
+
+from recipe_data import colour_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return colour_folder(tmp_path_factory.mktemp("auto") / "photos", per_class=8)
+
+
+def _photo(path, w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (max(1, h // 8), max(1, w // 8), 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
+    arr = np.clip(np.asarray(img, np.int16) + rng.integers(-20, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+# --- one preprocessing path -----------------------------------------------------------------------------------
+def test_every_copy_of_the_crop_is_the_same_view_even_shrunk_over_3x(tmp_path):
+    """A file and the same pixels in memory, through every caller (features, arrays, fine-tuning validation), give
+    the same view; 640 -> 64 px is a 10x reduction, where Pillow's reducing_gap matters."""
+    from vggtransfer.finetune import centre_view
+
+    path = _photo(tmp_path / "big.png", 640, 480)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    from_file = load_image(path, 64)
+    assert from_file.shape == (64, 64, 3)
+    np.testing.assert_array_equal(prepare_array(pixels, 64), from_file)
+    np.testing.assert_array_equal(datasets.resize_arrays(pixels[None], 64)[0], from_file)
+    np.testing.assert_array_equal(centre_view(Image.open(path), 64), from_file)
+    whole = load_image(path, 64, mode="whole")
+    np.testing.assert_array_equal(prepare_array(pixels, 64, "whole"), whole)
+
+
+@pytest.mark.parametrize("w, h, size, box, out", [
+    (400, 300, 224, (0, 0, 400, 300), (288, 224)),     # 4:3 -> 298.7, rounded to a multiple of 32
+    (300, 400, 224, (0, 0, 300, 400), (224, 288)),
+    (1000, 200, 64, (300, 0, 700, 200), (128, 64)),    # a 5:1 panorama keeps its central 2:1
+    (50, 50, 256, (0, 0, 50, 50), (256, 256)),         # small images are upsampled
+])
+def test_whole_view_geometry(w, h, size, box, out):
+    assert view_geometry(w, h, size, "whole") == (box, out)
+    with pytest.raises(ValueError, match="view mode"):
+        view_geometry(w, h, size, "zoom")
+
+
+def test_feature_spec_layout_and_errors():
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg", "max"), scales=(224, 320))
+    blocks = spec.blocks("vgg16")
+    assert [b[0] for b in blocks[:4]] == ["pool4.avg@224", "pool4.max@224", "pool5.avg@224", "pool5.max@224"]
+    assert spec.dim("vgg16") == 2 * 4 * 512 and blocks[-1] == ("pool5.max@320", 3584, 4096)
+    assert parse_block_name("pool3.max@256") == ("pool3", "max", 256)
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    for bad, match in [(dict(poolings=("sum",)), "poolings"), (dict(scales=(16,)), "scales"),
+                       (dict(view="zoom"), "view"), (dict(end_points=()), "end point")]:
+        with pytest.raises(ValueError, match=match):
+            FeatureSpec(**bad)
+    with pytest.raises(ValueError, match="unknown end point 'conv5_4' for vgg16"):
+        FeatureSpec(end_points=("conv5_4",)).check("vgg16")
+    with pytest.raises(ValueError, match="unknown feature spec fields: zoom"):
+        FeatureSpec.from_dict({"zoom": 2})
+
+
+def test_normalise_blocks_unit_norm_per_block():
+    blocks = [("a", 0, 3), ("b", 3, 5)]
+    x = np.array([[1.0, 4.0, 0.0, 9.0, 16.0]])
+    z = normalise_blocks(x, blocks, power=0.5)
+    np.testing.assert_allclose(np.linalg.norm(z[:, :3]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(z[0, 3:], np.array([3.0, 4.0]) / 5.0, rtol=1e-6)
+
+
+# --- the extractor ----------------------------------------------------------------------------------------------
+def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages(scaled_npy, tmp_path):
+    sizes = [(80, 60), (60, 80), (64, 64), (90, 60), (80, 60), (120, 40), (64, 64)]
+    paths = [_photo(tmp_path / f"{i}.png", w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    paths.insert(3, tmp_path / "missing.jpg")
+    spec = FeatureSpec(end_points=("pool4", "pool5"), scales=(64, 96))
+    with BlockExtractor(scaled_npy, spec, batch_size=2, precision="fp32") as fx:
+        feats, ok, errors = fx.extract_paths(paths, progress=False)
+        assert ok == [0, 1, 2, 4, 5, 6, 7] and [e.path for e in errors] == [str(tmp_path / "missing.jpg")]
+        assert feats.shape == (7, spec.dim("vgg16")) and fx.config["features"] == spec.to_dict()
+        for row, i in zip(feats, ok):  # one image per batch: no bucketing at all
+            single, _, _ = fx.extract_paths([paths[i]], progress=False)
+            np.testing.assert_allclose(row, single[0], rtol=2e-5, atol=1e-6)
+        pixels = [np.asarray(Image.open(paths[i]).convert("RGB")) for i in ok]
+        from_arrays, ok2, _ = fx.extract_images(pixels, progress=False)
+        np.testing.assert_allclose(from_arrays, feats, rtol=2e-5, atol=1e-6)
+        mirrored, _, _ = fx.extract_images([p[:, ::-1] for p in pixels], progress=False)
+    with BlockExtractor(scaled_npy, FeatureSpec(end_points=("pool4", "pool5"), scales=(64, 96), flip=True),
+                        batch_size=3, precision="fp32") as fx:
+        flipped, _, _ = fx.extract_images(pixels, progress=False)
+    np.testing.assert_allclose(flipped, (feats + mirrored) / 2, rtol=2e-5, atol=1e-6)
+
+
+def test_one_crop_block_is_the_classic_feature(scaled_npy, folder):
+    from vggtransfer.features import FeatureExtractor
+
+    paths = sorted(folder.rglob("*.*"))[:5]
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,), view="crop")
+    with BlockExtractor(scaled_npy, spec, precision="fp32") as bx, \
+            FeatureExtractor(scaled_npy, end_point="pool5", pooling="avg", image_size=32, precision="fp32") as fx:
+        np.testing.assert_allclose(bx.extract_paths(paths)[0], fx.extract_paths(paths)[0], rtol=1e-5, atol=1e-7)
+        assert bx.config == fx.config  # so classic stores and auto models on one crop block go together
+
+
+# --- selection and calibration -----------------------------------------------------------------------------------
+def test_ridge_path_matches_scikit_learn():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    for n, d in [(60, 20), (20, 60)]:
+        x, y, xt = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(5, d))
+        path = select.ridge_path(x, y, xt, [0.1, 10.0])
+        for row, alpha in zip(path, [0.1, 10.0]):
+            np.testing.assert_allclose(row, Ridge(alpha=alpha).fit(x, y).predict(xt), rtol=1e-7, atol=1e-9)
+
+
+def test_folds_are_stratified_and_small_sets_refused():
+    y = np.r_[np.zeros(10, int), np.ones(5, int)]
+    folds = select.make_folds(y, "classification", 5)
+    assert len(folds) == 5 and all(np.bincount(y[te], minlength=2).tolist() == [2, 1] for _, te in folds)
+    with pytest.raises(ValueError, match=r"class index\(es\) \[2\] have 1"):
+        select.make_folds(np.r_[y, 2], "classification")
+    reg = select.make_folds(np.arange(50.0), "regression", 5)
+    assert len(reg) == 5 and all(len(np.unique(np.arange(50)[te] // 10)) == 5 for _, te in reg)
+
+
+def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
+    rng = np.random.default_rng(0)
+    y = rng.normal(50, 20, 400)
+    shrunk = 50 + 0.5 * (y - 50) + rng.normal(0, 2, 400)  # a regularised model's out-of-fold outputs
+    cal = select.fit_regression_calibration(shrunk, y)
+    assert cal["kind"] in ("linear", "isotonic") and cal["cv_rmse"][cal["kind"]] < 0.5 * cal["cv_rmse"]["identity"]
+    fixed = select.apply_regression_calibration(cal, shrunk)
+    assert np.std(fixed) == pytest.approx(np.std(y), rel=0.1)
+    # isotonic maps keep the ranking (no ties from flat steps)
+    iso = select.apply_regression_calibration({"kind": "isotonic", "x": [0, 1], "y": [5, 5]}, np.array([0.2, 0.8]))
+    assert iso[0] < iso[1]
+    labels = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), labels] += 1.0
+    overconfident = 8 * logits
+    log_probs = overconfident - np.log(np.exp(overconfident).sum(1, keepdims=True))
+    t = select.fit_temperature(log_probs, labels)
+    assert 4 < t < 16
+    before = select.expected_calibration_error(np.exp(log_probs), labels)
+    after = select.expected_calibration_error(select.apply_temperature(np.exp(log_probs), t), labels)
+    assert after < before / 2
+
+
+# --- the models ---------------------------------------------------------------------------------------------------
+def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_path):
+    from vggtransfer.auto import AutoClassifier
+    from vggtransfer.classifier import load_model
+
+    ds = datasets.from_folder(folder)
+    spec = FeatureSpec(end_points=("pool4", "pool5"), scales=(32,))
+    model = AutoClassifier(scaled_npy, features=spec, folds=3, epochs=20, precision="fp32")
+    lines = []
+    report = model.train_dataset(ds, log=lines.append)
+    sel = report.selection
+    assert sel["folds"] == 3 and sel["model"] in ("logreg", "dense") and sel["cv_mean"] > 0.9
+    assert {c["group"] for c in sel["table"]} == {"pool5 avg", "pool5 avg+max", "pool4+pool5 avg",
+                                                  "pool4+pool5 avg+max"}
+    assert lines[-1] == report.describe() and "3-fold CV accuracy" in lines[-1]
+    assert report.calibration["temperature"] > 0
+    probs = model.predict(ds.paths)
+    assert probs.shape == (len(ds), 2) and np.allclose(probs.sum(1), 1)
+    assert np.mean(probs.argmax(1) == ds.labels) == 1.0
+    model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
+    assert cfg["kind"] == "auto" and cfg["selection"]["cv_mean"] == sel["cv_mean"]
+    again = load_model(tmp_path / "m", scaled_npy, precision="fp32")
+    assert isinstance(again, AutoClassifier)
+    np.testing.assert_allclose(again.predict(ds.paths), probs, rtol=1e-5, atol=1e-6)
+    assert again.predict_top_k([ds.paths[0]], 1)[0][0][0] == ds.classes[ds.labels[0]]
+
+
+def test_auto_regressor_linear_model_has_no_pickle(scaled_npy, folder, tmp_path):
+    from vggtransfer.auto import AutoRegressor
+
+    ds = datasets.from_folder(folder)
+    y = np.where(ds.labels == 0, 40.0, 100.0) + np.random.default_rng(0).normal(0, 3, len(ds))
+    model = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(32,)), models=("ridge",), folds=4,
+                          precision="fp32")
+    report = model.train(ds.paths, y)
+    assert report.selection["model"] == "ridge" and report.calibration["kind"] in select.CALIBRATIONS
+    pred = model.predict(ds.paths)
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 15
+    model.save(tmp_path / "r")
+    with np.load(tmp_path / "r" / "linear.npz", allow_pickle=False) as data:
+        assert set(data.files) == {"coef", "intercept"}
+    again = AutoRegressor(scaled_npy, restore_from=tmp_path / "r", precision="fp32")
+    np.testing.assert_allclose(again.predict(ds.paths), pred, rtol=1e-6)
+    with pytest.raises(ValueError, match="models for regression are"):
+        AutoRegressor(scaled_npy, models=("logreg",))
+
+
+def test_precision_auto_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["amx_bf16"])
+    assert runtime.resolve_precision("auto") == "bf16"
+    assert runtime.describe_precision("auto") == "precision auto: bf16 (this CPU has amx_bf16)"
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])
+    assert runtime.resolve_precision("auto") == "fp32"
+    assert runtime.describe_precision("auto").startswith("precision auto: fp32 (this CPU has no native bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        runtime.resolve_precision("fp16")
