@@ -2,7 +2,11 @@
 
 The public API (TensorFlow is imported on first use, so ``import vggtransfer`` stays cheap):
 
-- :class:`Vgg16` — frozen VGG16 conv layers + trainable fc6 (256, ReLU) + a regressor: train / save / predict.
+- :class:`Vgg16` — frozen VGG16 conv layers + trainable fc6 (256, ReLU) + a regressor: train / save / predict;
+  by default its input blocks and L2 are chosen by cross-validation and its output calibrated.
+- :class:`AutoClassifier`, :class:`AutoRegressor` — the auto recipe (the default): block features, a
+  cross-validated choice of block group, model and regularisation, calibrated outputs.
+- :class:`BlockExtractor`, :class:`FeatureSpec` — several pooled blocks of the whole image, at any size, in one pass.
 - :class:`FeatureExtractor` — frozen conv features of image files or arrays at any end point and pooling.
 - :func:`load_weights`, :func:`resolve_weights` — safe vgg16.npy / vgg19.npy loading and weight fetching.
 - :func:`load_image`, :class:`ImageError` — image decoding with clear errors.
@@ -12,6 +16,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Vgg16": ("model", "Vgg16"),
+    "AutoClassifier": ("auto", "AutoClassifier"),
+    "AutoRegressor": ("auto", "AutoRegressor"),
+    "BlockExtractor": ("blocks", "BlockExtractor"),
+    "FeatureSpec": ("featurespec", "FeatureSpec"),
     "TransferModel": ("model", "TransferModel"),
     "ModelError": ("modeldir", "ModelError"),
     "VggClassifier": ("classifier", "VggClassifier"),
