@@ -33,7 +33,7 @@ from .images import ImageError
 from .modeldir import CHECKPOINT, MODEL_FILE, ModelError, checkpoint_files_missing, load_model_json, write_model_dir
 from .select import (MODELS, apply_regression_calibration, apply_temperature, candidate_groups, columns,
                      fit_logreg, fit_regression_calibration, fit_ridge, fit_temperature, select)
-from .splits import resolve_class_weights
+from .splits import check_data_classes, encode_targets, resolve_class_weights
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 
@@ -76,8 +76,7 @@ def legacy_spec(config: dict) -> FeatureSpec:
     if pooling not in ("avg", "max"):
         raise ValueError(f"--recipe auto needs globally pooled features (avg or max); this store has pooling "
                          f"{pooling!r}: extract a store without --pooling flatten")
-    return FeatureSpec(end_points=(config["end_point"],), poolings=(pooling,), scales=(config["image_size"],),
-                       view="crop")
+    return FeatureSpec.classic(config["end_point"], pooling, config["image_size"])
 
 
 def spec_of(config: dict) -> FeatureSpec:
@@ -108,12 +107,10 @@ class DenseHead:
         """Train from scratch (seeded); regression targets are normalised here (mean and scale kept in the spec)."""
         x = np.asarray(x, np.float32)
         if self.spec.task == "regression":
-            self.spec.target_mean = float(np.mean(y))
-            self.spec.target_scale = float(np.std(y)) or 1.0
-            y = ((np.asarray(y, np.float64) - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+            self.spec.fit_target_scaling(y)
+            y = self.spec.normalise(y)
             if y_val is not None:
-                y_val = ((np.asarray(y_val, np.float64) - self.spec.target_mean) / self.spec.target_scale).astype(
-                    np.float32)
+                y_val = self.spec.normalise(y_val)
         with self.graph.as_default():
             self.head.reset(self.session, seed)
             return self.head.fit(self.session, x, y, None if x_val is None else np.asarray(x_val, np.float32), y_val,
@@ -339,40 +336,14 @@ class AutoModel:
         return HeadSpec(task=self.task, hidden=self.hidden, dropout=self.dropout, l2=float(l2), classes=self.classes)
 
     def _encode(self, targets) -> np.ndarray:
-        targets = np.asarray(targets)
-        if self.task == "regression":
-            try:
-                y = targets.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError("regression targets must be numbers") from None
-            if not np.isfinite(y).all():
-                raise ValueError(f"targets must be finite numbers; rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()} "
-                                 "are not")
-            return y
-        if targets.dtype.kind in "iu":
-            y = targets.astype(np.int64)
-            bad = np.flatnonzero((y < 0) | (y >= len(self.classes)))
-        else:
-            index = {c: i for i, c in enumerate(self.classes)}
-            y = np.array([index.get(str(t), -1) for t in targets], np.int64)
-            bad = np.flatnonzero(y < 0)
-        if len(bad):
-            raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); classes are "
-                             f"{list(self.classes)}")
-        return y
+        return encode_targets(targets, self.task, self.classes)
 
     def _check_classes(self, classes) -> None:
-        if self.task == "regression":
-            if classes:
-                raise ValueError(f"this is a regressor; the data has classes {tuple(classes)} instead of numeric "
-                                 "targets (give a CSV with path,target)")
-            return
-        if not self.classes:
-            self.classes = tuple(classes)
-        if len(self.classes) < 2:
-            raise ValueError("a classifier needs at least 2 classes")
-        if tuple(classes) != tuple(self.classes):
-            raise ValueError(f"data classes {tuple(classes)} differ from the model's {self.classes}")
+        if self.task == "classification":
+            self.classes = self.classes or tuple(classes)
+            if len(self.classes) < 2:
+                raise ValueError("a classifier needs at least 2 classes")
+        check_data_classes(self.task, classes, self.classes)
 
     # --- prediction --------------------------------------------------------------------------------------------
     def _require_fitted(self) -> None:

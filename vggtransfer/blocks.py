@@ -118,7 +118,7 @@ class BlockExtractor:
             except ImageError as exc:
                 return i, None, exc
 
-        def run_bucket(shape, entries):
+        def run_bucket(entries):
             x = np.stack([e[2] for e in entries])
             out = self.session.run(self.features, {self.images: x})
             done = []
@@ -164,7 +164,7 @@ class BlockExtractor:
                     entries = buckets[shape]
                     while len(entries) >= self.batch_size or (final and entries):
                         batch, entries = entries[:self.batch_size], entries[self.batch_size:]
-                        done.extend(run_bucket(shape, batch))
+                        done.extend(run_bucket(batch))
                     if entries:
                         buckets[shape] = entries
                     else:

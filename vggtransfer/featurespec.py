@@ -66,6 +66,12 @@ class FeatureSpec:
         if self.view not in ("whole", "crop"):
             raise ValueError(f"view must be 'whole' or 'crop', got {self.view!r}")
 
+    @classmethod
+    def classic(cls, end_point: str, pooling: str, size: int) -> "FeatureSpec":
+        """One block of the square centre crop: the classic single-end-point feature (what ``FeatureExtractor``
+        computes with a global pooling)."""
+        return cls(end_points=(end_point,), poolings=(pooling,), scales=(size,), view="crop")
+
     def check(self, arch: str) -> None:
         """Raise ValueError naming an end point that ``arch`` does not have."""
         names = end_point_names(arch)

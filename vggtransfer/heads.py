@@ -58,6 +58,16 @@ class HeadSpec:
         if not self.target_scale > 0:
             raise ValueError(f"target_scale must be > 0, got {self.target_scale}")
 
+    def fit_target_scaling(self, y) -> None:
+        """Regression: set ``target_mean``/``target_scale`` from training targets (scale 1 when they are constant)."""
+        y = np.asarray(y, np.float64)
+        self.target_mean = float(y.mean())
+        self.target_scale = float(y.std()) or 1.0
+
+    def normalise(self, y) -> np.ndarray:
+        """Regression targets in training units: (y - target_mean) / target_scale, float32 (inverse of decode)."""
+        return ((np.asarray(y, np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
+
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """Regression: normalised outputs -> target units. Classification: probabilities unchanged."""
         if self.task == "regression":

@@ -23,7 +23,7 @@ from .datasets import Dataset, resize_arrays
 from .images import ImageError
 from .modeldir import (CHECKPOINT, FORMAT_VERSION, MODEL_FILE, ModelError, checkpoint_files_missing,
                        load_model_json, write_model_dir)
-from .splits import resolve_class_weights, split_indices
+from .splits import check_data_classes, encode_targets, resolve_class_weights, split_indices
 from .store import FeatureStoreMismatch, StoredFeatures, compare_config
 from .weight_sources import resolve_weights
 from .weights import load_weights
@@ -216,9 +216,8 @@ class TransferModel:
         if not len(train_idx):
             raise ValueError("no training examples")
         if self.spec.task == "regression":
-            self.spec.target_mean = float(y[train_idx].mean())
-            self.spec.target_scale = float(y[train_idx].std()) or 1.0
-            y = ((y - self.spec.target_mean) / self.spec.target_scale).astype(np.float32)
+            self.spec.fit_target_scaling(y[train_idx])
+            y = self.spec.normalise(y)
         weights = self._class_weights(class_weights, y[train_idx])
         self.head.reset(self.session, seed)
         t0 = time.perf_counter()
@@ -278,38 +277,11 @@ class TransferModel:
                                       class_weights=class_weights, **fit)
 
     def _check_classes(self, classes):
-        if self.spec.task != "classification":
-            if classes:
-                raise ValueError(f"this is a regressor; the data has classes {tuple(classes)} instead of numeric "
-                                 "targets (give a CSV with path,target)")
-            return
-        if tuple(classes) != tuple(self.spec.classes):
-            raise ValueError(f"data classes {tuple(classes)} differ from the model's {self.spec.classes}")
+        check_data_classes(self.spec.task, classes, self.spec.classes)
 
     def _encode_targets(self, targets) -> np.ndarray:
         """Regression: finite floats. Classification: class names or indices -> int64 indices into spec.classes."""
-        targets = np.asarray(targets)
-        if self.spec.task == "regression":
-            try:
-                y = targets.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError("regression targets must be numbers") from None
-            if not np.isfinite(y).all():
-                bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
-                raise ValueError(f"targets must be finite numbers; rows {bad} are not")
-            return y
-        classes = list(self.spec.classes)
-        if targets.dtype.kind in "iu":
-            y = targets.astype(np.int64)
-            bad = np.flatnonzero((y < 0) | (y >= len(classes)))
-        else:
-            index = {c: i for i, c in enumerate(classes)}
-            y = np.array([index.get(str(t), -1) for t in targets], np.int64)
-            bad = np.flatnonzero(y < 0)
-        if len(bad):
-            raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); "
-                             f"classes are {classes}")
-        return y
+        return encode_targets(targets, self.spec.task, self.spec.classes)
 
     def _class_weights(self, class_weights, y_train):
         if self.spec.task != "classification":
@@ -376,8 +348,7 @@ def _card_features(image_size, end_point, pooling) -> FeatureSpec | None:
     if pooling not in ("avg", "max"):
         raise ValueError(f"Vgg16 pools globally ('avg' or 'max'), got pooling={pooling!r}; for a flattened pool5 use "
                          "VggRegressor")
-    return FeatureSpec(end_points=(end_point or REG.end_point,), poolings=(pooling,),
-                       scales=(image_size or defaults.IMAGE_SIZE,), view="crop")
+    return FeatureSpec.classic(end_point or REG.end_point, pooling, image_size or defaults.IMAGE_SIZE)
 
 
 class Vgg16(AutoRegressor):

@@ -1,4 +1,4 @@
-"""Seeded, stratified splits and balanced class weights: plain numpy, no TensorFlow."""
+"""Seeded, stratified splits, balanced class weights and training-target encoding: plain numpy, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -49,3 +49,42 @@ def resolve_class_weights(class_weights, y_train, k: int):
 
 
 __all__ = ["split_indices", "balanced_class_weights", "resolve_class_weights"]
+
+
+def encode_targets(targets, task: str, classes=()) -> np.ndarray:
+    """Training targets as the models use them. Regression: finite float64 (else a ValueError naming the rows).
+    Classification: class names or indices -> int64 indices into ``classes`` (else a ValueError naming the rows)."""
+    targets = np.asarray(targets)
+    if task == "regression":
+        try:
+            y = targets.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("regression targets must be numbers") from None
+        if not np.isfinite(y).all():
+            bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
+            raise ValueError(f"targets must be finite numbers; rows {bad} are not")
+        return y
+    classes = list(classes)
+    if targets.dtype.kind in "iu":
+        y = targets.astype(np.int64)
+        bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index.get(str(t), -1) for t in targets], np.int64)
+        bad = np.flatnonzero(y < 0)
+    if len(bad):
+        raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); "
+                         f"classes are {classes}")
+    return y
+
+
+def check_data_classes(task: str, data_classes, model_classes) -> None:
+    """Refuse data that does not fit the model: classes given to a regressor, or other classes than the model's."""
+    if task != "classification":
+        if data_classes:
+            raise ValueError(f"this is a regressor; the data has classes {tuple(data_classes)} instead of numeric "
+                             "targets (give a CSV with path,target)")
+        return
+    if tuple(data_classes) != tuple(model_classes):
+        raise ValueError(f"data classes {tuple(data_classes)} differ from the model's {tuple(model_classes)}")
+

@@ -315,9 +315,8 @@ def _auto_model(args, task, classes, arch):
             check_end_point(arch, args.end_point)
         if args.pooling == "flatten":
             raise UsageError("--pooling flatten: --recipe auto pools globally (avg or max); flatten is --recipe head's")
-        spec = FeatureSpec(end_points=(args.end_point or defaults.CLASSIFIER.end_point,),
-                           poolings=(args.pooling or defaults.STORE_POOLING,),
-                           scales=(args.image_size or defaults.IMAGE_SIZE,), view="crop")
+        spec = FeatureSpec.classic(args.end_point or defaults.CLASSIFIER.end_point,
+                                   args.pooling or defaults.STORE_POOLING, args.image_size or defaults.IMAGE_SIZE)
     else:
         spec = block_spec(args)
     announce_precision(args)
