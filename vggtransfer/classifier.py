@@ -17,7 +17,6 @@ import numpy as np
 
 from . import defaults
 from .classifier_api import ClassifierAPI, confusion_matrix, top_k  # noqa: F401 (re-exported)
-from .datasets import resize_arrays
 from .model import TransferModel, read_model_config
 from .modeldir import ModelError, read_kind
 
@@ -50,12 +49,6 @@ class VggClassifier(ClassifierAPI, TransferModel):
     def classes(self) -> tuple:
         """The class names, in the order of the probability columns."""
         return self.spec.classes
-
-    # --- prediction --------------------------------------------------------------------------------------------
-    def predict_arrays(self, arrays) -> np.ndarray:
-        """Probabilities (n, K) for uint8 (n, h, w, 3) images (e.g. SIGNS h5 arrays), resized to the input size."""
-        feats = self.extractor.extract_arrays(resize_arrays(np.asarray(arrays), self.image_size))
-        return self.head.predict_features(self.session, feats)
 
     def save(self, path, extra: dict | None = None, protect=()):
         """Save like :meth:`TransferModel.save`, recording ``kind: classifier``."""

@@ -326,6 +326,12 @@ class TransferModel:
             errors)
         return out
 
+    def predict_arrays(self, arrays) -> np.ndarray:
+        """Predictions for in-memory uint8 RGB images (n, h, w, 3) (e.g. SIGNS h5 arrays), prepared like files:
+        values (n,) for a regressor, probabilities (n, K) for a classifier."""
+        feats = self.extractor.extract_arrays(resize_arrays(np.asarray(arrays), self.image_size))
+        return self.head.predict_features(self.session, feats)
+
     def _output_shape(self, n: int) -> tuple:
         return (n, len(self.spec.classes)) if self.spec.task == "classification" else (n,)
 

@@ -34,7 +34,7 @@ def end_point_stride(end_point: str) -> int:
 
 MIN_INPUT_SIDE = 32
 
-_FROZEN_MODES = ("variable", "constant")
+_FROZEN_MODES = ("variable", "constant", "given")
 
 # Weight arrays waiting to be fed into their initialisers, per graph (dropped after `initialize`).
 _PENDING_FEEDS: "weakref.WeakKeyDictionary[tf.Graph, dict]" = weakref.WeakKeyDictionary()
@@ -59,6 +59,8 @@ def _check_inputs(images: tf.Tensor) -> None:
 
 
 def _param(name: str, value: np.ndarray, trainable: bool, frozen: str) -> tf.Tensor:
+    if frozen == "given":  # the weights are tensors already (e.g. variables shared by several graph functions)
+        return value
     if frozen == "constant" and not trainable:
         return tf.constant(value, name=name)
     graph = tf1.get_default_graph()
@@ -69,13 +71,31 @@ def _param(name: str, value: np.ndarray, trainable: bool, frozen: str) -> tf.Ten
     return var
 
 
+def valid_mask(net: tf.Tensor, sizes: tf.Tensor, stride: int) -> tf.Tensor:
+    """(n, H, W, 1) float mask of the pixels of ``net`` that lie inside each image's true ``sizes`` (n, 2: height,
+    width at the input) at ``stride`` (VALID 2x2 poolings floor: a true size h has h // stride rows there)."""
+    shape = tf.shape(net)
+    rows = tf.range(shape[1])[None, :] < (sizes[:, 0] // stride)[:, None]
+    cols = tf.range(shape[2])[None, :] < (sizes[:, 1] // stride)[:, None]
+    mask = tf.logical_and(rows[:, :, None], cols[:, None, :])
+    return tf.cast(mask, net.dtype)[..., None]
+
+
 def vgg_conv(images: tf.Tensor, weights: dict, arch: str = "vgg16", final_endpoint: str = "pool5",
-             trainable_from: str | None = None, frozen: str = "variable", scope: str | None = None):
+             trainable_from: str | None = None, frozen: str = "variable", scope: str | None = None,
+             sizes: tf.Tensor | None = None, compute_dtype=None):
     """Build the conv stack of ``arch`` on ``images`` up to ``final_endpoint``; return ``(net, end_points)``.
 
     ``weights`` is ``{layer: (W HWIO, b)}`` (see :func:`vggtransfer.weights.load_weights`); only the layers up to
     ``final_endpoint`` are used. Layers from ``trainable_from`` (e.g. 'conv5_1') onward become trainable variables
-    initialised from the weights (fine-tuning); the others stay frozen.
+    initialised from the weights (fine-tuning); the others stay frozen. ``frozen``: 'variable' (non-trainable
+    variables fed once, see :func:`initialize`), 'constant', or 'given' (``weights`` already holds tensors).
+
+    ``sizes`` (int32 (n, 2), optional): the true height and width of each image of a zero-padded batch. Every map
+    is then zeroed outside the true area after each layer, so each image's maps inside it equal those of the image
+    run alone (SAME padding sees zeros, 2x2 pools floor the same way) when the true sizes are the padded
+    batch's top-left corner. ``compute_dtype`` (e.g. ``tf.bfloat16``): run the convolutions in that type (the
+    weights stay float32 variables and are cast).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
@@ -95,9 +115,15 @@ def vgg_conv(images: tf.Tensor, weights: dict, arch: str = "vgg16", final_endpoi
     _check_inputs(images)
     first_trainable = conv_names.index(trainable_from) if trainable_from else len(conv_names)
 
+    def masked(x, stride):
+        return x if sizes is None else x * valid_mask(x, sizes, stride)
+
     end_points = {}
     with tf1.variable_scope(scope, default_name=arch, values=[images]):
-        net = preprocess(images)
+        net = masked(preprocess(images), 1)
+        if compute_dtype is not None:
+            net = tf.cast(net, compute_dtype)
+        stride = 1
         for b, block in enumerate(conv_blocks(arch), start=1):
             for name, _, _ in block:
                 w, bias = weights[name]
@@ -105,11 +131,16 @@ def vgg_conv(images: tf.Tensor, weights: dict, arch: str = "vgg16", final_endpoi
                 with tf1.variable_scope(name):
                     kernel = _param("weights", w, trainable, frozen)
                     biases = _param("biases", bias, trainable, frozen)
+                    if compute_dtype is not None:
+                        kernel, biases = tf.cast(kernel, compute_dtype), tf.cast(biases, compute_dtype)
                     net = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(net, kernel, 1, "SAME"), biases), name="relu")
+                    net = masked(net, stride)
                 end_points[name] = net
                 if name == final_endpoint:
                     return net, end_points
             net = tf.nn.max_pool2d(net, 2, 2, "VALID", name=f"pool{b}")
+            stride *= 2
+            net = masked(net, stride)
             end_points[f"pool{b}"] = net
             if f"pool{b}" == final_endpoint:
                 return net, end_points

@@ -15,7 +15,7 @@ from .common import common_options, run
 def build_parser() -> argparse.ArgumentParser:
     """The ``vggtransfer`` parser with every subcommand."""
     from .. import __version__
-    from . import evaluate, extract, predict, train
+    from . import evaluate, export, extract, predict, train
     from .download import add_download_parser
     from .weights import add_convert_parser, add_fetch_weights_parser
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub, parents)
     evaluate.add_parser(sub, parents)
     predict.add_parser(sub, parents)
+    export.add_parser(sub, parents)
     return parser
 
 
