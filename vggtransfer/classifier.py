@@ -13,7 +13,6 @@ a stratified seeded split, early stopping on validation loss keeping the best we
 
 from __future__ import annotations
 
-import numpy as np
 
 from . import defaults
 from .classifier_api import ClassifierAPI, confusion_matrix, top_k  # noqa: F401 (re-exported)

@@ -275,6 +275,24 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
     masked = plan.view == "whole"
     per_scale = 2 if plan.flip else 1
 
+    def pooled_blocks(x, s):
+        """Each (end point, pooling) of the batch ``x``; with true sizes ``s``, over each image's true area."""
+        _, end_points = vgg_conv(x, conv_vars, arch=plan.arch, final_endpoint=plan.deepest, frozen="given",
+                                 sizes=s, compute_dtype=compute_dtype)
+        pooled = []
+        for ep, p in plan.pools:
+            net = tf.cast(end_points[ep], tf.float32)
+            if s is not None:
+                stride = 2 ** int(ep[4:]) if ep.startswith("pool") else 2 ** (int(ep[4]) - 1)
+                if p == "avg":
+                    count = tf.cast((s[:, 0] // stride) * (s[:, 1] // stride), tf.float32)
+                    pooled.append(tf.reduce_sum(net, axis=[1, 2]) / count[:, None])
+                else:
+                    pooled.append(tf.reduce_max(net, axis=[1, 2]))
+            else:
+                pooled.append(pool(net, p))
+        return tf.concat(pooled, axis=1)
+
     def features(views, sizes):
         rows = []
         for q in range(len(plan.scales)):
@@ -290,21 +308,11 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
             if not masked:
                 size = plan.scales[q]
                 x = tf.ensure_shape(x, [None, size, size, 3])
-            _, end_points = vgg_conv(x, conv_vars, arch=plan.arch, final_endpoint=plan.deepest, frozen="given",
-                                     sizes=s if masked else None, compute_dtype=compute_dtype)
-            pooled = []
-            for ep, p in plan.pools:
-                net = tf.cast(end_points[ep], tf.float32)
-                if masked:
-                    stride = 2 ** int(ep[4:]) if ep.startswith("pool") else 2 ** (int(ep[4]) - 1)
-                    if p == "avg":
-                        count = tf.cast((s[:, 0] // stride) * (s[:, 1] // stride), tf.float32)
-                        pooled.append(tf.reduce_sum(net, axis=[1, 2]) / count[:, None])
-                    else:
-                        pooled.append(tf.reduce_max(net, axis=[1, 2]))
-                else:
-                    pooled.append(pool(net, p))
-            f = tf.concat(pooled, axis=1)
+                f = pooled_blocks(x, None)
+            else:  # masks only where some view in the batch is smaller than the padded shape
+                shape = tf.shape(x)
+                uniform = tf.reduce_all(tf.logical_and(tf.equal(s[:, 0], shape[1]), tf.equal(s[:, 1], shape[2])))
+                f = tf.cond(uniform, lambda: pooled_blocks(x, None), lambda: pooled_blocks(x, s))
             if per_scale == 2:
                 f = (f[:n] + f[n:]) / 2.0
             rows.append(f)
@@ -315,37 +323,68 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
 
 def _item_views(plan: ServingPlan):
     def views(img):
-        out, sizes = [], []
+        out = []
         for q in plan.scales:
             v = gi.prepare(img, q, plan.view)
-            for f in range(2 if plan.flip else 1):
-                vv = v[:, ::-1] if f else v
-                out.append(vv)
-                sizes.append(tf.shape(vv)[:2])
-        return tuple(out), tuple(sizes)
+            out.append(v)
+            if plan.flip:
+                out.append(v[:, ::-1])
+        return out
 
     return views
 
 
-def _pipeline(plan, items, decode, features, batch_size: int):
-    """``(indices, features)`` of the items that decode (tf.data: parallel decoding, bad items dropped, padded
-    batches, features per batch, concatenated)."""
+def _valid_items(items, max_pixels):
+    """Indices of the encoded images that decode (tf.data runs :func:`graph_image.decodes` in parallel and drops
+    an item whose decoding fails; nothing else about a bad item can fail later)."""
     n = tf.shape(items)[0]
-    views_of = _item_views(plan)
-
-    def prepare(i, item):
-        v, s = views_of(decode(item))
-        return i, v, s
-
     ds = tf.data.Dataset.from_tensor_slices((tf.range(n), items))
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors()
-    ds = ds.padded_batch(batch_size)
-    ds = ds.map(lambda i, v, s: (i, features(v, s)))
-    ds = ds.prefetch(1)
+    ds = ds.map(lambda i, b: (i, gi.decodes(b, max_pixels)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.ignore_errors().map(lambda i, _: i).batch(1024)
+    return ds.reduce(tf.zeros([0], tf.int32), lambda acc, e: tf.concat([acc, e], 0))
+
+
+def _pipeline(plan, items, decode, features, batch_size: int, valid=None):
+    """``(indices, features)`` of the items (``valid``: their indices; default all). Views are prepared in a
+    while loop (parallel iterations) in the main graph, padded to the largest per view slot, and the conv stack
+    runs on ``batch_size`` of them at a time (masks keep each image's features its own)."""
+    if valid is None:
+        valid = tf.range(tf.shape(items)[0])
+    k = tf.shape(valid)[0]
+    views_of = _item_views(plan)
+    slots = len(plan.scales) * (2 if plan.flip else 1)
     dim = _feature_dim(plan)
-    init = (tf.zeros([0], tf.int32), tf.zeros([0, dim], tf.float32))
-    return ds.reduce(init, lambda acc, e: (tf.concat([acc[0], e[0]], 0), tf.concat([acc[1], e[1]], 0)))
+
+    def prepare(j, arrays, shapes):
+        views = views_of(decode(items[valid[j]]))
+        return (j + 1, [a.write(j, v) for a, v in zip(arrays, views)],
+                [s.write(j, tf.shape(v)[:2]) for s, v in zip(shapes, views)])
+
+    arrays = [tf.TensorArray(tf.uint8, size=k, infer_shape=False, element_shape=[None, None, 3])
+              for _ in range(slots)]
+    shapes = [tf.TensorArray(tf.int32, size=k, element_shape=[2]) for _ in range(slots)]
+    _, arrays, shapes = tf.while_loop(lambda j, *_: j < k, prepare, [tf.constant(0), arrays, shapes],
+                                      parallel_iterations=8)
+    sizes = [tf.reshape(s.stack(), [-1, 2]) for s in shapes]
+
+    def body(start, acc):
+        stop = tf.minimum(start + batch_size, k)
+        batch, true = [], []
+        for a, sz in zip(arrays, sizes):
+            part = sz[start:stop]
+            h, w = tf.reduce_max(part[:, 0]), tf.reduce_max(part[:, 1])
+            padded = tf.map_fn(lambda j: tf.pad(a.read(j), [[0, h - tf.shape(a.read(j))[0]],
+                                                            [0, w - tf.shape(a.read(j))[1]], [0, 0]]),
+                               tf.range(start, stop), fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            batch.append(padded)
+            true.append(part)
+        return stop, acc.write(start // batch_size, features(batch, true))
+
+    acc = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, dim])
+    _, acc = tf.while_loop(lambda start, _: start < k, body, [tf.constant(0), acc], parallel_iterations=1)
+    feats = tf.cond(k > 0, lambda: acc.concat(), lambda: tf.zeros([0, dim], tf.float32))
+    return valid, tf.ensure_shape(feats, [None, dim])
 
 
 def _feature_dim(plan: ServingPlan) -> int:
@@ -394,15 +433,16 @@ def build_serving_graph(plan: ServingPlan, precision: str = "fp32", batch_size: 
                     conv_vars[layer] = (_param("weights", w, False, "variable"), _param("biases", b, False, "variable"))
         features = _features_graph(plan, conv_vars, compute_dtype)
 
-        def decode_bytes(data):
-            return gi.decode_rgb(data, max_pixels)
+        def decode_bytes(data):  # valid items only: checked in _valid_items
+            return gi.decode_rgb(data, checked=True)
 
         def decode_float(img):
             return tf.cast(tf.round(tf.clip_by_value(img, 0.0, 1.0) * 255.0), tf.uint8)
 
         signatures = {}
         image_bytes = tf1.placeholder(tf.string, [None], name="image_bytes")
-        idx, feats = _pipeline(plan, image_bytes, decode_bytes, features, batch_size)
+        valid = _valid_items(image_bytes, max_pixels)
+        idx, feats = _pipeline(plan, image_bytes, decode_bytes, features, batch_size, valid)
         out = _outputs(plan, tf.shape(image_bytes)[0], idx, plan.head(feats))
         signatures[SIGNATURE_BYTES] = ({"image_bytes": image_bytes}, out)
         images = tf1.placeholder(tf.float32, [None, None, None, 3], name="images")

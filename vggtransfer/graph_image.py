@@ -36,22 +36,32 @@ _EXIF_SEARCH = 65536 + 16
 
 
 # --- decoding ---------------------------------------------------------------------------------------------------
-def _u8(s, pos):
-    """Byte ``pos`` of the scalar string ``s`` as int32 (0 when out of range)."""
-    b = tf.strings.substr(s, pos, 1)
-    return tf.cond(tf.strings.length(b) > 0,
-                   lambda: tf.cast(tf.io.decode_raw(b, tf.uint8)[0], tf.int32),
-                   lambda: tf.constant(0, tf.int32))
+# Byte parsing is vectorised (a fixed window of bytes decoded once, fields gathered from it): no control flow per
+# field, which inside tf.data functions costs far more than the arithmetic.
+def _window(s, start, n: int):
+    """``n`` bytes of the scalar string ``s`` from ``start`` as int64 (n,), zero-padded past the end."""
+    start = tf.minimum(tf.cast(start, tf.int32), tf.strings.length(s))
+    raw = tf.strings.substr(tf.strings.join([tf.strings.substr(s, start, n), "\x00" * n]), 0, n)
+    return tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.int64)
 
 
-def _uint(s, pos, nbytes, little):
-    """An unsigned ``nbytes``-byte integer at ``pos`` (big- or little-endian by the bool tensor ``little``)."""
-    value = tf.constant(0, tf.int64)
+def _field(window, pos, nbytes: int, little):
+    """An unsigned ``nbytes``-byte integer at ``pos`` (int64 tensor, may be a vector) of ``window`` (0 outside it),
+    little- or big-endian by the bool tensor ``little``."""
+    n = tf.shape(window, out_type=tf.int64)[0]
+    pos = tf.cast(pos, tf.int64)
+    value = tf.zeros_like(pos)
     for k in range(nbytes):
-        byte = tf.cast(_u8(s, pos + k), tf.int64)
-        shift = tf.where(little, 8 * k, 8 * (nbytes - 1 - k))
-        value += tf.bitwise.left_shift(byte, tf.cast(shift, tf.int64))
+        at = pos + k
+        byte = tf.where(at < n, tf.gather(window, tf.clip_by_value(at, 0, n - 1)), tf.zeros_like(pos))
+        shift = tf.where(little, tf.constant(8 * k, tf.int64), tf.constant(8 * (nbytes - 1 - k), tf.int64))
+        value += tf.bitwise.left_shift(byte, shift)
     return value
+
+
+#: IFD0 entries examined for the orientation tag (a JPEG's IFD0 has a dozen or so).
+_IFD_ENTRIES = 64
+_TIFF_WINDOW = 8 + 2 + 12 * _IFD_ENTRIES + 512
 
 
 def exif_orientation(data):
@@ -59,42 +69,34 @@ def exif_orientation(data):
     head = tf.strings.substr(data, 0, _EXIF_SEARCH)
     parts = tf.strings.split(head, sep="Exif\x00\x00", maxsplit=1)
     found = tf.equal(tf.size(parts), 2)
-
-    def parse():
-        pos = tf.strings.length(parts[0]) + 6  # TIFF header
-        app1 = tf.logical_and(tf.equal(_u8(head, pos - 10), 0xFF), tf.equal(_u8(head, pos - 9), 0xE1))
-        order = tf.strings.substr(head, pos, 2)
-        little = tf.equal(order, "II")
-        valid = tf.logical_and(app1, tf.logical_or(little, tf.equal(order, "MM")))
-        ifd = pos + tf.cast(_uint(head, pos + 4, 4, little), tf.int32)
-        count = tf.cast(_uint(head, ifd, 2, little), tf.int32)
-
-        def body(i, result):
-            entry = ifd + 2 + 12 * i
-            tag = _uint(head, entry, 2, little)
-            value = tf.cast(_uint(head, entry + 8, 2, little), tf.int32)
-            return i + 1, tf.where(tf.logical_and(tf.equal(tag, 0x0112), tf.equal(result, 0)), value, result)
-
-        _, orientation = tf.while_loop(lambda i, r: tf.logical_and(i < tf.minimum(count, 512), tf.equal(r, 0)),
-                                       body, [tf.constant(0), tf.constant(0)])
-        ok = tf.logical_and(valid, tf.logical_and(orientation >= 1, orientation <= 8))
-        return tf.where(ok, orientation, 1)
-
-    return tf.cond(found, parse, lambda: tf.constant(1, tf.int32))
+    pos = tf.strings.length(parts[0]) + 6                      # the TIFF header, when found
+    before = _window(head, tf.maximum(pos - 10, 0), 2)         # the APP1 marker FF E1 (then 2 length bytes)
+    app1 = tf.logical_and(tf.equal(before[0], 0xFF), tf.equal(before[1], 0xE1))
+    tiff = _window(head, pos, _TIFF_WINDOW)
+    little = tf.logical_and(tf.equal(tiff[0], 0x49), tf.equal(tiff[1], 0x49))
+    big = tf.logical_and(tf.equal(tiff[0], 0x4D), tf.equal(tiff[1], 0x4D))
+    ifd = _field(tiff, tf.constant(4, tf.int64), 4, little)
+    count = _field(tiff, ifd, 2, little)
+    entry = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)
+    tags = _field(tiff, entry, 2, little)
+    values = _field(tiff, entry + 8, 2, little)
+    hit = tf.logical_and(tf.equal(tags, 0x0112), tf.range(_IFD_ENTRIES, dtype=tf.int64) < count)
+    first = tf.argmax(tf.cast(hit, tf.int32), output_type=tf.int64)
+    orientation = tf.where(tf.reduce_any(hit), tf.gather(values, first), tf.constant(1, tf.int64))
+    ok = tf.reduce_all(tf.stack([found, app1, tf.logical_or(little, big), orientation >= 1, orientation <= 8]))
+    return tf.cast(tf.where(ok, orientation, tf.constant(1, tf.int64)), tf.int32)
 
 
 def apply_orientation(img, orientation):
     """``img`` (h, w, c) turned upright the way :func:`PIL.ImageOps.exif_transpose` does for ``orientation``."""
-    x32 = tf.cast(img, tf.int32)  # on int32: oneDNN logs an error line for uint8 reversals and transposes
-
-    def turn(fn):
-        return lambda: fn(x32)
+    def turn(fn):  # on float32: oneDNN logs an error line for uint8/int32 reversals and transposes on some CPUs
+        return lambda: tf.cast(fn(tf.cast(img, tf.float32)), img.dtype)
 
     def transpose(x):
         return tf.transpose(x, [1, 0, 2])
 
     branches = [
-        lambda: x32,
+        lambda: tf.identity(img),
         turn(lambda x: x[:, ::-1]),                 # 2 FLIP_LEFT_RIGHT
         turn(lambda x: x[::-1, ::-1]),              # 3 ROTATE_180
         turn(lambda x: x[::-1]),                    # 4 FLIP_TOP_BOTTOM
@@ -103,7 +105,7 @@ def apply_orientation(img, orientation):
         turn(lambda x: transpose(x)[::-1, ::-1]),   # 7 TRANSVERSE
         turn(lambda x: transpose(x)[::-1]),         # 8 ROTATE_90 (90 degrees counter-clockwise)
     ]
-    return tf.cast(tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches), img.dtype)
+    return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
 
 
 def _composite_on_white(rgb, alpha):
@@ -130,83 +132,114 @@ def _to_rgb(img):
     return tf.switch_case(tf.clip_by_value(c - 1, 0, 3), [grey, grey_alpha, lambda: img[:, :, :3], rgba])
 
 
-def _png_rgb(data):
-    """PNG bytes -> RGB uint8. 16-bit: colour keeps the high byte (Pillow's RGB;16B); grey is scaled as
-    :func:`images.to_rgb` does for mode I;16 (``v / 65535 * 255 + 0.5`` when any value exceeds 255)."""
-    depth = _u8(data, 24)
-    colour_type = _u8(data, 25)
-
-    def grey16():
-        v = tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16), tf.float64)
-        top = tf.where(tf.reduce_max(v) > 255, tf.constant(65535.0, tf.float64), tf.constant(255.0, tf.float64))
-        g = tf.cast(tf.clip_by_value(v / top * 255.0 + 0.5, 0, 255), tf.uint8)
-        return tf.tile(g, [1, 1, 3])
-
-    def other():
-        return _to_rgb(tf.io.decode_png(data, channels=0, dtype=tf.uint8))
-
-    return tf.cond(tf.logical_and(tf.equal(depth, 16), tf.equal(colour_type, 0)), grey16, other)
+def _grey16_to_rgb(v):
+    """16-bit grey PNG -> RGB as :func:`images.to_rgb` converts mode I;16 (``v / 65535 * 255 + 0.5`` when any value
+    exceeds 255, else the values as they are)."""
+    v = tf.cast(v, tf.float64)
+    top = tf.where(tf.reduce_max(v) > 255, tf.constant(65535.0, tf.float64), tf.constant(255.0, tf.float64))
+    return tf.tile(tf.cast(tf.clip_by_value(v / top * 255.0 + 0.5, 0, 255), tf.uint8), [1, 1, 3])
 
 
-def header_size(data, is_jpeg, is_png, is_gif, is_bmp):
-    """``(width, height)`` int64 from an image's header, before any pixel is decoded (0 x 0 when unknown)."""
-    little, big = tf.constant(True), tf.constant(False)
-
-    def jpeg():
-        hw = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
-        return hw[1], hw[0]
-
-    def png():
-        return _uint(data, 16, 4, big), _uint(data, 20, 4, big)
-
-    def gif():
-        return _uint(data, 6, 2, little), _uint(data, 8, 2, little)
-
-    def bmp():
-        w, h = _uint(data, 18, 4, little), _uint(data, 22, 4, little)
-        return w, tf.where(h >= 2 ** 31, 2 ** 32 - h, h)  # top-down BMPs store a negative height
-
-    index = tf.where(is_jpeg, 0, tf.where(is_png, 1, tf.where(is_gif, 2, tf.where(is_bmp, 3, 4))))
-    zero = tf.constant(0, tf.int64)
-    return tf.switch_case(index, [jpeg, png, gif, bmp, lambda: (zero, zero)])
+def _header(data):
+    """``(header, is_jpeg, is_png)``: the first 32 bytes (zero-padded string) and the format flags."""
+    header = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), "\x00" * 32]), 0, 32)
+    magic = tf.strings.substr(header, 0, 4)
+    is_jpeg = tf.equal(tf.strings.substr(header, 0, 2), b"\xff\xd8")
+    is_png = tf.equal(magic, b"\x89PNG")
+    return header, is_jpeg, is_png
 
 
-def decode_rgb(data, max_pixels: int | None = None):
-    """Encoded bytes (scalar string) -> upright RGB uint8 (h, w, 3), as :func:`images.load_image` decodes them.
-    Raises an op error for bytes that are not a supported image, or whose header says more than ``max_pixels``
-    (default: :func:`vggtransfer.images.max_pixels_limit`), checked before decoding (tf.data drops the item)."""
+def _ints(header, pos: int, dtype, little: bool):
+    """Two integers of ``dtype`` at ``pos`` of the header string, as int64."""
+    size = 4 if dtype == tf.int32 else 2
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(header, pos, 2 * size), dtype, little_endian=little), tf.int64)
+
+
+def _tiny(fmt: str) -> bytes:
+    """A valid 1 x 1 image file: what a decoder is given instead of a file of another format, so that it never
+    fails for that reason (selecting inputs instead of branching: graph functions are costly inside tf.data)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _fail_unless(ok, message: str):
+    """An op that raises InvalidArgumentError with ``message`` where ``ok`` is false (string_to_number of the
+    message), without the control flow ``tf.debugging.Assert`` brings."""
+    return tf.strings.to_number(tf.where(ok, "0", message), tf.int32)
+
+
+def _after(data, check):
+    """``data``, made to depend on the tensor ``check`` (a data dependency: graph optimisers may drop a control
+    dependency on an op whose value is unused)."""
+    return tf.strings.join([data, tf.strings.substr(tf.strings.as_string(check), 0, 0)])
+
+
+def checked_bytes(data, max_pixels: int | None = None):
+    """``data`` once :func:`check_pixels` has passed (the decoders read this, so the check runs first)."""
+    return _after(data, check_pixels(data, max_pixels))
+
+
+def check_pixels(data, max_pixels: int | None = None):
+    """An op that fails when the image header says more than ``max_pixels`` (default:
+    :func:`vggtransfer.images.max_pixels_limit`), or when a JPEG header cannot be parsed: the decompression-bomb
+    guard, run before any pixel is decoded. Width and height come from the JPEG SOF marker, or the PNG, GIF and BMP
+    headers."""
     from .images import max_pixels_limit
 
     cap = max_pixels_limit(max_pixels)
-    magic = tf.strings.substr(data, 0, 4)
-    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
-    is_png = tf.equal(magic, b"\x89PNG")
-    is_gif = tf.equal(tf.strings.substr(data, 0, 3), b"GIF")
-    is_bmp = tf.equal(tf.strings.substr(data, 0, 2), b"BM")
+    header, is_jpeg, is_png = _header(data)
+    is_bmp = tf.equal(tf.strings.substr(header, 0, 2), b"BM")
+    png_wh = _ints(header, 16, tf.int32, False)   # IHDR width, height (big-endian)
+    gif_wh = _ints(header, 6, tf.uint16, True)    # logical screen width, height
+    bmp_wh = tf.abs(_ints(header, 18, tf.int32, True))  # top-down BMPs store a negative height
+    wh = tf.where(is_png, png_wh, tf.where(is_bmp, bmp_wh, gif_wh))
+    width, height = wh[0], wh[1]
+    jpeg_hw = tf.cast(tf.io.extract_jpeg_shape(tf.where(is_jpeg, data, _tiny("JPEG"))), tf.int64)
+    pixels = tf.where(is_jpeg, jpeg_hw[0] * jpeg_hw[1], width * height)
+    return _fail_unless(tf.logical_and(pixels <= cap, pixels >= 0),
+                        f"image over the pixel limit of {cap} (a decompression bomb guard)")
 
-    def jpeg():
-        img = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
-        return apply_orientation(img, exif_orientation(data))
 
-    def gif():
-        return tf.io.decode_gif(data)[0]
+def _decode_jpeg(data):
+    return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")  # Pillow's IDCT
 
-    def bmp():
-        return _to_rgb(tf.io.decode_bmp(data, channels=0))
 
-    def unsupported():
-        with tf.control_dependencies([tf.debugging.Assert(False, ["not a JPEG, PNG, GIF or BMP image"])]):
-            return tf.zeros([1, 1, 3], tf.uint8)
+def _decode_other(data, dtype=tf.uint8):
+    return tf.io.decode_image(data, channels=0, dtype=dtype, expand_animations=False)
 
-    width, height = header_size(data, is_jpeg, is_png, is_gif, is_bmp)
-    within = tf.debugging.Assert(tf.logical_and(width * height <= cap, width * height >= 0),
-                                 ["image over the pixel limit", width, height])
-    index = tf.where(is_jpeg, 0, tf.where(is_png, 1, tf.where(is_gif, 2, tf.where(is_bmp, 3, 4))))
-    with tf.control_dependencies([within]):
-        index = tf.identity(index)
-    img = tf.switch_case(index, [jpeg, lambda: _png_rgb(data), gif, bmp, unsupported])
+
+def decodes(data, max_pixels: int | None = None):
+    """The (height, width) of an image that :func:`decode_rgb` decodes; raises an op error otherwise (not an image,
+    corrupt, truncated, over the pixel limit) from the same decoding ops (nothing after them can fail). Without
+    control flow: it runs inside tf.data, where each graph function costs a great deal per request."""
+    _, is_jpeg, _ = _header(data)
+    data = checked_bytes(data, max_pixels)
+    jpeg = tf.shape(_decode_jpeg(tf.where(is_jpeg, data, _tiny("JPEG"))))[:2]
+    other = tf.shape(_decode_other(tf.where(is_jpeg, _tiny("PNG"), data)))[:2]
+    return tf.where(is_jpeg, jpeg, other)
+
+
+def decode_rgb(data, max_pixels: int | None = None, checked: bool = False):
+    """Encoded bytes (scalar string) -> upright RGB uint8 (h, w, 3), as :func:`images.load_image` decodes them:
+    JPEG (EXIF orientation applied), PNG (8 and 16 bit, grey, palette, alpha), GIF (first frame), BMP. Raises an op
+    error where :func:`decodes` does; ``checked=True`` skips the pixel-limit check (already made)."""
+    header, is_jpeg, is_png = _header(data)
+    grey16 = tf.logical_and(is_png, tf.equal(tf.strings.substr(header, 24, 2), b"\x10\x00"))  # depth 16, grey
+
+    def other(source):
+        return tf.cond(grey16, lambda: _grey16_to_rgb(_decode_other(source, tf.uint16)),
+                       lambda: _to_rgb(_decode_other(source)))
+
+    source = data if checked else checked_bytes(data, max_pixels)
+    img = tf.cond(is_jpeg, lambda: _decode_jpeg(source), lambda: other(source))
     img.set_shape([None, None, 3])
-    return img
+    orientation = tf.where(is_jpeg, exif_orientation(data), 1)
+    return apply_orientation(img, orientation)
 
 
 # --- views ---------------------------------------------------------------------------------------------------------
