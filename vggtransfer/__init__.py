@@ -10,6 +10,7 @@ The public API (TensorFlow is imported on first use, so ``import vggtransfer`` s
 - :class:`FeatureExtractor` — frozen conv features of image files or arrays at any end point and pooling.
 - :func:`load_weights`, :func:`resolve_weights` — safe vgg16.npy / vgg19.npy loading and weight fetching.
 - :func:`load_image`, :class:`ImageError` — image decoding with clear errors.
+- :func:`export_saved_model` — any trained model as a TensorFlow SavedModel serving image bytes.
 """
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ _LAZY = {
     "load_image": ("images", "load_image"),
     "ImageError": ("images", "ImageError"),
     "download_images": ("download", "download_images"),
+    "export_saved_model": ("export", "export_saved_model"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

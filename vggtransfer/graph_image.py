@@ -89,23 +89,22 @@ def exif_orientation(data):
 
 def apply_orientation(img, orientation):
     """``img`` (h, w, c) turned upright the way :func:`PIL.ImageOps.exif_transpose` does for ``orientation``."""
-    def turn(fn):  # on float32: oneDNN logs an error line for uint8/int32 reversals and transposes on some CPUs
-        return lambda: tf.cast(fn(tf.cast(img, tf.float32)), img.dtype)
+    x = tf.cast(img, tf.float32)  # float32: oneDNN logs an error line for uint8/int32 reversals, transposes, cases
 
-    def transpose(x):
-        return tf.transpose(x, [1, 0, 2])
+    def transpose(v):
+        return tf.transpose(v, [1, 0, 2])
 
     branches = [
-        lambda: tf.identity(img),
-        turn(lambda x: x[:, ::-1]),                 # 2 FLIP_LEFT_RIGHT
-        turn(lambda x: x[::-1, ::-1]),              # 3 ROTATE_180
-        turn(lambda x: x[::-1]),                    # 4 FLIP_TOP_BOTTOM
-        turn(transpose),                            # 5 TRANSPOSE
-        turn(lambda x: transpose(x)[:, ::-1]),      # 6 ROTATE_270 (90 degrees clockwise)
-        turn(lambda x: transpose(x)[::-1, ::-1]),   # 7 TRANSVERSE
-        turn(lambda x: transpose(x)[::-1]),         # 8 ROTATE_90 (90 degrees counter-clockwise)
+        lambda: tf.identity(x),
+        lambda: x[:, ::-1],                 # 2 FLIP_LEFT_RIGHT
+        lambda: x[::-1, ::-1],              # 3 ROTATE_180
+        lambda: x[::-1],                    # 4 FLIP_TOP_BOTTOM
+        lambda: transpose(x),               # 5 TRANSPOSE
+        lambda: transpose(x)[:, ::-1],      # 6 ROTATE_270 (90 degrees clockwise)
+        lambda: transpose(x)[::-1, ::-1],   # 7 TRANSVERSE
+        lambda: transpose(x)[::-1],         # 8 ROTATE_90 (90 degrees counter-clockwise)
     ]
-    return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
+    return tf.cast(tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches), img.dtype)
 
 
 def _composite_on_white(rgb, alpha):
