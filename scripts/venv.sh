@@ -1,9 +1,9 @@
 # Sourced by the other scripts: create .venv (once) and install vggtransfer into it (again when setup.py changes).
 # PYTHON picks the interpreter (default python3, 3.10 or newer). The CPU build of TensorFlow is the default
-# (extra "cpu"); set VGGTRANSFER_EXTRAS=gpu,onnx,test for the GPU build.
+# (extra "cpu"); set VGGTRANSFER_EXTRAS=gpu,onnx,ray,test for the GPU build.
 set -euo pipefail
 : "${PYTHON:=python3}"
-: "${VGGTRANSFER_EXTRAS:=cpu,onnx,test}"
+: "${VGGTRANSFER_EXTRAS:=cpu,onnx,ray,test}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: $PYTHON is older than 3.10" >&2; exit 2; }
   "$PYTHON" -m venv .venv

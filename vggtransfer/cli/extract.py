@@ -35,6 +35,16 @@ def add_parser(sub, parents):
     p.add_argument("--task", choices=("classification", "regression"), default="classification",
                    help="CSV only: label column (classification, the default) or target column (regression)")
     p.add_argument("--chunk-rows", type=positive_int, default=256, help="rows buffered per write (default 256)")
+    g = p.add_argument_group("scale-out")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="extract with N worker processes (spawned, each with its own TensorFlow session; threads "
+                        "per worker = cores / N unless --threads), in shards written beside the store and merged "
+                        "into it; a rerun skips finished shards")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running "
+                        "cluster (`ray start --head`), or HOST:PORT (needs pip install 'vggtransfer[ray]')")
+    g.add_argument("--shard-size", type=positive_int, default=None,
+                   help="items per shard with --workers/--ray (default 256)")
     add_feature_args(p, f"{defaults.STORE_POOLING} with --end-point or --image-size")
     p.set_defaults(func=run_extract)
     return p
@@ -55,9 +65,16 @@ def run_extract(args) -> int:
     from ..store import build_store, store_status
     from ..weight_sources import resolve_weights
 
+    from .common import UsageError, explicit
+
+    sharded = explicit(args, "workers") or explicit(args, "ray")
+    if explicit(args, "shard_size") and not sharded:
+        raise UsageError("--shard-size: only with --workers or --ray")
     t0 = time.perf_counter()
     weights = resolve_weights(args.weights, arch=arch, progress=progress(args))
     announce_precision(args)
+    if sharded:
+        return run_sharded(args, ds, weights, arch, classic, end_point, t0)
     if classic:
         from ..features import FeatureExtractor
 
@@ -74,4 +91,34 @@ def run_extract(args) -> int:
     done, total = store_status(args.store)
     kind = f"{len(ds.classes)} classes" if ds.classes else "regression targets"
     print(f"{args.store}: {done}/{total} items, {kind} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def run_sharded(args, ds, weights, arch, classic, end_point, t0) -> int:
+    """``extract --workers N`` / ``--ray``: shards over worker processes, merged into the store."""
+    import sys
+
+    from ..scale import SHARD_SIZE, ExtractorSpec, build_store_sharded
+    from ..store import store_status
+
+    if classic:
+        spec = ExtractorSpec(str(weights), arch=arch, end_point=end_point,
+                             pooling=args.pooling or defaults.STORE_POOLING,
+                             image_size=args.image_size or defaults.IMAGE_SIZE, precision=args.precision,
+                             batch_size=args.batch_size)
+    else:
+        spec = ExtractorSpec(str(weights), arch=arch, features=block_spec(args).to_dict(), precision=args.precision,
+                             batch_size=args.batch_size)
+    workers = args.workers or 2
+    report = build_store_sharded(args.store, ds, spec, workers=workers, threads=args.threads,
+                                 use_ray=args.ray is not None, ray_address=args.ray or None,
+                                 shard_size=args.shard_size or SHARD_SIZE, progress=progress(args),
+                                 log=lambda line: print(line, file=sys.stderr))
+    done, total = store_status(args.store)
+    kind = f"{len(ds.classes)} classes" if ds.classes else "regression targets"
+    engine = "Ray" if args.ray is not None else "local processes"
+    print(f"{args.store}: {done}/{total} items, {kind} ({time.perf_counter() - t0:.0f} s, {workers} workers, "
+          f"{engine})")
+    if not args.quiet:
+        print(report.summary())
     return 0

@@ -1,0 +1,189 @@
+"""Sharded extraction over worker processes (local spawn pool and Ray): the same store as one process, resuming
+after kill -9 of the driver or of a worker, poison images, the CLI options."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recipe_data import colour_folder
+from vggtransfer import datasets
+from vggtransfer.cli import main as cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _store(path):
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return {k: fh[k][()] for k in ("features", "labels", "paths", "done", "ok", "error")}, \
+            json.loads(fh.attrs["config"]), fh.attrs["items_sha256"]
+
+
+def _assert_same_store(a, b, rtol=1e-6):
+    (da, ca, ia), (db, cb, ib) = _store(a), _store(b)
+    assert ca == cb and ia == ib
+    for k in ("labels", "paths", "done", "ok", "error"):
+        assert np.array_equal(da[k], db[k]), k
+    np.testing.assert_allclose(da["features"], db["features"], rtol=rtol, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return colour_folder(tmp_path_factory.mktemp("scale") / "photos", per_class=12)
+
+
+@pytest.fixture(scope="module")
+def reference(scaled_npy, photos, tmp_path_factory):
+    """The single-process store."""
+    out = tmp_path_factory.mktemp("ref") / "one.h5"
+    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
+                "--precision", "fp32", "-q"]) == 0
+    return out
+
+
+def test_local_workers_store_equals_one_process_and_trains(scaled_npy, photos, reference, tmp_path, capsys):
+    out = tmp_path / "two.h5"
+    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
+                "--precision", "fp32", "--workers", "2", "--shard-size", "5", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "24/24 items" in printed and "2 workers, local processes" in printed
+    assert "5 shards: 5 computed now, 0 already done" in printed
+    assert not (tmp_path / "two.h5.shards").exists()  # merged, then removed
+    _assert_same_store(reference, out)
+    assert cli(["train", "--store", str(out), "--model", str(tmp_path / "m"), "--folds", "2", "-q"]) == 0
+    # a rerun finds the finished store and does nothing
+    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
+                "--precision", "fp32", "--workers", "2", "--shard-size", "5"]) == 0
+    assert "0 computed now" in capsys.readouterr().out
+
+
+def test_poison_image_is_a_row_error_not_a_failed_shard(scaled_npy, photos, tmp_path):
+    from vggtransfer.scale import ExtractorSpec, build_store_sharded
+
+    ds = datasets.from_folder(photos)
+    bad = tmp_path / "poison.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    paths = ds.paths[:5] + [str(bad)] + ds.paths[5:9]
+    labels = np.r_[ds.labels[:5], 0, ds.labels[5:9]]
+    mixed = datasets.Dataset(paths, labels, classes=ds.classes)
+    spec = ExtractorSpec(str(scaled_npy), features={"end_points": ["pool5"], "poolings": ["avg"], "scales": [40],
+                                                    "view": "whole", "flip": False}, precision="fp32")
+    report = build_store_sharded(tmp_path / "s.h5", mixed, spec, workers=2, threads=1, shard_size=4, progress=False)
+    assert len(report.computed) == 3 and not report.worker_deaths
+    data, _, _ = _store(tmp_path / "s.h5")
+    assert data["done"].all() and data["ok"].tolist() == [i != 5 for i in range(10)]
+    assert "poison.jpg" not in data["error"][5].decode() and data["error"][5]  # the reason, like build_store
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        build_store_sharded(tmp_path / "t.h5", mixed, spec, workers=0)
+
+
+def _start(args, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "vggtransfer.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_shards(shards: Path, k: int, proc, timeout=240) -> list:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        done = sorted(shards.glob("shard-*.json"))
+        if len(done) >= k:
+            return done
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no shard finished in time")
+
+
+def _children(pid: int) -> list:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids = (task / "children").read_text().split()
+        out += [int(k) for k in kids]
+    return out
+
+
+def _slow_job(photos, store, scaled_npy):
+    return ["extract", str(photos), "--store", str(store), "--weights", str(scaled_npy), "--scales", "48,160",
+            "--flip", "--precision", "fp32", "--workers", "2", "--shard-size", "2", "--threads", "1"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_kill_9_driver_then_rerun_finishes_without_recomputing(scaled_npy, photos, tmp_path):
+    store = tmp_path / "k.h5"
+    proc = _start(_slow_job(photos, store, scaled_npy), tmp_path)
+    shards = tmp_path / "k.h5.shards"
+    _wait_for_shards(shards, 2, proc)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for w in workers:  # orphaned workers finish their shard and exit; make sure they are gone before comparing
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = {p.name: json.loads(p.read_text()) for p in shards.glob("shard-*.json")}
+    assert 0 < len(before) < 12 and not store.exists()
+    again = _start(_slow_job(photos, store, scaled_npy), tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert f"12 shards: {12 - len(before)} computed now, {len(before)} already done" in out
+    for name, stats in before.items():  # finished shards were not recomputed: they are not in this run's list
+        assert f"shard {stats['shard']:05d}:" not in out.split("already done", 1)[1]
+    data, _, _ = _store(store)
+    ds = datasets.from_folder(photos)
+    assert [p.decode() for p in data["paths"]] == ds.paths and data["done"].all() and data["ok"].all()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_kill_9_of_a_worker_is_reported_and_its_shard_retried(scaled_npy, photos, tmp_path):
+    store = tmp_path / "w.h5"
+    proc = _start(_slow_job(photos, store, scaled_npy), tmp_path)
+    _wait_for_shards(tmp_path / "w.h5.shards", 1, proc)
+    workers = [c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert workers
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert "worker died" in err and "retry 1 of 2" in err
+    assert "worker death(s) retried" in out
+    data, _, _ = _store(store)
+    assert data["done"].all() and data["ok"].all() and len(set(data["paths"].tolist())) == 24
+
+
+def test_ray_store_equals_one_process(scaled_npy, photos, reference, tmp_path, capsys):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        from conftest import missing
+
+        missing("Ray is not installed (pip install 'vggtransfer[ray]')")
+    out = tmp_path / "ray.h5"
+    try:
+        assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
+                    "--precision", "fp32", "--ray", "--workers", "2", "--shard-size", "7", "--threads", "1"]) == 0
+    finally:
+        import ray
+
+        ray.shutdown()
+    printed = capsys.readouterr().out
+    assert "2 workers, Ray" in printed and "4 shards: 4 computed now" in printed
+    _assert_same_store(reference, out)
+
+
+def test_scale_options_are_checked(scaled_npy, photos, tmp_path, capsys):
+    assert cli(["extract", str(photos), "--store", str(tmp_path / "x.h5"), "--weights", str(scaled_npy),
+                "--shard-size", "4"]) == 2
+    assert "--shard-size: only with --workers or --ray" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["extract", str(photos), "--store", str(tmp_path / "x.h5"), "--workers", "0"])
+    assert "--workers: expected a whole number >= 1" in capsys.readouterr().err
