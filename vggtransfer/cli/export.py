@@ -24,7 +24,7 @@ def add_parser(sub, parents):
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="the exported convolutions' type: fp32 (default; equal to `vggtransfer predict "
-                        "--precision fp32`) or bf16 (faster on CPUs with AVX512-BF16 or AMX, ~1e-2 from fp32)")
+                        "--precision fp32`) or bf16 (faster on CPUs with AVX512-BF16 or AMX; outputs within a few %% of fp32)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per conv batch in the graph "
                                                                       "(default 16)")
     p.add_argument("--threads", type=positive_int, default=None, help="TensorFlow threads while exporting")
