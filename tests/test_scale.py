@@ -160,7 +160,45 @@ def test_kill_9_of_a_worker_is_reported_and_its_shard_retried(scaled_npy, photos
     assert data["done"].all() and data["ok"].all() and len(set(data["paths"].tolist())) == 24
 
 
-def test_ray_store_equals_one_process(scaled_npy, photos, reference, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def model(scaled_npy, reference, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "m"
+    assert cli(["train", "--store", str(reference), "--model", str(path), "--folds", "2", "-q"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def to_predict(photos, tmp_path_factory):
+    bad = tmp_path_factory.mktemp("bad") / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    paths = datasets.from_folder(photos).paths
+    return paths[:7] + [str(bad)] + paths[7:]
+
+
+def test_predict_workers_write_the_same_results_in_order(scaled_npy, model, to_predict, tmp_path, capsys):
+    common = ["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision", "fp32",
+              "--top-k", "2"]
+    assert cli(common + ["--out", str(tmp_path / "one.csv")]) == 1  # one unreadable image: exit 1
+    assert "bad.png\terror:" in capsys.readouterr().err
+    assert cli(common + ["--out", str(tmp_path / "two.csv"), "--workers", "2", "--shard-size", "4",
+                         "--threads", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "25 images, 1 could not be predicted" in out and "7 shards: 7 computed now" in out
+    assert (tmp_path / "one.csv").read_text() == (tmp_path / "two.csv").read_text()
+    lines = (tmp_path / "one.csv").read_text().splitlines()
+    assert lines[0] == "path,rank,class,probability,error" and len(lines) == 1 + 24 * 2 + 1
+    assert cli(common + ["--out", str(tmp_path / "two.jsonl"), "--workers", "2"]) == 1
+    rows = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == to_predict and rows[7]["error"] and rows[0]["top_k"][0]["class"] == "blue"
+    capsys.readouterr()
+    assert cli(common + ["--workers", "2"]) == 2
+    assert "--out FILE.csv or FILE.jsonl" in capsys.readouterr().err
+    assert cli(common + ["--out", str(tmp_path / "x.txt")]) == 2
+    assert "expected a .csv or .jsonl" in capsys.readouterr().err
+
+
+def test_ray_store_and_predictions_equal_one_process(scaled_npy, photos, reference, model, to_predict, tmp_path,
+                                                     capsys):
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -171,13 +209,18 @@ def test_ray_store_equals_one_process(scaled_npy, photos, reference, tmp_path, c
     try:
         assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
                     "--precision", "fp32", "--ray", "--workers", "2", "--shard-size", "7", "--threads", "1"]) == 0
+        printed = capsys.readouterr().out
+        assert cli(["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision",
+                    "fp32", "--out", str(tmp_path / "ray.csv"), "--ray", "--workers", "2", "--shard-size", "9"]) == 1
+        assert cli(["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision",
+                    "fp32", "--out", str(tmp_path / "one.csv")]) == 1
     finally:
         import ray
 
         ray.shutdown()
-    printed = capsys.readouterr().out
     assert "2 workers, Ray" in printed and "4 shards: 4 computed now" in printed
     _assert_same_store(reference, out)
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "one.csv").read_text()
 
 
 def test_scale_options_are_checked(scaled_npy, photos, tmp_path, capsys):

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +98,63 @@ class ShardReport:
 _WORKER: dict = {}
 
 
-def _init_worker(spec: dict, threads: int | None, env: dict) -> None:
-    """Process-pool initializer: quiet TensorFlow, then build the extractor once for this process."""
+class ExtractJob:
+    """Worker state for feature extraction: the extractor, built once."""
+
+    def __init__(self, spec: dict, threads: int | None):
+        self.extractor = ExtractorSpec(**spec).build(threads)
+
+    def run(self, shard, rows, items, arrays, out_dir, attempt) -> dict:
+        return extract_shard(self.extractor, shard, rows, items, arrays, Path(out_dir), attempt)
+
+
+class PredictJob:
+    """Worker state for prediction: the saved model, restored once."""
+
+    def __init__(self, model_dir: str, weights: str | None, precision: str, top_k: int | None,
+                 threads: int | None):
+        from .classifier import load_model
+
+        self.model = load_model(model_dir, weights, precision=precision, threads=threads)
+        self.top_k = top_k
+
+    def run(self, shard, rows, items, arrays, out_dir, attempt) -> dict:
+        from .cli.predict import predict_rows
+
+        t0 = time.perf_counter()
+        results = predict_rows(self.model, items, self.top_k)
+        stats = {"shard": shard, "rows": len(rows), "first_row": int(rows[0]) if rows else 0,
+                 "failed": sum(1 for r in results if r["error"]), "seconds": time.perf_counter() - t0,
+                 "items_per_second": len(rows) / max(time.perf_counter() - t0, 1e-9),
+                 "worker": f"{socket.gethostname()}:{os.getpid()}", "attempt": attempt, "finished_at": time.time(),
+                 "results": results}
+        _write_json(shard_names(Path(out_dir), shard)[1], stats)
+        return stats
+
+
+def make_job(job: dict, threads: int | None):
+    """The worker state for a plain job description (``{'kind': 'extract' | 'predict', ...}``)."""
+    args = {k: v for k, v in job.items() if k != "kind"}
+    if job["kind"] == "extract":
+        return ExtractJob(args["spec"], threads)
+    if job["kind"] == "predict":
+        return PredictJob(threads=threads, **args)
+    raise ValueError(f"unknown job kind {job['kind']!r}")
+
+
+def _init_worker(job: dict, threads: int | None, env: dict) -> None:
+    """Process-pool initializer: quiet TensorFlow, then build the job's model once for this process."""
     os.environ.update(env)
-    _WORKER["extractor"] = ExtractorSpec(**spec).build(threads)
+    _WORKER["job"] = make_job(job, threads)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def shard_names(out_dir: Path, shard: int) -> tuple:
@@ -145,25 +197,23 @@ def extract_shard(extractor, shard: int, rows: list, items: list, arrays, out_di
              "items_per_second": n / max(time.perf_counter() - t0, 1e-9),
              "worker": f"{socket.gethostname()}:{os.getpid()}", "attempt": attempt, "finished_at": time.time(),
              "config": extractor.config, "dim": int(extractor.dim)}
-    tmp = stats_path.with_name(stats_path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stats))
-    os.replace(tmp, stats_path)  # the done marker: last
+    _write_json(stats_path, stats)  # the done marker: last
     return stats
 
 
 def _run_local_shard(shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
-    return extract_shard(_WORKER["extractor"], shard, rows, items, arrays, Path(out_dir), attempt)
+    return _WORKER["job"].run(shard, rows, items, arrays, out_dir, attempt)
 
 
 class ShardWorker:
-    """A Ray actor (see :func:`_ray_worker_class`): builds the extractor once, then extracts shards."""
+    """A Ray actor (see :func:`_ray_worker_class`): builds the job's model once, then runs shards."""
 
-    def __init__(self, spec: dict, threads: int | None, env: dict):
+    def __init__(self, job: dict, threads: int | None, env: dict):
         os.environ.update(env)
-        self.extractor = ExtractorSpec(**spec).build(threads)
+        self.job = make_job(job, threads)
 
     def run(self, shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
-        return extract_shard(self.extractor, shard, rows, items, arrays, Path(out_dir), attempt)
+        return self.job.run(shard, rows, items, arrays, out_dir, attempt)
 
 
 # --- the driver side ------------------------------------------------------------------------------------------------
@@ -201,11 +251,11 @@ def _check_manifest(out_dir: Path, manifest: dict) -> None:
         os.replace(tmp, path)
 
 
-def _done_shards(out_dir: Path, n_shards: int) -> dict:
+def _done_shards(out_dir: Path, n_shards: int, need_npz: bool = True) -> dict:
     done = {}
     for s in range(n_shards):
         npz, stats = shard_names(out_dir, s)
-        if stats.is_file() and npz.is_file():
+        if stats.is_file() and (npz.is_file() or not need_npz):
             try:
                 done[s] = json.loads(stats.read_text())
             except (OSError, json.JSONDecodeError):
@@ -248,10 +298,6 @@ def build_store_sharded(path, dataset: Dataset, spec: ExtractorSpec, *, workers:
         _check_existing_store(path, dataset, spec)
         report.seconds = time.perf_counter() - t0
         return report  # finished before
-    _check_manifest(out_dir, manifest)
-    done = _done_shards(out_dir, n_shards)
-    report.skipped = len(done)
-    todo = [s for s in range(n_shards) if s not in done]
 
     def shard_job(s):
         rows = list(range(s * shard_size, min(n, (s + 1) * shard_size)))
@@ -259,19 +305,34 @@ def build_store_sharded(path, dataset: Dataset, spec: ExtractorSpec, *, workers:
         arrays = dataset.arrays[rows[0]:rows[-1] + 1] if dataset.arrays is not None and rows else None
         return rows, items, arrays
 
-    with progress_bar(total=n, initial=sum(st["rows"] for st in done.values()), desc=f"store {path.name}",
-                      unit="img", progress=progress) as bar:
-        def finished(stats):
-            report.computed.append(stats)
-            bar.update(stats["rows"])
-
-        if todo:
-            run = _run_ray if use_ray else _run_local
-            run(todo, shard_job, spec, workers, threads, str(out_dir), retries, finished, report, ray_address, log)
+    run_shards({"kind": "extract", "spec": spec.to_dict()}, manifest, out_dir, n_shards, n, shard_job, report,
+               workers=workers, threads=threads, use_ray=use_ray, ray_address=ray_address, retries=retries,
+               progress=progress, desc=f"store {path.name}", log=log)
     _merge(path, dataset, out_dir, n_shards)
     shutil.rmtree(out_dir, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def run_shards(job: dict, manifest: dict, out_dir: Path, n_shards: int, n_items: int, shard_job, report: ShardReport,
+               *, workers: int, threads: int, use_ray: bool, ray_address, retries: int, progress, desc: str, log,
+               need_npz: bool = True) -> dict:
+    """Run every shard not yet done (one progress bar over the items); returns ``{shard: stats}`` of all shards."""
+    _check_manifest(out_dir, manifest)
+    done = _done_shards(out_dir, n_shards, need_npz)
+    report.skipped = len(done)
+    todo = [s for s in range(n_shards) if s not in done]
+    with progress_bar(total=n_items, initial=sum(st["rows"] for st in done.values()), desc=desc, unit="img",
+                      progress=progress) as bar:
+        def finished(stats):
+            report.computed.append(stats)
+            done[stats["shard"]] = stats
+            bar.update(stats["rows"])
+
+        if todo:
+            run = _run_ray if use_ray else _run_local
+            run(todo, shard_job, job, workers, threads, str(out_dir), retries, finished, report, ray_address, log)
+    return done
 
 
 def _check_existing_store(path: Path, dataset: Dataset, spec: ExtractorSpec) -> None:
@@ -304,7 +365,7 @@ def _retry_or_fail(shard, attempts, retries, reason, report, log):
                          "shards are kept: rerun the command to continue)")
 
 
-def _run_local(todo, shard_job, spec, workers, threads, out_dir, retries, finished, report, ray_address, log):
+def _run_local(todo, shard_job, job, workers, threads, out_dir, retries, finished, report, ray_address, log):
     import concurrent.futures as cf
     import multiprocessing as mp
     from concurrent.futures.process import BrokenProcessPool
@@ -314,7 +375,7 @@ def _run_local(todo, shard_job, spec, workers, threads, out_dir, retries, finish
     ctx = mp.get_context("spawn")
     while queue:
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx, initializer=_init_worker,
-                                    initargs=(spec.to_dict(), threads, _worker_env())) as pool:
+                                    initargs=(job, threads, _worker_env())) as pool:
             futures = {pool.submit(_run_local_shard, s, *shard_job(s), out_dir, attempts.get(s, 1)): s
                        for s in queue}
             queue = []
@@ -337,7 +398,7 @@ def _ray_worker_class(threads: int):
     return ray.remote(num_cpus=threads, max_restarts=0)(ShardWorker)
 
 
-def _run_ray(todo, shard_job, spec, workers, threads, out_dir, retries, finished, report, ray_address, log):
+def _run_ray(todo, shard_job, job, workers, threads, out_dir, retries, finished, report, ray_address, log):
     try:
         import ray
     except ImportError:
@@ -352,7 +413,7 @@ def _run_ray(todo, shard_job, spec, workers, threads, out_dir, retries, finished
             ray.init(num_cpus=max(cpu_count(), workers * threads), **kwargs)
     cls = _ray_worker_class(threads)
     env = _worker_env()
-    actors = [cls.remote(spec.to_dict(), threads, env) for _ in range(min(workers, len(todo)))]
+    actors = [cls.remote(job, threads, env) for _ in range(min(workers, len(todo)))]
     queue = list(todo)
     attempts: dict = {}
     running = {}  # future -> (shard, actor index)
@@ -372,7 +433,7 @@ def _run_ray(todo, shard_job, spec, workers, threads, out_dir, retries, finished
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
             _retry_or_fail(s, attempts, retries, f"{type(exc).__name__}", report, log)
             queue.append(s)
-            actors[a] = cls.remote(spec.to_dict(), threads, env)  # a fresh worker in its place
+            actors[a] = cls.remote(job, threads, env)  # a fresh worker in its place
             idle.append(a)
 
 
@@ -410,13 +471,50 @@ def _merge(path: Path, dataset: Dataset, out_dir: Path, n_shards: int) -> None:
     os.replace(tmp, path)
 
 
-def parse_ray_address(value: str | None) -> str | None:
-    """``--ray`` with no value: None (start a local Ray); 'auto' or 'HOST:PORT' / 'ray://HOST:PORT' as given."""
-    return value or None
+def predict_sharded(model_dir, paths, out, *, weights=None, precision: str = "auto", top_k: int | None = None,
+                    workers: int = 2, threads: int | None = None, use_ray: bool = False, ray_address=None,
+                    shard_size: int = SHARD_SIZE, retries: int = RETRIES, progress: bool | None = None,
+                    log=None) -> tuple:
+    """Predict image files with a saved model over ``workers`` processes (or Ray actors), in shards beside ``out``;
+    the rows (one per path, in order, ``error`` per item) are written to ``out`` (.csv or .jsonl, see
+    :func:`vggtransfer.cli.predict.write_results`) once every shard is done. Returns ``(ShardReport, rows)``."""
+    import hashlib
+
+    from .cli.predict import write_results
+    from .modeldir import read_kind
+
+    t0 = time.perf_counter()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cfg = read_kind(model_dir)
+    paths = [str(p) for p in paths]
+    out = Path(out)
+    threads = threads or default_threads(workers)
+    n = len(paths)
+    n_shards = (n + shard_size - 1) // shard_size
+    out_dir = shard_dir(out)
+    digest = hashlib.sha256("\0".join(os.path.abspath(p) for p in paths).encode()).hexdigest()
+    model = os.path.abspath(cfg["_dir"])
+    manifest = {"items_sha256": digest, "n": n, "shard_size": shard_size, "model": model,
+                "model_saved_at": cfg.get("saved_at"), "top_k": top_k, "precision": precision}
+    report = ShardReport(shards=n_shards)
+
+    def shard_job(s):
+        rows = list(range(s * shard_size, min(n, (s + 1) * shard_size)))
+        return rows, [paths[r] for r in rows], None
+
+    job = {"kind": "predict", "model_dir": model, "weights": None if weights is None else str(weights),
+           "precision": precision, "top_k": top_k}
+    done = run_shards(job, manifest, out_dir, n_shards, n, shard_job, report, workers=workers, threads=threads,
+                      use_ray=use_ray, ray_address=ray_address, retries=retries, progress=progress,
+                      desc=f"predict {out.name}", log=log, need_npz=False)
+    rows = [r for s in range(n_shards) for r in done[s]["results"]]
+    write_results(out, rows)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    return report, rows
 
 
-__all__ = ["ExtractorSpec", "ShardReport", "ShardWorker", "ScaleError", "build_store_sharded", "shard_dir",
+__all__ = ["ExtractorSpec", "ShardReport", "ShardWorker", "ScaleError", "build_store_sharded", "predict_sharded",
+           "run_shards", "shard_dir",
            "default_threads", "SHARD_SIZE", "RETRIES"]
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use vggtransfer extract --workers N")

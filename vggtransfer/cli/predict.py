@@ -26,6 +26,16 @@ def add_parser(sub, parents):
     p.add_argument("--top-k", type=positive_int, default=None, help="classes to show per image (classifiers; default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {path, prediction|top_k, error}")
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the results to a file instead: .csv (path,prediction,error, or path,rank,class,"
+                        "probability,error) or .jsonl (one JSON object per image), in input order, atomically")
+    g = p.add_argument_group("scale-out")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="predict with N worker processes in shards beside --out (needed with --workers); a rerun "
+                        "skips finished shards")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running cluster")
+    g.add_argument("--shard-size", type=positive_int, default=None, help="images per shard (default 256)")
     add_runtime_args(p)
     p.set_defaults(func=run_predict, interrupted="interrupted; rerun the same command")
     return p
@@ -62,17 +72,76 @@ def predict_rows(model, images, top_k: int | None) -> list:
     return rows
 
 
+RESULT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def write_results(path, rows) -> None:
+    """Write prediction rows (see :func:`predict_rows`) to ``path``: CSV or JSON lines by its suffix, atomically
+    (a temp file renamed)."""
+    import csv
+    import os
+
+    path = Path(path)
+    if path.suffix.lower() not in RESULT_SUFFIXES:
+        raise UsageError(f"--out {path}: expected a .csv or .jsonl file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        if path.suffix.lower() == ".csv":
+            w = csv.writer(fh)
+            if rows and "top_k" in rows[0]:
+                w.writerow(["path", "rank", "class", "probability", "error"])
+                for r in rows:
+                    for i, t in enumerate(r["top_k"] or [None], start=1):
+                        w.writerow([r["path"], i if t else "", t["class"] if t else "",
+                                    f"{t['probability']:.6g}" if t else "", r["error"] or ""])
+            else:
+                w.writerow(["path", "prediction", "error"])
+                for r in rows:
+                    w.writerow([r["path"], "" if r["prediction"] is None else f"{r['prediction']:.6g}",
+                                r["error"] or ""])
+        else:
+            for r in rows:
+                fh.write(json.dumps(r, allow_nan=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def run_predict(args) -> int:
-    """Predict and print; exit 1 when some image could not be predicted."""
+    """Predict and print (or write --out); exit 1 when some image could not be predicted."""
     from ..modeldir import read_kind
+    from .common import explicit
 
     cfg = read_kind(args.model)
     if (cfg["kind"] == "regressor" or cfg.get("task") == "regression") and args.top_k is not None:
         raise UsageError(f"--top-k: {args.model} is a regressor (one value per image); --top-k is for classifiers")
+    sharded = explicit(args, "workers") or explicit(args, "ray")
+    if sharded and args.out is None:
+        raise UsageError("--workers/--ray: give --out FILE.csv or FILE.jsonl for the results")
+    if explicit(args, "shard_size") and not sharded:
+        raise UsageError("--shard-size: only with --workers or --ray")
+    if args.out is not None and args.out.suffix.lower() not in RESULT_SUFFIXES:
+        raise UsageError(f"--out {args.out}: expected a .csv or .jsonl file name")
+    if args.out is not None and args.json:
+        raise UsageError("--json and --out: --out FILE.jsonl writes JSON lines")
+    if sharded:
+        from ..scale import SHARD_SIZE, predict_sharded
+        from .common import progress
+
+        report, rows = predict_sharded(args.model, args.images, args.out, weights=args.weights,
+                                       precision=args.precision, top_k=args.top_k, workers=args.workers or 2,
+                                       threads=args.threads, use_ray=args.ray is not None,
+                                       ray_address=args.ray or None, shard_size=args.shard_size or SHARD_SIZE,
+                                       progress=progress(args), log=lambda line: print(line, file=sys.stderr))
+        return _report_out(args, rows, report)
     from ..classifier import load_model
 
     model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     rows = predict_rows(model, args.images, args.top_k)
+    if args.out is not None:
+        write_results(args.out, rows)
+        return _report_out(args, rows, None)
     if args.json:
         print(json.dumps(rows, indent=1, allow_nan=False))
     else:
@@ -85,3 +154,13 @@ def run_predict(args) -> int:
             else:
                 print(f"{r['path']}\t{r['prediction']:.6g}")
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def _report_out(args, rows, report) -> int:
+    bad = [r for r in rows if r["error"]]
+    for r in bad:
+        print(f"{r['path']}\terror: {r['error']}", file=sys.stderr)
+    print(f"{args.out}: {len(rows)} images, {len(bad)} could not be predicted")
+    if report is not None and not args.quiet:
+        print(report.summary())
+    return 1 if bad else 0
