@@ -78,6 +78,7 @@ class ServingPlan:
 
     @property
     def deepest(self) -> str:
+        """The last end point the pools read (where the conv stack stops)."""
         names = end_point_names(self.arch)
         return max((ep for ep, _ in self.pools), key=names.index)
 

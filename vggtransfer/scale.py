@@ -70,6 +70,7 @@ class ExtractorSpec:
                                 threads=threads)
 
     def to_dict(self) -> dict:
+        """Plain data (what crosses to the workers)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
@@ -84,6 +85,7 @@ class ShardReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
+        """One line for the job, one per shard computed now, one per worker death."""
         lines = [f"{self.shards} shards: {len(self.computed)} computed now, {self.skipped} already done"
                  + (f", {len(self.worker_deaths)} worker death(s) retried" if self.worker_deaths else "")]
         for st in sorted(self.computed, key=lambda s: s["shard"]):
@@ -105,6 +107,7 @@ class ExtractJob:
         self.extractor = ExtractorSpec(**spec).build(threads)
 
     def run(self, shard, rows, items, arrays, out_dir, attempt) -> dict:
+        """Extract one shard (see :func:`extract_shard`)."""
         return extract_shard(self.extractor, shard, rows, items, arrays, Path(out_dir), attempt)
 
 
@@ -119,6 +122,7 @@ class PredictJob:
         self.top_k = top_k
 
     def run(self, shard, rows, items, arrays, out_dir, attempt) -> dict:
+        """Predict one shard's images; the stats file (the done marker) holds the result rows."""
         from .cli.predict import predict_rows
 
         t0 = time.perf_counter()
@@ -158,6 +162,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def shard_names(out_dir: Path, shard: int) -> tuple:
+    """``(shard file, stats file)`` of shard number ``shard``."""
     return out_dir / f"shard-{shard:05d}.npz", out_dir / f"shard-{shard:05d}.json"
 
 
@@ -213,6 +218,7 @@ class ShardWorker:
         self.job = make_job(job, threads)
 
     def run(self, shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
+        """Run one shard of the job."""
         return self.job.run(shard, rows, items, arrays, out_dir, attempt)
 
 
