@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""The default auto recipe (what ``vggtransfer train --data DIR --model M`` runs) on SIGNS and ants/bees, 3 seeds.
+
+SIGNS: train on the 1,080 JPEGs of 64x64_SIGNS/{train,val}_signs (label = the file name's first character), test on
+the real test_signs.h5 (120 images). Ants/bees: train on hymenoptera_data/train (245), test on val (153). The block
+features of each set are extracted once (the seed changes only the CV folds and the Dense head's initialisation);
+selection time is reported against extraction time. Writes bench/results/auto_datasets.json.
+
+    python bench/bench_auto_datasets.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import HYMENOPTERA, RESULTS, SHARED, WEIGHTS, environment  # noqa: E402
+
+
+def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds):
+    from vggtransfer.auto import AutoClassifier
+    from vggtransfer.runtime import describe_precision
+
+    model = AutoClassifier(weights, classes=classes)
+    t0 = time.perf_counter()
+    feats, ok, errors = model.attach().extract_paths(train_paths, progress=False)
+    t_train = time.perf_counter() - t0
+    y = np.asarray(train_labels)[ok]
+    t0 = time.perf_counter()
+    if isinstance(test_images, np.ndarray):
+        test_feats, test_ok, _ = model.attach().extract_images(test_images, progress=False)
+    else:
+        test_feats, test_ok, _ = model.attach().extract_paths(test_images, progress=False)
+    t_test = time.perf_counter() - t0
+    y_test = np.asarray(test_labels)[test_ok]
+    runs = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        report = model.train_on_features(feats, y, seed=seed)
+        seconds = time.perf_counter() - t0
+        acc = float(np.mean(model.predict_features(test_feats).argmax(1) == y_test))
+        runs.append({"seed": seed, "test_accuracy": acc, "cv_mean": report.selection["cv_mean"],
+                     "cv_std": report.selection["cv_std"], "choice": report.describe(),
+                     "seconds_select_and_fit": seconds})
+        print(f"{name} seed {seed}: test {acc:.4f}; {report.describe()} ({seconds:.1f} s)", flush=True)
+    return {"train_items": int(len(y)), "unreadable": len(errors), "test_items": int(len(y_test)),
+            "seconds_extract_train": t_train, "seconds_extract_test": t_test,
+            "mean_test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])), "runs": runs,
+            "precision": describe_precision("auto")}
+
+
+def main(argv=None) -> int:
+    import h5py
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=WEIGHTS)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", type=Path, default=RESULTS / "auto_datasets.json")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    result = {}
+    signs = SHARED / "data" / "signs"
+    jpgs = sorted((signs / "64x64_SIGNS" / "train_signs").glob("*.jpg")) + \
+        sorted((signs / "64x64_SIGNS" / "val_signs").glob("*.jpg"))
+    with h5py.File(signs / "test_signs.h5", "r") as fh:
+        test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
+    classes = tuple(str(i) for i in range(6))
+    result["signs"] = run("signs", [str(p) for p in jpgs], [int(p.name[0]) for p in jpgs], test_x, test_y, classes,
+                          args.weights, seeds)
+    hym = {}
+    for split in ("train", "val"):
+        items = [(str(f), c) for c, cls in enumerate(("ants", "bees"))
+                 for f in sorted((HYMENOPTERA / split / cls).iterdir()) if f.is_file()]
+        hym[split] = items
+    result["ants_bees"] = run("ants/bees", [p for p, _ in hym["train"]], [c for _, c in hym["train"]],
+                              [p for p, _ in hym["val"]], [c for _, c in hym["val"]], ("ants", "bees"),
+                              args.weights, seeds)
+    result["env"] = environment()
+    result["command"] = "python bench/bench_auto_datasets.py " + " ".join(argv or sys.argv[1:])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    for k in ("signs", "ants_bees"):
+        r = result[k]
+        print(f"{k}: mean test accuracy {r['mean_test_accuracy']:.4f}; extraction {r['seconds_extract_train']:.0f} s "
+              f"(train) + {r['seconds_extract_test']:.0f} s (test); selection "
+              f"{np.median([x['seconds_select_and_fit'] for x in r['runs']]):.1f} s per seed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
