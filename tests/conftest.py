@@ -85,6 +85,17 @@ def missing(what: str):
     pytest.skip(what)
 
 
+def require_module(name: str):
+    """Import an optional package a test needs (keras, onnx, ray), or skip through :func:`missing`: a skip on a
+    developer's machine, a failure in CI (VGGTRANSFER_REQUIRE_DATA=1), where the extras are installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"the optional package {name!r} is not installed")
+
+
 @pytest.fixture(scope="session")
 def real_weights(shared_dir) -> Path:
     return shared_dir / "weights" / "vgg16_conv_imagenet.npy"

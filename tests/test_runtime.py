@@ -141,3 +141,15 @@ def test_bf16_keeps_dense_layers_in_fp32(monkeypatch):
     monkeypatch.setenv(runtime._AMP_ALLOWLIST_REMOVE, "Conv2D")  # the user's own choice is kept
     runtime.session_config("bf16")
     assert os.environ[runtime._AMP_ALLOWLIST_REMOVE] == "Conv2D"
+
+
+def test_a_missing_optional_package_skips_here_and_fails_in_ci(monkeypatch):
+    from conftest import require_module
+
+    monkeypatch.setenv("VGGTRANSFER_REQUIRE_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="'no_such_package_here' is not installed"):
+        require_module("no_such_package_here")
+    monkeypatch.setenv("VGGTRANSFER_REQUIRE_DATA", "0")
+    with pytest.raises(pytest.skip.Exception):
+        require_module("no_such_package_here")
+    assert require_module("json").dumps([1]) == "[1]"

@@ -199,12 +199,9 @@ def test_predict_workers_write_the_same_results_in_order(scaled_npy, model, to_p
 
 def test_ray_store_and_predictions_equal_one_process(scaled_npy, photos, reference, model, to_predict, tmp_path,
                                                      capsys):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        from conftest import missing
+    from conftest import require_module
 
-        missing("Ray is not installed (pip install 'vggtransfer[ray]')")
+    require_module("ray")
     out = tmp_path / "ray.h5"
     try:
         assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",

