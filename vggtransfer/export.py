@@ -41,7 +41,7 @@ from . import __version__
 from ._tf import tf, verbose
 from . import graph_image as gi
 from .featurespec import end_point_names
-from .modeldir import MODEL_FILE, ModelError
+from .modeldir import MODEL_FILE, ModelError, overlapping
 
 tf1 = tf.compat.v1
 
@@ -420,7 +420,7 @@ def _outputs(plan: ServingPlan, n, indices, predictions) -> dict:
 def build_serving_graph(plan: ServingPlan, precision: str = "fp32", batch_size: int = 16,
                         max_pixels: int | None = None):
     """The export graph: ``(graph, {signature: (inputs, outputs)}, feeds)``; ``feeds`` initialise the weights."""
-    from .vgg import _param, initialize  # noqa: F401 (initialize is used by the caller's session)
+    from .vgg import _param
 
     if precision not in EXPORT_PRECISIONS:
         raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
@@ -473,12 +473,9 @@ def check_export_target(path, protect=()) -> Path:
     if target.is_dir() and any(target.iterdir()) and not is_export_dir(target):
         raise ExportError(f"{given}: exists and is a folder that is not a vggtransfer export (no saved_model.pb and "
                           f"assets/{EXPORT_FILE}); its files are left untouched. Choose a new --out path")
-    for p in protect:
-        if p is None:
-            continue
-        other = Path(os.path.abspath(Path(p).expanduser()))
-        if target == other or other in target.parents or target in other.parents:
-            raise ExportError(f"{given}: overlaps {p}; export outside the model folder")
+    clash = overlapping(target, protect)
+    if clash is not None:
+        raise ExportError(f"{given}: overlaps {clash}; export outside the model folder")
     return target
 
 

@@ -21,16 +21,17 @@ non-JPEG files; such files decode in the library but are reported invalid or dif
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._tf import tf
+from .images import REDUCING_GAP
 
 tf1 = tf.compat.v1
 
 #: Pillow's resample precision (libImaging/Resample.c).
 _PRECISION_BITS = 22
-#: Pillow's ``reducing_gap`` in :func:`vggtransfer.images.prepare`.
-REDUCING_GAP = 3.0
 #: Bytes of a JPEG searched for its EXIF block (APP1 must come before the image data; 64 KiB is its size limit).
 _EXIF_SEARCH = 65536 + 16
 
@@ -154,6 +155,7 @@ def _ints(header, pos: int, dtype, little: bool):
     return tf.cast(tf.io.decode_raw(tf.strings.substr(header, pos, 2 * size), dtype, little_endian=little), tf.int64)
 
 
+@functools.lru_cache(maxsize=None)
 def _tiny(fmt: str) -> bytes:
     """A valid 1 x 1 image file: what a decoder is given instead of a file of another format, so that it never
     fails for that reason (selecting inputs instead of branching: graph functions are costly inside tf.data)."""

@@ -152,6 +152,8 @@ VIEW_MODES = ("crop", "whole", "squash")
 WHOLE_MULTIPLE = 32
 #: Whole-image views of panoramas keep their central 2:1.
 MAX_ASPECT = 2.0
+#: Pillow's ``reducing_gap`` of every resize: a box reduction first when shrinking 6x or more (no aliasing).
+REDUCING_GAP = 3.0
 
 
 def view_geometry(width: int, height: int, size: int, mode: str = "crop") -> tuple:
@@ -187,7 +189,7 @@ def prepare(img: Image.Image, size: int | None = 224, crop: bool = True, mode: s
             img = img.crop(centre_crop_box(*img.size))
         return np.asarray(img, dtype=np.float32) / 255.0
     box, out_size = view_geometry(*img.size, size, mode)
-    img = img.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    img = img.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=REDUCING_GAP)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 

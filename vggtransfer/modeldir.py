@@ -38,6 +38,17 @@ def backup_dir(model_dir) -> Path:
     return model_dir.with_name(model_dir.name + ".previous")
 
 
+def overlapping(target: Path, protect=()):
+    """The first of the ``protect`` paths that ``target`` (absolute) is, lies inside, or contains; else None."""
+    for p in protect:
+        if p is None:
+            continue
+        other = Path(os.path.abspath(Path(p).expanduser()))
+        if target == other or other in target.parents or target in other.parents:
+            return p
+    return None
+
+
 def check_model_target(path, protect=()) -> Path:
     """Check that a model may be saved at ``path``; returns it (absolute). Raises :class:`ModelError` when ``path``
     exists and is not a model directory, when it is or lies inside one of the ``protect`` paths (the training data),
@@ -57,12 +68,9 @@ def check_model_target(path, protect=()) -> Path:
     if backup.exists() and not is_model_dir(backup):
         raise ModelError(f"{backup}: exists and is not a vggtransfer model; the save needs this name for the "
                          "previous model. Move it or choose another --model path")
-    for p in protect:
-        if p is None:
-            continue
-        other = Path(os.path.abspath(Path(p).expanduser()))
-        if target == other or other in target.parents or target in other.parents:
-            raise ModelError(f"{given}: overlaps the data at {p}; save the model outside the data folder")
+    clash = overlapping(target, protect)
+    if clash is not None:
+        raise ModelError(f"{given}: overlaps the data at {clash}; save the model outside the data folder")
     return target
 
 
@@ -151,5 +159,5 @@ def write_model_dir(path, write, protect=()) -> Path:
     return path
 
 
-__all__ = ["MODEL_FILE", "CHECKPOINT", "FORMAT_VERSION", "ModelError", "is_model_dir", "check_model_target",
+__all__ = ["MODEL_FILE", "CHECKPOINT", "FORMAT_VERSION", "ModelError", "is_model_dir", "check_model_target", "overlapping",
            "load_model_json", "read_kind", "write_model_dir", "backup_dir", "checkpoint_files_missing"]

@@ -486,15 +486,15 @@ def predict_sharded(model_dir, paths, out, *, weights=None, precision: str = "au
     :func:`vggtransfer.cli.predict.write_results`) once every shard is done. Returns ``(ShardReport, rows)``."""
     import hashlib
 
-    from .cli.predict import write_results
+    from .cli.predict import check_results_path, write_results
     from .modeldir import read_kind
 
     t0 = time.perf_counter()
+    out = check_results_path(out)  # before any shard runs
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = read_kind(model_dir)
     paths = [str(p) for p in paths]
-    out = Path(out)
     threads = threads or default_threads(workers)
     n = len(paths)
     n_shards = (n + shard_size - 1) // shard_size

@@ -75,15 +75,21 @@ def predict_rows(model, images, top_k: int | None) -> list:
 RESULT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 
+def check_results_path(path) -> Path:
+    """``path`` as a results file (.csv or .jsonl); a :class:`UsageError` naming --out otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in RESULT_SUFFIXES:
+        raise UsageError(f"--out {path}: expected a .csv or .jsonl file name")
+    return path
+
+
 def write_results(path, rows) -> None:
     """Write prediction rows (see :func:`predict_rows`) to ``path``: CSV or JSON lines by its suffix, atomically
     (a temp file renamed)."""
     import csv
     import os
 
-    path = Path(path)
-    if path.suffix.lower() not in RESULT_SUFFIXES:
-        raise UsageError(f"--out {path}: expected a .csv or .jsonl file name")
+    path = check_results_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as fh:
@@ -121,8 +127,8 @@ def run_predict(args) -> int:
         raise UsageError("--workers/--ray: give --out FILE.csv or FILE.jsonl for the results")
     if explicit(args, "shard_size") and not sharded:
         raise UsageError("--shard-size: only with --workers or --ray")
-    if args.out is not None and args.out.suffix.lower() not in RESULT_SUFFIXES:
-        raise UsageError(f"--out {args.out}: expected a .csv or .jsonl file name")
+    if args.out is not None:
+        check_results_path(args.out)  # before any work
     if args.out is not None and args.json:
         raise UsageError("--json and --out: --out FILE.jsonl writes JSON lines")
     if sharded:
