@@ -38,7 +38,7 @@ setup(
         "onnx": ["onnx>=1.15"],
         # Scale-out over a cluster (`--ray`); the local process pool (`--workers`) needs nothing extra.
         "ray": ["ray>=2.9"],
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={"console_scripts": ["vggtransfer=vggtransfer.cli:main"]},
     classifiers=[

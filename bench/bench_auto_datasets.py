@@ -26,8 +26,8 @@ from bench.common import HYMENOPTERA, RESULTS, SHARED, WEIGHTS, environment  # n
 
 
 def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds):
-    from vggtransfer.auto import AutoClassifier
-    from vggtransfer.runtime import describe_precision
+    from vggtransfer.core.runtime import describe_precision
+    from vggtransfer.models.auto import AutoClassifier
 
     model = AutoClassifier(weights, classes=classes)
     t0 = time.perf_counter()
@@ -47,14 +47,27 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
         report = model.train_on_features(feats, y, seed=seed)
         seconds = time.perf_counter() - t0
         acc = float(np.mean(model.predict_features(test_feats).argmax(1) == y_test))
-        runs.append({"seed": seed, "test_accuracy": acc, "cv_mean": report.selection["cv_mean"],
-                     "cv_std": report.selection["cv_std"], "choice": report.describe(),
-                     "seconds_select_and_fit": seconds})
+        runs.append(
+            {
+                "seed": seed,
+                "test_accuracy": acc,
+                "cv_mean": report.selection["cv_mean"],
+                "cv_std": report.selection["cv_std"],
+                "choice": report.describe(),
+                "seconds_select_and_fit": seconds,
+            }
+        )
         print(f"{name} seed {seed}: test {acc:.4f}; {report.describe()} ({seconds:.1f} s)", flush=True)
-    return {"train_items": int(len(y)), "unreadable": len(errors), "test_items": int(len(y_test)),
-            "seconds_extract_train": t_train, "seconds_extract_test": t_test,
-            "mean_test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])), "runs": runs,
-            "precision": describe_precision("auto")}
+    return {
+        "train_items": int(len(y)),
+        "unreadable": len(errors),
+        "test_items": int(len(y_test)),
+        "seconds_extract_train": t_train,
+        "seconds_extract_test": t_test,
+        "mean_test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])),
+        "runs": runs,
+        "precision": describe_precision("auto"),
+    }
 
 
 def main(argv=None) -> int:
@@ -68,30 +81,45 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {}
     signs = SHARED / "data" / "signs"
-    jpgs = sorted((signs / "64x64_SIGNS" / "train_signs").glob("*.jpg")) + \
-        sorted((signs / "64x64_SIGNS" / "val_signs").glob("*.jpg"))
+    jpgs = sorted((signs / "64x64_SIGNS" / "train_signs").glob("*.jpg")) + sorted(
+        (signs / "64x64_SIGNS" / "val_signs").glob("*.jpg")
+    )
     with h5py.File(signs / "test_signs.h5", "r") as fh:
         test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
     classes = tuple(str(i) for i in range(6))
-    result["signs"] = run("signs", [str(p) for p in jpgs], [int(p.name[0]) for p in jpgs], test_x, test_y, classes,
-                          args.weights, seeds)
+    result["signs"] = run(
+        "signs", [str(p) for p in jpgs], [int(p.name[0]) for p in jpgs], test_x, test_y, classes, args.weights, seeds
+    )
     hym = {}
     for split in ("train", "val"):
-        items = [(str(f), c) for c, cls in enumerate(("ants", "bees"))
-                 for f in sorted((HYMENOPTERA / split / cls).iterdir()) if f.is_file()]
+        items = [
+            (str(f), c)
+            for c, cls in enumerate(("ants", "bees"))
+            for f in sorted((HYMENOPTERA / split / cls).iterdir())
+            if f.is_file()
+        ]
         hym[split] = items
-    result["ants_bees"] = run("ants/bees", [p for p, _ in hym["train"]], [c for _, c in hym["train"]],
-                              [p for p, _ in hym["val"]], [c for _, c in hym["val"]], ("ants", "bees"),
-                              args.weights, seeds)
+    result["ants_bees"] = run(
+        "ants/bees",
+        [p for p, _ in hym["train"]],
+        [c for _, c in hym["train"]],
+        [p for p, _ in hym["val"]],
+        [c for _, c in hym["val"]],
+        ("ants", "bees"),
+        args.weights,
+        seeds,
+    )
     result["env"] = environment()
     result["command"] = "python bench/bench_auto_datasets.py " + " ".join(argv or sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     for k in ("signs", "ants_bees"):
         r = result[k]
-        print(f"{k}: mean test accuracy {r['mean_test_accuracy']:.4f}; extraction {r['seconds_extract_train']:.0f} s "
-              f"(train) + {r['seconds_extract_test']:.0f} s (test); selection "
-              f"{np.median([x['seconds_select_and_fit'] for x in r['runs']]):.1f} s per seed")
+        print(
+            f"{k}: mean test accuracy {r['mean_test_accuracy']:.4f}; extraction {r['seconds_extract_train']:.0f} s "
+            f"(train) + {r['seconds_extract_test']:.0f} s (test); selection "
+            f"{np.median([x['seconds_select_and_fit'] for x in r['runs']]):.1f} s per seed"
+        )
     return 0
 
 

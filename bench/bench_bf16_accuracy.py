@@ -31,16 +31,20 @@ def logreg_predict(x_tr, y_tr, x_te):
 
 
 def dataset(name):
-    from vggtransfer.images import list_images
+    from vggtransfer.data.images import list_images
 
     if name == "hymenoptera":
+
         def split(s):
             items = [(p, c) for c in ("ants", "bees") for p in list_images(HYMENOPTERA / s / c)]
             return [p for p, _ in items], [c for _, c in items]
+
         return split("train"), split("val"), 224
+
     def split(*folders):
         paths = [p for f in folders for p in list_images(SIGNS / f)]
         return paths, [p.name.split("_")[0] for p in paths]
+
     return split("train_signs", "val_signs"), split("test_signs"), 64
 
 
@@ -51,7 +55,7 @@ def main(argv=None):
     quiet_tf()
     import numpy as np
 
-    from vggtransfer.features import FeatureExtractor
+    from vggtransfer.features.extractor import FeatureExtractor
 
     env = environment()
     out = {"env": env, "datasets": {}}
@@ -71,11 +75,16 @@ def main(argv=None):
         a = np.concatenate([feats["fp32"][0], feats["fp32"][2]])
         b = np.concatenate([feats["bf16"][0], feats["bf16"][2]])
         per_image = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
-        res = {"size": size, "n_train": len(y_tr), "n_test": len(y_te), "bf16_ran_as": feats["bf16"][4],
-               "pool5_rel_err_global": float(np.linalg.norm(b - a) / np.linalg.norm(a)),
-               "pool5_rel_err_per_image_median": float(np.median(per_image)),
-               "pool5_rel_err_per_image_max": float(per_image.max()),
-               "extract_s": secs}
+        res = {
+            "size": size,
+            "n_train": len(y_tr),
+            "n_test": len(y_te),
+            "bf16_ran_as": feats["bf16"][4],
+            "pool5_rel_err_global": float(np.linalg.norm(b - a) / np.linalg.norm(a)),
+            "pool5_rel_err_per_image_median": float(np.median(per_image)),
+            "pool5_rel_err_per_image_max": float(per_image.max()),
+            "extract_s": secs,
+        }
         preds, probas = {}, {}
         for precision in ("fp32", "bf16"):
             f_tr, _, f_te, _, _ = feats[precision]
@@ -95,18 +104,26 @@ def main(argv=None):
 
 
 def report(r: dict) -> str:
-    lines = [f"Environment: {fmt_env(r['env'])}.", "",
-             "| data | px | train / test | pool5 rel. error (global; per-image median, max) | accuracy FP32 | "
-             "accuracy bf16 | delta (points) | same prediction | extract s FP32 / bf16 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Environment: {fmt_env(r['env'])}.",
+        "",
+        "| data | px | train / test | pool5 rel. error (global; per-image median, max) | accuracy FP32 | "
+        "accuracy bf16 | delta (points) | same prediction | extract s FP32 / bf16 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, d in r["datasets"].items():
-        lines.append(f"| {name} | {d['size']} | {d['n_train']} / {d['n_test']} | {d['pool5_rel_err_global']:.2%}; "
-                     f"{d['pool5_rel_err_per_image_median']:.2%}, {d['pool5_rel_err_per_image_max']:.2%} | "
-                     f"{d['accuracy_fp32']:.2%} | {d['accuracy_bf16']:.2%} | {d['accuracy_delta_points']:+.2f} | "
-                     f"{d['prediction_agreement']:.1%} | "
-                     f"{d['extract_s']['fp32']:.0f} / {d['extract_s']['bf16']:.0f} |")
-    lines += ["", "One test image is 100/153 = 0.65 points (hymenoptera) and 100/120 = 0.83 points (SIGNS); 'same "
-              "prediction' is the share of test images on which the FP32- and bf16-trained classifiers agree."]
+        lines.append(
+            f"| {name} | {d['size']} | {d['n_train']} / {d['n_test']} | {d['pool5_rel_err_global']:.2%}; "
+            f"{d['pool5_rel_err_per_image_median']:.2%}, {d['pool5_rel_err_per_image_max']:.2%} | "
+            f"{d['accuracy_fp32']:.2%} | {d['accuracy_bf16']:.2%} | {d['accuracy_delta_points']:+.2f} | "
+            f"{d['prediction_agreement']:.1%} | "
+            f"{d['extract_s']['fp32']:.0f} / {d['extract_s']['bf16']:.0f} |"
+        )
+    lines += [
+        "",
+        "One test image is 100/153 = 0.65 points (hymenoptera) and 100/120 = 0.83 points (SIGNS); 'same "
+        "prediction' is the share of test images on which the FP32- and bf16-trained classifiers agree.",
+    ]
     return "\n".join(lines)
 
 

@@ -38,8 +38,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from vggtransfer.download import read_manifest  # noqa: E402
-from vggtransfer.images import ImageError, decode_image_bytes  # noqa: E402
+
+from bench.common import environment, save  # noqa: E402
+from vggtransfer.data.download import read_manifest  # noqa: E402
+from vggtransfer.data.images import ImageError, decode_image_bytes  # noqa: E402
 
 HOST_SHARES = [0.36, 0.16, 0.15, 0.10, 0.08, 0.06, 0.05, 0.04]
 
@@ -49,8 +51,10 @@ def make_jpeg(rng, target_kb):
     w = int(rng.integers(320, 500))
     h = int(w * 0.75)
     y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([(x * rng.uniform(0.2, 0.6)) % 256, (y * rng.uniform(0.2, 0.6)) % 256,
-                     ((x + y) * rng.uniform(0.1, 0.4)) % 256], -1)
+    base = np.stack(
+        [(x * rng.uniform(0.2, 0.6)) % 256, (y * rng.uniform(0.2, 0.6)) % 256, ((x + y) * rng.uniform(0.1, 0.4)) % 256],
+        -1,
+    )
     amp = 2 + target_kb * 0.55
     arr = np.clip(base + rng.normal(0, amp, base.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
@@ -136,8 +140,22 @@ def cleaned_hashes(folder):
 def run_vggtransfer(list_file, out, extra=()):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "vggtransfer.cli", "download", str(list_file), "--out", str(out),
-                          "--no-progress", *extra], env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vggtransfer.cli",
+            "download",
+            str(list_file),
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if res.returncode != 0:
         raise SystemExit(f"vggtransfer download failed ({res.returncode}):\n{res.stderr}")
@@ -167,10 +185,14 @@ def main():
     host_of = rng.choice(len(servers), size=len(paths), p=shares)
     multi = [f"http://127.0.0.1:{servers[h].server_address[1]}{p}" for p, h in zip(paths, host_of)]
     single = [f"http://127.0.0.1:{servers[0].server_address[1]}{p}" for p in paths]
-    print(f"{len(paths)} URLs: {collections.Counter(kinds.values())}; JPEG sizes {min(sizes) // 1024}-"
-          f"{max(sizes) // 1024} KB (median {int(statistics.median(sizes)) // 1024} KB); {args.hosts} hosts; "
-          f"latency {args.latency * 1000:.0f} ms", flush=True)
+    print(
+        f"{len(paths)} URLs: {collections.Counter(kinds.values())}; JPEG sizes {min(sizes) // 1024}-"
+        f"{max(sizes) // 1024} KB (median {int(statistics.median(sizes)) // 1024} KB); {args.hosts} hosts; "
+        f"latency {args.latency * 1000:.0f} ms",
+        flush=True,
+    )
 
+    env = environment()
     work = Path(tempfile.mkdtemp(prefix="bench_download_"))
     (work / "multi").mkdir()
     (work / "single").mkdir()
@@ -189,9 +211,10 @@ def main():
             shutil.rmtree(out)
             assert base == expected, f"baseline valid set differs ({len(base)} vs {len(expected)})"
             print(f"rep {rep}: sequential {times['sequential urlretrieve'][-1]:.1f} s, {len(base)} valid", flush=True)
-            for label, lst, extra in (("vggtransfer download (defaults, multi-host)", multi_list, ()),
-                                      ("vggtransfer download (1 host, --per-host 16)", single_list,
-                                       ("--per-host", "16"))):
+            for label, lst, extra in (
+                ("vggtransfer download (defaults, multi-host)", multi_list, ()),
+                ("vggtransfer download (1 host, --per-host 16)", single_list, ("--per-host", "16")),
+            ):
                 out = work / f"v{rep}{len(times)}"
                 wall, saved, line = run_vggtransfer(lst, out, extra)
                 times[label].append(wall)
@@ -204,12 +227,33 @@ def main():
             s.shutdown()
 
     seq = statistics.median(times["sequential urlretrieve"])
-    print(f"\n{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, n={len(paths)}, "
-          f"reps={args.reps}; same set of {len(expected)} valid images from every run")
+    print(
+        f"\n{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, n={len(paths)}, "
+        f"reps={args.reps}; same set of {len(expected)} valid images from every run"
+    )
     for label, ts in times.items():
         med = statistics.median(ts)
-        print(f"{label:48s} median {med:7.2f} s  (runs {', '.join(f'{t:.1f}' for t in ts)})  "
-              f"{seq / med:5.1f}x vs sequential")
+        print(
+            f"{label:48s} median {med:7.2f} s  (runs {', '.join(f'{t:.1f}' for t in ts)})  "
+            f"{seq / med:5.1f}x vs sequential"
+        )
+    path = save(
+        "download",
+        {
+            "benchmark": "vggtransfer download vs sequential urlretrieve, local servers with added latency",
+            "command": "python bench/bench_download.py " + " ".join(sys.argv[1:]),
+            "env": env,
+            "urls": len(paths),
+            "valid_images": len(expected),
+            "hosts": args.hosts,
+            "latency_s": args.latency,
+            "reps": args.reps,
+            "runs_s": dict(times),
+            "median_s": {label: statistics.median(ts) for label, ts in times.items()},
+            "speedup_vs_sequential": {label: seq / statistics.median(ts) for label, ts in times.items()},
+        },
+    )
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

@@ -54,14 +54,14 @@ CONSUMER = textwrap.dedent("""
 
 
 def train_models(weights, train_paths, labels, lengths, root: Path) -> dict:
-    from vggtransfer import datasets
-    from vggtransfer.auto import AutoClassifier
-    from vggtransfer.classifier import VggClassifier, VggRegressor
-    from vggtransfer.features import FeatureExtractor
-    from vggtransfer.finetune import FineTunedClassifier
-    from vggtransfer.linear import LinearModel
-    from vggtransfer.model import Vgg16
-    from vggtransfer.store import build_store, open_store
+    from vggtransfer.data import datasets
+    from vggtransfer.data.store import build_store, open_store
+    from vggtransfer.features.extractor import FeatureExtractor
+    from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.models.classifier import VggClassifier, VggRegressor
+    from vggtransfer.models.finetune import FineTunedClassifier
+    from vggtransfer.models.linear import LinearModel
+    from vggtransfer.models.vgg16 import Vgg16
 
     classes = ("kittycat", "tiger")
     y_cls = np.array([classes.index(c) for c in labels])
@@ -73,13 +73,21 @@ def train_models(weights, train_paths, labels, lengths, root: Path) -> dict:
         out[name] = str(fn())
         print(f"trained {name} in {time.perf_counter() - t:.0f} s", flush=True)
 
-    timed("auto regressor (Vgg16 defaults)", lambda: _fit(Vgg16(weights), "train", train_paths, lengths)
-          .save(root / "vgg16"))
+    timed(
+        "auto regressor (Vgg16 defaults)",
+        lambda: _fit(Vgg16(weights), "train", train_paths, lengths).save(root / "vgg16"),
+    )
     timed("auto classifier", lambda: _fit(AutoClassifier(weights), "train_dataset", ds).save(root / "auto_clf"))
-    timed("head regressor", lambda: _fit(VggRegressor(weights), "train", train_paths, lengths, progress=False)
-          .save(root / "head_reg"))
-    timed("head classifier", lambda: _fit(VggClassifier(weights, classes=classes), "train_dataset", ds,
-                                          progress=False).save(root / "head_clf"))
+    timed(
+        "head regressor",
+        lambda: _fit(VggRegressor(weights), "train", train_paths, lengths, progress=False).save(root / "head_reg"),
+    )
+    timed(
+        "head classifier",
+        lambda: _fit(VggClassifier(weights, classes=classes), "train_dataset", ds, progress=False).save(
+            root / "head_clf"
+        ),
+    )
 
     def linear():
         with FeatureExtractor(weights, pooling="avg") as fx:
@@ -87,9 +95,18 @@ def train_models(weights, train_paths, labels, lengths, root: Path) -> dict:
         return LinearModel.fit(store).save(root / "linear")
 
     timed("linear", linear)
-    timed("finetuned", lambda: _fit(FineTunedClassifier(weights, classes=classes, trainable_from="conv5_3"),
-                                    "train_dataset", ds, views=1, epochs=3, patience=3, progress=False)
-          .save(root / "finetuned"))
+    timed(
+        "finetuned",
+        lambda: _fit(
+            FineTunedClassifier(weights, classes=classes, trainable_from="conv5_3"),
+            "train_dataset",
+            ds,
+            views=1,
+            epochs=3,
+            patience=3,
+            progress=False,
+        ).save(root / "finetuned"),
+    )
     return out
 
 
@@ -99,8 +116,8 @@ def _fit(model, method, *args, **kwargs):
 
 
 def parity(name, model_dir, weights, paths, root: Path) -> dict:
-    from vggtransfer.classifier import load_model
-    from vggtransfer.export import export_saved_model
+    from vggtransfer.models.registry import load_model
+    from vggtransfer.serving.export import export_saved_model
 
     model = load_model(model_dir, weights, precision="fp32")
     with warnings.catch_warnings():
@@ -112,14 +129,24 @@ def parity(name, model_dir, weights, paths, root: Path) -> dict:
     (root / "paths.json").write_text(json.dumps([str(p) for p in paths]))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.run([sys.executable, "-I", "-c", CONSUMER, str(target), str(root / "paths.json"),
-                           str(root / "got.npz")], capture_output=True, text=True, env=env, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", CONSUMER, str(target), str(root / "paths.json"), str(root / "got.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     if proc.returncode:
         raise SystemExit(f"{name}: consumer failed: {proc.stderr[-2000:]}")
     got = np.load(root / "got.npz")
     out, valid = got["out"].astype(np.float64), got["valid"]
-    row = {"model": name, "n": len(paths), "all_valid": bool(valid.all()), "size_mib": rep["size_bytes"] / 2 ** 20,
-           "conv_mib": rep["conv_bytes"] / 2 ** 20}
+    row = {
+        "model": name,
+        "n": len(paths),
+        "all_valid": bool(valid.all()),
+        "size_mib": rep["size_bytes"] / 2**20,
+        "conv_mib": rep["conv_bytes"] / 2**20,
+    }
     if ref.ndim == 1:
         row["max_rel_error"] = float(np.max(np.abs(out - ref) / np.abs(ref)))
     else:
@@ -132,8 +159,8 @@ def parity(name, model_dir, weights, paths, root: Path) -> dict:
 def throughput(model_dir, weights, paths, reps: int, root: Path) -> dict:
     import tensorflow as tf
 
-    from vggtransfer.classifier import load_model
-    from vggtransfer.export import export_saved_model
+    from vggtransfer.models.registry import load_model
+    from vggtransfer.serving.export import export_saved_model
 
     runs = {}
     for precision in ("fp32", "bf16"):
@@ -144,7 +171,7 @@ def throughput(model_dir, weights, paths, reps: int, root: Path) -> dict:
 
         def run_export():
             for s in range(0, len(paths), 16):
-                sig(image_bytes=tf.constant([Path(p).read_bytes() for p in paths[s:s + 16]]))
+                sig(image_bytes=tf.constant([Path(p).read_bytes() for p in paths[s : s + 16]]))
 
         def run_library():
             lib.predict(paths)
@@ -158,10 +185,18 @@ def throughput(model_dir, weights, paths, reps: int, root: Path) -> dict:
                 acc.append(time.perf_counter() - t)
         lib.close()
         n = len(paths)
-        runs[precision] = {"library_img_s": n / median(lib_s), "export_img_s": n / median(exp_s),
-                           "ratio": median(lib_s) / median(exp_s), "library_s": lib_s, "export_s": exp_s}
-        print(f"{precision}: library {runs[precision]['library_img_s']:.2f} img/s, export "
-              f"{runs[precision]['export_img_s']:.2f} img/s, ratio {runs[precision]['ratio']:.3f}", flush=True)
+        runs[precision] = {
+            "library_img_s": n / median(lib_s),
+            "export_img_s": n / median(exp_s),
+            "ratio": median(lib_s) / median(exp_s),
+            "library_s": lib_s,
+            "export_s": exp_s,
+        }
+        print(
+            f"{precision}: library {runs[precision]['library_img_s']:.2f} img/s, export "
+            f"{runs[precision]['export_img_s']:.2f} img/s, ratio {runs[precision]['ratio']:.3f}",
+            flush=True,
+        )
     return runs
 
 
@@ -171,14 +206,19 @@ def bf16_vs_fp32(root: Path, paths) -> float:
     outs = []
     for precision in ("fp32", "bf16"):
         sig = tf.saved_model.load(str(root / f"tp_{precision}")).signatures["serving_default"]
-        outs.append(np.concatenate([sig(image_bytes=tf.constant([Path(p).read_bytes() for p in paths[s:s + 16]]))
-                                    ["value"].numpy() for s in range(0, len(paths), 16)]))
+        outs.append(
+            np.concatenate(
+                [
+                    sig(image_bytes=tf.constant([Path(p).read_bytes() for p in paths[s : s + 16]]))["value"].numpy()
+                    for s in range(0, len(paths), 16)
+                ]
+            )
+        )
     return float(np.max(np.abs(outs[1] - outs[0]) / np.abs(outs[0])))
 
 
 def main(argv=None) -> int:
     from PIL import Image
-
     from train_length_regressor import fake_lengths, find_images
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,8 +232,8 @@ def main(argv=None) -> int:
 
     paths, labels = find_images(args.data, args.train + args.heldout)
     labels = np.array(labels)
-    train = [i for c in ("kittycat", "tiger") for i in np.flatnonzero(labels == c)[:args.train]]
-    held = [i for c in ("kittycat", "tiger") for i in np.flatnonzero(labels == c)[args.train:]]
+    train = [i for c in ("kittycat", "tiger") for i in np.flatnonzero(labels == c)[: args.train]]
+    held = [i for c in ("kittycat", "tiger") for i in np.flatnonzero(labels == c)[args.train :]]
     demo = sorted(str(f) for f in (SHARED / "data" / "morvan_tiger_kittycat" / "demo").rglob("*") if f.is_file())
     lengths = fake_lengths(list(labels[train]), 0)
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
@@ -209,15 +249,21 @@ def main(argv=None) -> int:
             img = Image.open(paths[i]).convert("RGB")
             side = min(img.size)
             left, top = (img.width - side) // 2, (img.height - side) // 2
-            img.crop((left, top, left + side, top + side)).resize((224, 224), Image.Resampling.BILINEAR) \
-                .save(square / f"{k:03d}.jpg", quality=95)
+            img.crop((left, top, left + side, top + side)).resize((224, 224), Image.Resampling.BILINEAR).save(
+                square / f"{k:03d}.jpg", quality=95
+            )
             tp_paths.append(str(square / f"{k:03d}.jpg"))
         default = models["auto regressor (Vgg16 defaults)"]
         tp = throughput(default, args.weights, tp_paths, args.reps, root)
         bf16_err = bf16_vs_fp32(root, tp_paths)
-        result = {"parity": rows, "throughput_224": tp, "bf16_export_vs_fp32_max_rel": bf16_err,
-                  "seconds": time.perf_counter() - t0, "env": environment(),
-                  "command": "python bench/bench_export.py " + " ".join(argv or sys.argv[1:])}
+        result = {
+            "parity": rows,
+            "throughput_224": tp,
+            "bf16_export_vs_fp32_max_rel": bf16_err,
+            "seconds": time.perf_counter() - t0,
+            "env": environment(),
+            "command": "python bench/bench_export.py " + " ".join(argv or sys.argv[1:]),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

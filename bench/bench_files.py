@@ -29,19 +29,19 @@ def main(argv=None):
     quiet_tf()
     import numpy as np
 
-    from vggtransfer.features import FeatureExtractor
-    from vggtransfer.images import list_images, load_image
+    from vggtransfer.data.images import list_images, load_image
+    from vggtransfer.features.extractor import FeatureExtractor
 
     env = environment()
     paths = list_images(TIGER_CAT / "tiger") + list_images(TIGER_CAT / "kittycat")
     if args.limit:
-        paths = paths[:args.limit]
+        paths = paths[: args.limit]
     # Decode cost alone, one thread (for the breakdown).
     t = time.perf_counter()
     arrays = np.stack([load_image(q, args.size) for q in paths])
     decode_s = time.perf_counter() - t
     fx = FeatureExtractor(WEIGHTS, pooling="avg", image_size=args.size, precision=args.precision)
-    fx.extract_arrays(arrays[:fx.batch_size])  # warm-up
+    fx.extract_arrays(arrays[: fx.batch_size])  # warm-up
     chunks = np.array_split(np.arange(len(paths)), args.chunks)
     files_s, mem_s, ratios = [], [], []
     max_diff = 0.0
@@ -61,14 +61,28 @@ def main(argv=None):
         mem_s.append(got["memory"][0])
         ratios.append(got["memory"][0] / got["files"][0])
         max_diff = max(max_diff, float(np.abs(got["files"][1] - got["memory"][1]).max()))
-        print(f"chunk {k + 1}/{len(chunks)}: files {len(idx) / files_s[-1]:.2f} img/s, memory "
-              f"{len(idx) / mem_s[-1]:.2f} img/s", file=sys.stderr)
+        print(
+            f"chunk {k + 1}/{len(chunks)}: files {len(idx) / files_s[-1]:.2f} img/s, memory "
+            f"{len(idx) / mem_s[-1]:.2f} img/s",
+            file=sys.stderr,
+        )
     n = len(paths)
-    result = {"env": env, "n": n, "size": args.size, "precision": fx.precision, "batch_size": fx.batch_size,
-              "decode_only_1thread_s": decode_s, "files_s": files_s, "memory_s": mem_s,
-              "files_img_s": n / sum(files_s), "memory_img_s": n / sum(mem_s),
-              "ratio_median": median(ratios), "ratios": ratios, "ratio_total": sum(mem_s) / sum(files_s),
-              "max_abs_feature_diff": max_diff}
+    result = {
+        "env": env,
+        "n": n,
+        "size": args.size,
+        "precision": fx.precision,
+        "batch_size": fx.batch_size,
+        "decode_only_1thread_s": decode_s,
+        "files_s": files_s,
+        "memory_s": mem_s,
+        "files_img_s": n / sum(files_s),
+        "memory_img_s": n / sum(mem_s),
+        "ratio_median": median(ratios),
+        "ratios": ratios,
+        "ratio_total": sum(mem_s) / sum(files_s),
+        "max_abs_feature_diff": max_diff,
+    }
     fx.close()
     path = save(f"files_{args.precision}", result)
     print(report(result))
@@ -76,19 +90,22 @@ def main(argv=None):
 
 
 def report(r: dict) -> str:
-    return "\n".join([
-        f"Environment: {fmt_env(r['env'])}.",
-        "",
-        "| mode | images | seconds | img/s |", "|---|---|---|---|",
-        f"| from files (read+decode+resize+extract) | {r['n']} | {sum(r['files_s']):.1f} | {r['files_img_s']:.2f} |",
-        f"| in memory (extract only) | {r['n']} | {sum(r['memory_s']):.1f} | {r['memory_img_s']:.2f} |",
-        "",
-        f"Files / memory throughput: median of {len(r['ratios'])} interleaved chunks {r['ratio_median']:.1%} "
-        f"(per chunk: {', '.join(f'{x:.1%}' for x in r['ratios'])}; totals {r['ratio_total']:.1%}). "
-        f"{r['size']} px, {r['precision']}, batch {r['batch_size']}. Decoding alone on one thread took "
-        f"{r['decode_only_1thread_s']:.1f} s ({r['decode_only_1thread_s'] / r['n'] * 1e3:.1f} ms/image). "
-        f"Features from files equal those from memory (max abs diff {r['max_abs_feature_diff']:.1e}).",
-    ])
+    return "\n".join(
+        [
+            f"Environment: {fmt_env(r['env'])}.",
+            "",
+            "| mode | images | seconds | img/s |",
+            "|---|---|---|---|",
+            f"| from files (read+decode+resize+extract) | {r['n']} | {sum(r['files_s']):.1f} | {r['files_img_s']:.2f} |",
+            f"| in memory (extract only) | {r['n']} | {sum(r['memory_s']):.1f} | {r['memory_img_s']:.2f} |",
+            "",
+            f"Files / memory throughput: median of {len(r['ratios'])} interleaved chunks {r['ratio_median']:.1%} "
+            f"(per chunk: {', '.join(f'{x:.1%}' for x in r['ratios'])}; totals {r['ratio_total']:.1%}). "
+            f"{r['size']} px, {r['precision']}, batch {r['batch_size']}. Decoding alone on one thread took "
+            f"{r['decode_only_1thread_s']:.1f} s ({r['decode_only_1thread_s'] / r['n'] * 1e3:.1f} ms/image). "
+            f"Features from files equal those from memory (max abs diff {r['max_abs_feature_diff']:.1e}).",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,13 @@ def main(argv=None):
     quiet_tf()
     import numpy as np
 
-    from vggtransfer.images import list_images, load_images
-    from vggtransfer.model import Vgg16
+    from vggtransfer.data.images import list_images, load_images
+    from vggtransfer.models.vgg16 import Vgg16
 
     env = environment()
-    paths = (list_images(TIGER_CAT / "tiger")[:args.images // 2] + list_images(TIGER_CAT / "kittycat")[:args.images // 2])
+    paths = (
+        list_images(TIGER_CAT / "tiger")[: args.images // 2] + list_images(TIGER_CAT / "kittycat")[: args.images // 2]
+    )
     x, ok, _ = load_images(paths, 224)
     y = np.random.default_rng(0).normal(size=len(x)).astype(np.float32)
     model = Vgg16(str(WEIGHTS), pooling="flatten")  # the tutorial flattens pool5 (25088) into fc6
@@ -58,20 +60,30 @@ def main(argv=None):
     cached, recompute = [], []
     per_rep = max(1, args.recompute_steps // args.reps)
     for rep in range(args.reps):
-        for mode in (("c", "r") if rep % 2 == 0 else ("r", "c")):
+        for mode in ("c", "r") if rep % 2 == 0 else ("r", "c"):
             if mode == "c":
                 cached.append(steps(args.steps, True))
             else:
                 recompute.append(steps(per_rep, False))
-        print(f"rep {rep + 1}: cached {cached[-1] * 1e3:.2f} ms/step, recompute {recompute[-1] * 1e3:.0f} ms/step",
-              file=sys.stderr)
+        print(
+            f"rep {rep + 1}: cached {cached[-1] * 1e3:.2f} ms/step, recompute {recompute[-1] * 1e3:.0f} ms/step",
+            file=sys.stderr,
+        )
     model.close()
     c, r = median(cached), median(recompute)
-    result = {"env": env, "batch": args.batch, "steps": args.steps, "recompute_steps_total": per_rep * args.reps,
-              "cached_s_per_step": cached, "recompute_s_per_step": recompute, "ratio": r / c,
-              "ratios": [b / a for a, b in zip(cached, recompute)], "extract_s": extract_s,
-              "extract_images": len(x),
-              "ratio_incl_extraction": (r * args.steps) / (c * args.steps + extract_s)}
+    result = {
+        "env": env,
+        "batch": args.batch,
+        "steps": args.steps,
+        "recompute_steps_total": per_rep * args.reps,
+        "cached_s_per_step": cached,
+        "recompute_s_per_step": recompute,
+        "ratio": r / c,
+        "ratios": [b / a for a, b in zip(cached, recompute)],
+        "extract_s": extract_s,
+        "extract_images": len(x),
+        "ratio_incl_extraction": (r * args.steps) / (c * args.steps + extract_s),
+    }
     path = save("head", result)
     print(report(result))
     print(f"wrote {path}")
@@ -79,18 +91,22 @@ def main(argv=None):
 
 def report(r: dict) -> str:
     c, rc = median(r["cached_s_per_step"]), median(r["recompute_s_per_step"])
-    return "\n".join([
-        f"Environment: {fmt_env(r['env'])}.", "",
-        "| loop | per step | 100 steps |", "|---|---|---|",
-        f"| cached pool5 features (vggtransfer) | {c * 1e3:.2f} ms | {c * 100:.2f} s |",
-        f"| recompute VGG forward each step (tutorial) | {rc * 1e3:.0f} ms | {rc * 100:.1f} s |",
-        "",
-        f"Speed-up per step: {r['ratio']:.0f}x (median of per-repetition ratios "
-        f"{median(r['ratios']):.0f}x; {len(r['ratios'])} interleaved repetitions; cached runs of {r['steps']} steps, "
-        f"recompute runs totalling {r['recompute_steps_total']} steps, batch {r['batch']}, 224 px, flatten pool5 -> fc6 "
-        f"256 -> 1). Including the one-time extraction of the {r['extract_images']} training images "
-        f"({r['extract_s']:.1f} s), 100 cached steps vs 100 recomputed: {r['ratio_incl_extraction']:.1f}x.",
-    ])
+    return "\n".join(
+        [
+            f"Environment: {fmt_env(r['env'])}.",
+            "",
+            "| loop | per step | 100 steps |",
+            "|---|---|---|",
+            f"| cached pool5 features (vggtransfer) | {c * 1e3:.2f} ms | {c * 100:.2f} s |",
+            f"| recompute VGG forward each step (tutorial) | {rc * 1e3:.0f} ms | {rc * 100:.1f} s |",
+            "",
+            f"Speed-up per step: {r['ratio']:.0f}x (median of per-repetition ratios "
+            f"{median(r['ratios']):.0f}x; {len(r['ratios'])} interleaved repetitions; cached runs of {r['steps']} steps, "
+            f"recompute runs totalling {r['recompute_steps_total']} steps, batch {r['batch']}, 224 px, flatten pool5 -> fc6 "
+            f"256 -> 1). Including the one-time extraction of the {r['extract_images']} training images "
+            f"({r['extract_s']:.1f} s), 100 cached steps vs 100 recomputed: {r['ratio_incl_extraction']:.1f}x.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Scenarios: import tensorflow only; vggtransfer on the conv-only file; vggtransfer on a full-size vgg16.npy (real
 shapes incl. fc6 25088x4096, fc7, fc8; the real conv weights and zero fc weights, written with
-vggtransfer.weights.save_weights into a temp folder, never the repo); frozen='variable' vs 'constant'; the
+vggtransfer.weights.npy.save_weights into a temp folder, never the repo); frozen='variable' vs 'constant'; the
 Vgg16 model predicting one file; and the tutorial approach (np.load the whole full file, every layer a tf.constant).
 
     python bench/bench_memory.py [--reps 3] [--tmp /tmp]
@@ -29,7 +29,7 @@ def full_size_file(tmp: Path) -> Path:
     """A vgg16.npy with the real shapes of all 16 layers (conv from the real file, fc zeros), cached in ``tmp``."""
     import numpy as np
 
-    from vggtransfer.weights import load_weights, save_weights
+    from vggtransfer.weights.npy import load_weights, save_weights
 
     path = tmp / "vggtransfer_bench_vgg16_full.npy"
     if path.exists():
@@ -50,7 +50,7 @@ def measure(args) -> dict:
         raise RuntimeError(f"{args}: exit {p.returncode}\n{p.stderr[-3000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", p.stderr).group(1)
-    secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(":"))))
+    secs = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     out = json.loads(p.stdout.strip().splitlines()[-1])
     return {"peak_rss_mib": rss_kb / 1024, "wall_s": secs, **out}
 
@@ -82,19 +82,34 @@ def main(argv=None):
                 continue  # 8 GB and ~30 s: once is enough
             runs[name].append(measure(a))
             print(f"rep {rep + 1}: {name}: {runs[name][-1]}", file=sys.stderr)
-    result = {"env": env, "full_file": str(full), "full_file_bytes": full.stat().st_size, "runs": runs,
-              "summary": {k: {"peak_rss_mib": median([r["peak_rss_mib"] for r in v]),
-                              "first_run_s": median([r["first_run_s"] for r in v]),
-                              "wall_s": median([r["wall_s"] for r in v]), "n": len(v)} for k, v in runs.items()}}
+    result = {
+        "env": env,
+        "full_file": str(full),
+        "full_file_bytes": full.stat().st_size,
+        "runs": runs,
+        "summary": {
+            k: {
+                "peak_rss_mib": median([r["peak_rss_mib"] for r in v]),
+                "first_run_s": median([r["first_run_s"] for r in v]),
+                "wall_s": median([r["wall_s"] for r in v]),
+                "n": len(v),
+            }
+            for k, v in runs.items()
+        },
+    }
     path = save("memory", result)
     print(report(result))
     print(f"wrote {path}")
 
 
 def report(r: dict) -> str:
-    lines = [f"Environment: {fmt_env(r['env'])}. Full-size file: {r['full_file_bytes'] / 1e6:.0f} MB "
-             "(real conv weights + zero fc6-fc8 with the real shapes).", "",
-             "| scenario | peak RSS (MiB) | first session.run (s) | process wall (s) | runs |", "|---|---|---|---|---|"]
+    lines = [
+        f"Environment: {fmt_env(r['env'])}. Full-size file: {r['full_file_bytes'] / 1e6:.0f} MB "
+        "(real conv weights + zero fc6-fc8 with the real shapes).",
+        "",
+        "| scenario | peak RSS (MiB) | first session.run (s) | process wall (s) | runs |",
+        "|---|---|---|---|---|",
+    ]
     for k, s in r["summary"].items():
         lines.append(f"| {k} | {s['peak_rss_mib']:.0f} | {s['first_run_s']:.2f} | {s['wall_s']:.1f} | {s['n']} |")
     return "\n".join(lines)

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
-
     from train_length_regressor import fake_lengths, find_images
+
     from vggtransfer import Vgg16
-    from vggtransfer.runtime import describe_precision
-    from vggtransfer.splits import split_indices
+    from vggtransfer.core.runtime import describe_precision
+    from vggtransfer.data.splits import split_indices
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
@@ -64,21 +64,39 @@ def main(argv=None) -> int:
         oracle = np.array([class_mean[t] for t in is_tiger[test]])
         rmse = float(np.sqrt(np.mean((pred - y[test]) ** 2)))
         oracle_rmse = float(np.sqrt(np.mean((oracle - y[test]) ** 2)))
-        run = {"seed": seed, "rmse": rmse, "oracle_rmse": oracle_rmse, "ratio": rmse / oracle_rmse,
-               "auc": float(roc_auc_score(is_tiger[test], pred)), "choice": report.describe(),
-               "calibration": report.calibration.get("kind"), "seconds_select_and_fit": seconds,
-               "mean_pred_cat": float(pred[~is_tiger[test]].mean()), "mean_pred_tiger": float(pred[is_tiger[test]].mean())}
+        run = {
+            "seed": seed,
+            "rmse": rmse,
+            "oracle_rmse": oracle_rmse,
+            "ratio": rmse / oracle_rmse,
+            "auc": float(roc_auc_score(is_tiger[test], pred)),
+            "choice": report.describe(),
+            "calibration": report.calibration.get("kind"),
+            "seconds_select_and_fit": seconds,
+            "mean_pred_cat": float(pred[~is_tiger[test]].mean()),
+            "mean_pred_tiger": float(pred[is_tiger[test]].mean()),
+        }
         runs.append(run)
-        print(f"seed {seed}: ratio {run['ratio']:.3f}, AUC {run['auc']:.4f}, mean prediction cat "
-              f"{run['mean_pred_cat']:.1f} / tiger {run['mean_pred_tiger']:.1f} cm; {run['choice']} ({seconds:.1f} s)",
-              flush=True)
+        print(
+            f"seed {seed}: ratio {run['ratio']:.3f}, AUC {run['auc']:.4f}, mean prediction cat "
+            f"{run['mean_pred_cat']:.1f} / tiger {run['mean_pred_tiger']:.1f} cm; {run['choice']} ({seconds:.1f} s)",
+            flush=True,
+        )
     ratios = [r["ratio"] for r in runs]
-    summary = {"mean_ratio": float(np.mean(ratios)), "worst_ratio": float(np.max(ratios)),
-               "min_auc": float(min(r["auc"] for r in runs)), "seconds_features_800": seconds_features,
-               "precision": describe_precision(args.precision), "cpu": _cpu_name(),
-               "runs": runs, "command": "python bench/bench_splits.py " + " ".join(argv or sys.argv[1:])}
-    print(f"mean ratio {summary['mean_ratio']:.3f}, worst {summary['worst_ratio']:.3f}, min AUC "
-          f"{summary['min_auc']:.4f}; features of {len(paths)} photos {seconds_features:.0f} s")
+    summary = {
+        "mean_ratio": float(np.mean(ratios)),
+        "worst_ratio": float(np.max(ratios)),
+        "min_auc": float(min(r["auc"] for r in runs)),
+        "seconds_features_800": seconds_features,
+        "precision": describe_precision(args.precision),
+        "cpu": _cpu_name(),
+        "runs": runs,
+        "command": "python bench/bench_splits.py " + " ".join(argv or sys.argv[1:]),
+    }
+    print(
+        f"mean ratio {summary['mean_ratio']:.3f}, worst {summary['worst_ratio']:.3f}, min AUC "
+        f"{summary['min_auc']:.4f}; features of {len(paths)} photos {seconds_features:.0f} s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
     return 0

@@ -73,9 +73,18 @@ def _time(fn) -> float:
 class Worker:
     def __init__(self, framework: str, threads: int):
         self.name = framework
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("throughput_worker.py")), framework,
-                                      str(WEIGHTS), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("throughput_worker.py")),
+                framework,
+                str(WEIGHTS),
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._read()
 
     def _read(self) -> dict:
@@ -136,8 +145,13 @@ def main(argv=None):
     for size, batch in CONFIGS:
         key, n = str((size, batch)), IMAGES[(size, batch)]
         thr = {f: [n / t for t in times[f][key]] for f in frameworks}
-        row = {"size": size, "batch": batch, "images_per_call": n,
-               "img_s": {f: median(v) for f, v in thr.items()}, "img_s_all": thr}
+        row = {
+            "size": size,
+            "batch": batch,
+            "images_per_call": n,
+            "img_s": {f: median(v) for f, v in thr.items()},
+            "img_s_all": thr,
+        }
         gflop = vgg16_conv_flops(size) / 1e9
         row["gflop_s"] = {f: row["img_s"][f] * gflop for f in frameworks}
         ratios = {}
@@ -149,9 +163,17 @@ def main(argv=None):
                     ratios[f"{a}/{b}"] = median([x / y for x, y in zip(thr[a], thr[b])])
         row["ratios"] = ratios
         rows.append(row)
-    result = {"env": env, "reps": args.reps, "agreement_rel_err_vs_vggtransfer_fp32": agreement,
-              "peak_gflop_s_measured": peak_meas, "peak_gflop_s_measured_all": peaks,
-              "peak_gflop_s_theoretical": theo, "cpu_ghz": ghz, "cpuinfo_ghz": cpu_ghz(), "rows": rows}
+    result = {
+        "env": env,
+        "reps": args.reps,
+        "agreement_rel_err_vs_vggtransfer_fp32": agreement,
+        "peak_gflop_s_measured": peak_meas,
+        "peak_gflop_s_measured_all": peaks,
+        "peak_gflop_s_theoretical": theo,
+        "cpu_ghz": ghz,
+        "cpuinfo_ghz": cpu_ghz(),
+        "rows": rows,
+    }
     path = save("throughput", result)
     print(report(result))
     print(f"wrote {path}")
@@ -160,29 +182,40 @@ def main(argv=None):
 def report(r: dict) -> str:
     fws = list(r["rows"][0]["img_s"])
     pm, pt = r["peak_gflop_s_measured"], r["peak_gflop_s_theoretical"]
-    lines = [f"Environment: {fmt_env(r['env'])}; medians of {r['reps']} interleaved repetitions.", "",
-             "| size | batch | " + " | ".join(fws) + " | fp32 / best peer | bf16 / fp32 |",
-             "|---|---|" + "---|" * (len(fws) + 2)]
+    lines = [
+        f"Environment: {fmt_env(r['env'])}; medians of {r['reps']} interleaved repetitions.",
+        "",
+        "| size | batch | " + " | ".join(fws) + " | fp32 / best peer | bf16 / fp32 |",
+        "|---|---|" + "---|" * (len(fws) + 2),
+    ]
     for row in r["rows"]:
         cells = [f"{row['img_s'][f]:.2f}" for f in fws]
         peers = [k for k in row["ratios"] if k.startswith("vggtransfer-fp32/") and "vggtransfer" not in k.split("/")[1]]
         best = min((row["ratios"][k] for k in peers), default=float("nan"))
         bf = row["ratios"].get("vggtransfer-bf16/vggtransfer-fp32", float("nan"))
         lines.append(f"| {row['size']} | {row['batch']} | " + " | ".join(cells) + f" | {best:.2f} | {bf:.2f} |")
-    lines += ["", "Fraction of peak (median img/s x GFLOP/image / peak):", "",
-              "| size | batch | framework | GFLOP/s | / measured peak | / theoretical peak |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Fraction of peak (median img/s x GFLOP/image / peak):",
+        "",
+        "| size | batch | framework | GFLOP/s | / measured peak | / theoretical peak |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in r["rows"]:
         for f in fws:
             dt = "bf16" if f.endswith("bf16") else "fp32"
             meas = pm["tf_bf16"] if dt == "bf16" else max(pm["numpy_fp32"], pm["tf_fp32"])
             g = row["gflop_s"][f]
             lines.append(f"| {row['size']} | {row['batch']} | {f} | {g:.1f} | {g / meas:.0%} | {g / pt[dt]:.0%} |")
-    lines += ["", "Peak: measured (best of 5 per repetition, 4096^2 matmul) " +
-              ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in pm.items()) +
-              f"; theoretical {pt['fp32']:.0f} fp32 / {pt['bf16']:.0f} bf16 GFLOP/s "
-              f"({r['cpu_ghz']:.2f} GHz boost (/proc/cpuinfo says {r['cpuinfo_ghz']:.2f}) x {r['env']['cores']} cores x 32 / 64 FLOP/cycle).",
-              "Pool5 agreement with vggtransfer-fp32 (relative L2 error, 2 images): " +
-              ", ".join(f"{k} {v:.1e}" for k, v in r["agreement_rel_err_vs_vggtransfer_fp32"].items())]
+    lines += [
+        "",
+        "Peak: measured (best of 5 per repetition, 4096^2 matmul) "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in pm.items())
+        + f"; theoretical {pt['fp32']:.0f} fp32 / {pt['bf16']:.0f} bf16 GFLOP/s "
+        f"({r['cpu_ghz']:.2f} GHz boost (/proc/cpuinfo says {r['cpuinfo_ghz']:.2f}) x {r['env']['cores']} cores x 32 / 64 FLOP/cycle).",
+        "Pool5 agreement with vggtransfer-fp32 (relative L2 error, 2 images): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in r["agreement_rel_err_vs_vggtransfer_fp32"].items()),
+    ]
     return "\n".join(lines)
 
 

@@ -41,8 +41,11 @@ def main(argv=None) -> int:
     common = [str(args.data), "--weights", str(args.weights), "--precision", args.precision, "-q"]
     result = {"precision": args.precision}
     with tempfile.TemporaryDirectory(prefix="scale_eq_") as tmp:
-        stores = {"one process": Path(tmp) / "one.h5", "--workers 2": Path(tmp) / "workers.h5",
-                  "--ray --workers 2": Path(tmp) / "ray.h5"}
+        stores = {
+            "one process": Path(tmp) / "one.h5",
+            "--workers 2": Path(tmp) / "workers.h5",
+            "--ray --workers 2": Path(tmp) / "ray.h5",
+        }
         extra = {"one process": [], "--workers 2": ["--workers", "2"], "--ray --workers 2": ["--ray", "--workers", "2"]}
         for name, store in stores.items():
             assert cli(["extract", *common, "--store", str(store), *extra[name]]) == 0, name
@@ -52,12 +55,16 @@ def main(argv=None) -> int:
             same = {k: bool(np.array_equal(ref[k], got[k])) for k in ("labels", "paths", "ok", "done")}
             diff = got["features"].astype(np.float64) - ref["features"]
             scale = np.abs(ref["features"]).max(axis=1, keepdims=True)
-            result[name] = {**same, "config_equal": cfg == ref_cfg, "rows": int(len(ref["paths"])),
-                            "bitwise_equal_rows": int(np.all(diff == 0, axis=1).sum()),
-                            "max_abs_diff_over_row_max": float(np.max(np.abs(diff) / np.maximum(scale, 1e-30))),
-                            "max_row_norm_rel": float(np.max(np.linalg.norm(diff, axis=1)
-                                                             / np.maximum(np.linalg.norm(ref["features"], axis=1),
-                                                                          1e-30)))}
+            result[name] = {
+                **same,
+                "config_equal": cfg == ref_cfg,
+                "rows": int(len(ref["paths"])),
+                "bitwise_equal_rows": int(np.all(diff == 0, axis=1).sum()),
+                "max_abs_diff_over_row_max": float(np.max(np.abs(diff) / np.maximum(scale, 1e-30))),
+                "max_row_norm_rel": float(
+                    np.max(np.linalg.norm(diff, axis=1) / np.maximum(np.linalg.norm(ref["features"], axis=1), 1e-30))
+                ),
+            }
             print(name, result[name], flush=True)
     result["env"] = environment()
     result["command"] = "python bench/check_scale_equality.py " + " ".join(argv or sys.argv[1:])

@@ -21,9 +21,10 @@ TIGER_CAT = SHARED / "data" / "morvan_tiger_kittycat" / "data"
 HYMENOPTERA = SHARED / "data" / "hymenoptera" / "hymenoptera_data"
 SIGNS = SHARED / "data" / "signs" / "64x64_SIGNS"
 
+
 #: VGG16 conv stack FLOPs per image (2 x MACs of the 13 convs) at a square input side.
 def vgg16_conv_flops(side: int) -> float:
-    from vggtransfer.weights import conv_blocks
+    from vggtransfer.weights.npy import conv_blocks
 
     flops, s = 0.0, side
     for block in conv_blocks("vgg16"):
@@ -52,9 +53,16 @@ def cpu_model() -> str:
 def environment() -> dict:
     import numpy as np
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "cpu": cpu_model(),
-           "cores": len(os.sched_getaffinity(0)), "loadavg_start": loadavg(), "python": platform.python_version(),
-           "numpy": np.__version__, "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "loadavg_start": loadavg(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+    }
     try:
         import tensorflow as tf
 
@@ -77,8 +85,10 @@ def save(name: str, result: dict) -> Path:
 
 
 def fmt_env(env: dict) -> str:
-    return (f"{env['date']}, {env['cpu']} ({env['cores']} cores), TF {env.get('tensorflow', '-')}, "
-            f"load average {env['loadavg_start']} -> {env.get('loadavg_end', '?')}")
+    return (
+        f"{env['date']}, {env['cpu']} ({env['cores']} cores), TF {env.get('tensorflow', '-')}, "
+        f"load average {env['loadavg_start']} -> {env.get('loadavg_end', '?')}"
+    )
 
 
 def quiet_tf():
@@ -87,7 +97,8 @@ def quiet_tf():
 
 def git_rev() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"

@@ -32,8 +32,8 @@ def main():
     if mode == "import":
         out = None
     elif mode.startswith("vggtransfer"):
-        from vggtransfer import vgg
-        from vggtransfer.weights import load_weights
+        from vggtransfer.nets import vgg
+        from vggtransfer.weights.npy import load_weights
 
         weights = load_weights(path)
         graph = tf.Graph()
@@ -47,7 +47,7 @@ def main():
         t1 = time.perf_counter()
         out = sess.run(feat, {images: x})
     elif mode == "model":
-        from vggtransfer.model import Vgg16
+        from vggtransfer.models.vgg16 import Vgg16
 
         model = Vgg16(path)
         t1 = time.perf_counter()
@@ -59,12 +59,13 @@ def main():
         with graph.as_default():
             images = tf1.placeholder(tf.float32, [None, 224, 224, 3])
             net = images * 255.0 - np.asarray([103.939, 116.779, 123.68], np.float32)
-            from vggtransfer.weights import conv_blocks
+            from vggtransfer.weights.npy import conv_blocks
 
             for block in conv_blocks("vgg16"):
                 for name, _, _ in block:
-                    net = tf.nn.relu(tf.nn.conv2d(net, tf.constant(data_dict[name][0]), 1, "SAME")
-                                     + tf.constant(data_dict[name][1]))
+                    net = tf.nn.relu(
+                        tf.nn.conv2d(net, tf.constant(data_dict[name][0]), 1, "SAME") + tf.constant(data_dict[name][1])
+                    )
                 net = tf.nn.max_pool2d(net, 2, 2, "VALID")
             net = tf.reshape(net, [-1, 25088])
             for name in ("fc6", "fc7", "fc8"):

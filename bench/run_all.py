@@ -35,8 +35,15 @@ def suite(quick: bool):
     return [
         ("throughput", ["bench_throughput.py", "--reps", "2" if q else "5"]),
         ("files", ["bench_files.py", "--precision", "bf16"] + (["--limit", "160", "--chunks", "2"] if q else [])),
-        ("head", ["bench_head.py"] + (["--reps", "2", "--recompute-steps", "4", "--images", "12"] if q else
-                                      ["--reps", "5", "--recompute-steps", "25"])),
+        (
+            "head",
+            ["bench_head.py"]
+            + (
+                ["--reps", "2", "--recompute-steps", "4", "--images", "12"]
+                if q
+                else ["--reps", "5", "--recompute-steps", "25"]
+            ),
+        ),
         ("memory", ["bench_memory.py", "--reps", "1" if q else "3"]),
         ("bf16_accuracy", ["bench_bf16_accuracy.py"] + (["--datasets", "signs"] if q else [])),
         ("e2e", ["bench_e2e.py"] + (["--epochs", "20", "--limit", "40"] if q else [])),
@@ -49,8 +56,11 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(n for n, _ in suite(False)))
     args = p.parse_args(argv)
     ensure_torch()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     only = set(filter(None, args.only.split(",")))
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
@@ -61,8 +71,9 @@ def main(argv=None):
         shown = "python bench/" + " ".join(cmd)
         print(f"== {name}: {shown}", flush=True)
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / cmd[0])] + cmd[1:], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / cmd[0])] + cmd[1:], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
         secs = time.perf_counter() - t
         text = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("wrote "))
         print(text, flush=True)

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from vggtransfer.weights import VGG_MEAN_BGR, conv_blocks, load_weights  # noqa: E402
+from vggtransfer.weights.npy import VGG_MEAN_BGR, conv_blocks, load_weights  # noqa: E402
 
 
 def images(size: int, n: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def caffe(x: np.ndarray) -> np.ndarray:
 
 class VggTransfer:
     def __init__(self, weights_path, precision, threads):
-        from vggtransfer.features import FeatureExtractor
+        from vggtransfer.features.extractor import FeatureExtractor
 
         self.weights = load_weights(weights_path)
         self.precision, self.threads, self.fx = precision, threads, {}
@@ -41,8 +41,14 @@ class VggTransfer:
     def prepare(self, size, batch, n):
         key = (size, batch)
         if key not in self.fx:
-            self.fx[key] = self.FeatureExtractor(self.weights, pooling="flatten", image_size=size, batch_size=batch,
-                                                 precision=self.precision, threads=self.threads)
+            self.fx[key] = self.FeatureExtractor(
+                self.weights,
+                pooling="flatten",
+                image_size=size,
+                batch_size=batch,
+                precision=self.precision,
+                threads=self.threads,
+            )
         return self.fx[key], images(size, n)
 
     def run(self, state):
@@ -103,7 +109,7 @@ class Torch:
     def run(self, state):
         x, batch = state
         with self.torch.inference_mode():
-            return [self.model(x[s:s + batch]) for s in range(0, len(x), batch)]
+            return [self.model(x[s : s + batch]) for s in range(0, len(x), batch)]
 
 
 def main():

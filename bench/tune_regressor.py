@@ -44,24 +44,24 @@ def run(maps, y, is_tiger, setting, split):
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
 
-    from vggtransfer.heads import HeadGraph, HeadSpec
-    from vggtransfer.model import split_indices
+    from vggtransfer.models.heads import HeadGraph, HeadSpec
+    from vggtransfer.models.transfer import split_indices
 
     tf1 = tf.compat.v1
     x = pooled(maps, setting["pooling"])
     train, test = split_indices(len(x), 0.2, split, is_tiger)
     fit, val = split_indices(len(train), 0.2, split, is_tiger[train])
     fit, val = train[fit], train[val]
-    spec = HeadSpec(hidden=(256,), dropout=0.5, l2=setting["l2"],
-                    target_mean=float(y[fit].mean()), target_scale=float(y[fit].std()))
+    spec = HeadSpec(
+        hidden=(256,), dropout=0.5, l2=setting["l2"], target_mean=float(y[fit].mean()), target_scale=float(y[fit].std())
+    )
     yn = ((y - spec.target_mean) / spec.target_scale).astype(np.float32)
     graph = tf.Graph()
     with graph.as_default():
         head = HeadGraph(tf1.placeholder(tf.float32, [None, x.shape[1]]), spec, learning_rate=setting["lr"])
         sess = tf1.Session(graph=graph)
         sess.run(tf1.global_variables_initializer())
-    head.fit(sess, x[fit], yn[fit], x[val], yn[val], epochs=300, batch_size=32, patience=30, seed=split,
-             progress=False)
+    head.fit(sess, x[fit], yn[fit], x[val], yn[val], epochs=300, batch_size=32, patience=30, seed=split, progress=False)
     pred = head.predict_features(sess, x[test])
     sess.close()
     class_mean = {t: y[train][is_tiger[train] == t].mean() for t in (True, False)}
@@ -73,7 +73,7 @@ def run(maps, y, is_tiger, setting, split):
 def main(argv=None) -> int:
     from train_length_regressor import fake_lengths, find_images
 
-    from vggtransfer.features import FeatureExtractor
+    from vggtransfer.features.extractor import FeatureExtractor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
@@ -101,8 +101,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         scores = [run(maps, y, is_tiger, setting, s) for s in range(args.splits)]
         ratios, aucs = np.array(scores).T
-        print(f"| {setting['pooling']} | {setting['l2']} | {setting['lr']} | {ratios.mean():.3f} | {ratios.max():.3f} "
-              f"| {aucs.min():.4f} |  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"| {setting['pooling']} | {setting['l2']} | {setting['lr']} | {ratios.mean():.3f} | {ratios.max():.3f} "
+            f"| {aucs.min():.4f} |  ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     return 0
 
 

@@ -39,7 +39,7 @@ def fetch_lists(folder: Path, timeout=(5, 30)) -> dict:
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from vggtransfer.download import download_url_lists
+    from vggtransfer.data.download import download_url_lists
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data", help="output root (default data/): DATA/tiger/, DATA/kittycat/")
@@ -62,8 +62,9 @@ def main(argv=None) -> int:
             print(f"error: could not fetch the URL lists from {RAW} ({exc}); pass --lists DIR", file=sys.stderr)
             return 2
     try:
-        summary = download_url_lists(paths, data, max_per_class=args.max_per_class, workers=args.workers,
-                                     progress=not args.no_progress)
+        summary = download_url_lists(
+            paths, data, max_per_class=args.max_per_class, workers=args.workers, progress=not args.no_progress
+        )
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue", file=sys.stderr)
         return 130

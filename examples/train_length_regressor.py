@@ -38,7 +38,7 @@ def fake_lengths(labels, seed: int) -> np.ndarray:
 
 
 def find_images(data: Path, per_class: int):
-    from vggtransfer.images import list_images
+    from vggtransfer.data.images import list_images
 
     paths, labels = [], []
     for cls in CLASSES:
@@ -50,11 +50,13 @@ def find_images(data: Path, per_class: int):
 
 
 def no_data_message(data: Path) -> str:
-    return (f"No images found in {data}/tiger and {data}/kittycat.\n"
-            "Get them with the download example (README, section 'Images'):\n"
-            "    python examples/download_imagenet_urls.py --data data\n"
-            "or point --data (or $VGGTRANSFER_DATA) at a folder with tiger/ and kittycat/ subfolders, e.g.\n"
-            "    python examples/train_length_regressor.py --data ../shared/data/morvan_tiger_kittycat/data")
+    return (
+        f"No images found in {data}/tiger and {data}/kittycat.\n"
+        "Get them with the download example (README, section 'Images'):\n"
+        "    python examples/download_imagenet_urls.py --data data\n"
+        "or point --data (or $VGGTRANSFER_DATA) at a folder with tiger/ and kittycat/ subfolders, e.g.\n"
+        "    python examples/train_length_regressor.py --data ../shared/data/morvan_tiger_kittycat/data"
+    )
 
 
 def auc(labels_positive: np.ndarray, scores: np.ndarray) -> float:
@@ -69,7 +71,7 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vggtransfer.images import load_image
+    from vggtransfer.data.images import load_image
 
     labels = np.asarray(labels)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -84,8 +86,12 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, len(history.train_loss) + 1)
     ax.plot(epochs, history.train_loss, label="train (all training photos)")
-    ax.set(xlabel="epoch", ylabel="MSE (normalised targets)", yscale="log",
-           title=f"Final fit: {len(epochs)} epochs (the folds' median early-stopping epoch)")
+    ax.set(
+        xlabel="epoch",
+        ylabel="MSE (normalised targets)",
+        yscale="log",
+        title=f"Final fit: {len(epochs)} epochs (the folds' median early-stopping epoch)",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=100)
@@ -93,7 +99,7 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
 
     # up to 8 photos of each class, interleaved
     tigers, cats = np.flatnonzero(test_is_tiger)[:8], np.flatnonzero(~test_is_tiger)[:8]
-    pick = [i for pair in zip(tigers, cats) for i in pair] + list(tigers[len(cats):]) + list(cats[len(tigers):])
+    pick = [i for pair in zip(tigers, cats) for i in pair] + list(tigers[len(cats) :]) + list(cats[len(tigers) :])
     test_paths, y_test, pred_test = [test_paths[i] for i in pick], y_test[pick], pred_test[pick]
     n = len(pick)
     cols = 4
@@ -112,12 +118,19 @@ def plot_all(out: Path, y, labels, history, test_paths, y_test, pred_test, test_
 
 def predict_in_fresh_process(model_dir: Path, weights: str | None, images) -> list:
     """Restore the saved model in a new Python process (nothing shared with this one) and predict."""
-    code = ("import json, sys; from vggtransfer import Vgg16; "
-            "m = Vgg16(sys.argv[1] or None, restore_from=sys.argv[2]); "
-            "print(json.dumps(m.predict(sys.argv[3:]).tolist()))")
+    code = (
+        "import json, sys; from vggtransfer import Vgg16; "
+        "m = Vgg16(sys.argv[1] or None, restore_from=sys.argv[2]); "
+        "print(json.dumps(m.predict(sys.argv[3:]).tolist()))"
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    res = subprocess.run([sys.executable, "-c", code, weights or "", str(model_dir), *map(str, images)],
-                         capture_output=True, text=True, env=env, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", code, weights or "", str(model_dir), *map(str, images)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"prediction in a fresh process failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -125,18 +138,32 @@ def predict_in_fresh_process(model_dir: Path, weights: str | None, images) -> li
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("VGGTRANSFER_DATA", "data")),
-                        help="folder with tiger/ and kittycat/ image folders (default: $VGGTRANSFER_DATA or data/)")
-    parser.add_argument("--weights", default=None,
-                        help="vgg16.npy path (default: $VGGTRANSFER_WEIGHTS, the cache, else downloaded)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("VGGTRANSFER_DATA", "data")),
+        help="folder with tiger/ and kittycat/ image folders (default: $VGGTRANSFER_DATA or data/)",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="vgg16.npy path (default: $VGGTRANSFER_WEIGHTS, the cache, else downloaded)"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models/length_regressor"))
     parser.add_argument("--out", type=Path, default=Path("out/length_regressor"), help="plots and metrics.json")
-    parser.add_argument("--demo", type=Path, nargs="*", default=None,
-                        help="images to predict from a fresh process (default: demo/ beside --data, if present)")
+    parser.add_argument(
+        "--demo",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="images to predict from a fresh process (default: demo/ beside --data, if present)",
+    )
     parser.add_argument("--per-class", type=int, default=400, help="at most this many images per class (400)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, never seen in training")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto: bf16 where the CPU runs it natively, else fp32 (default)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 where the CPU runs it natively, else fp32 (default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the fake lengths, the splits and training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -149,27 +176,32 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from vggtransfer import Vgg16
-    from vggtransfer.model import split_indices
+    from vggtransfer.models.transfer import split_indices
 
     t_start = time.perf_counter()
     y = fake_lengths(labels, args.seed)
     is_tiger = np.array([label == "tiger" for label in labels])
     train, test = split_indices(len(paths), args.test_fraction, args.seed, is_tiger)
-    print(f"{counts['tiger']} tiger + {counts['kittycat']} cat photos from {args.data}; "
-          f"{len(train)} for training (incl. validation), {len(test)} held out")
+    print(
+        f"{counts['tiger']} tiger + {counts['kittycat']} cat photos from {args.data}; "
+        f"{len(train)} for training (incl. validation), {len(test)} held out"
+    )
 
-    from vggtransfer.runtime import describe_precision
+    from vggtransfer.core.runtime import describe_precision
 
     print(describe_precision(args.precision))
     model = Vgg16(args.weights, precision=args.precision)
-    report = model.train([paths[i] for i in train], y[train], seed=args.seed, progress=None if not args.quiet
-                         else False)
+    report = model.train(
+        [paths[i] for i in train], y[train], seed=args.seed, progress=None if not args.quiet else False
+    )
     print(f"weights: {model.weights_path}")
     for err in report.skipped:
         print(f"skipped: {err}", file=sys.stderr)
     h = report.history
-    print(f"{report.describe()}; features {report.seconds_features:.1f} s, selection {report.seconds_select:.1f} s, "
-          f"final fit {report.seconds_refit:.1f} s")
+    print(
+        f"{report.describe()}; features {report.seconds_features:.1f} s, selection {report.seconds_select:.1f} s, "
+        f"final fit {report.seconds_refit:.1f} s"
+    )
     model.save(args.model_dir, extra={"task_name": "tiger/cat body length (cm)", "seed": args.seed})
 
     test_paths = [paths[i] for i in test]
@@ -183,15 +215,27 @@ def main(argv=None) -> int:
     mae = float(np.mean(np.abs(pred[ok] - y_test)))
     oracle_rmse = float(np.sqrt(np.mean((oracle - y_test) ** 2)))
     separation = auc(tiger_test, pred[ok])
-    print(f"held-out ({ok.sum()} photos): RMSE {rmse:.2f} cm, MAE {mae:.2f} cm; oracle RMSE {oracle_rmse:.2f} cm; "
-          f"ratio {rmse / oracle_rmse:.3f}; tiger-vs-cat AUC of predicted length {separation:.4f}")
+    print(
+        f"held-out ({ok.sum()} photos): RMSE {rmse:.2f} cm, MAE {mae:.2f} cm; oracle RMSE {oracle_rmse:.2f} cm; "
+        f"ratio {rmse / oracle_rmse:.3f}; tiger-vs-cat AUC of predicted length {separation:.4f}"
+    )
 
-    metrics = {"n_train": int(len(train)), "n_test": int(ok.sum()), "rmse": rmse, "mae": mae,
-               "oracle_rmse": oracle_rmse, "ratio": rmse / oracle_rmse, "auc": separation,
-               "selection": report.selection, "calibration": report.calibration,
-               "seconds_features": report.seconds_features, "seconds_select": report.seconds_select,
-               "seconds_refit": report.seconds_refit, "precision": model.extractor.precision,
-               "skipped": [str(e) for e in report.skipped]}
+    metrics = {
+        "n_train": int(len(train)),
+        "n_test": int(ok.sum()),
+        "rmse": rmse,
+        "mae": mae,
+        "oracle_rmse": oracle_rmse,
+        "ratio": rmse / oracle_rmse,
+        "auc": separation,
+        "selection": report.selection,
+        "calibration": report.calibration,
+        "seconds_features": report.seconds_features,
+        "seconds_select": report.seconds_select,
+        "seconds_refit": report.seconds_refit,
+        "precision": model.extractor.precision,
+        "skipped": [str(e) for e in report.skipped],
+    }
 
     demo = args.demo
     if demo is None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vggtransfer.weights import expected_shapes, conv_layer_names, save_weights
+from vggtransfer.weights.npy import conv_layer_names, expected_shapes, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_VGG16_SHA256 = "360b95abe5519beaaa3d1b81bcbca72b46c87574aa841d3ebcda91d2da8976bb"
@@ -56,6 +54,7 @@ def _isolated_env(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 # Data.
 
+
 @pytest.fixture(scope="session")
 def shared_dir():
     """The project's shared data folder: $VGGTRANSFER_SHARED if set, else ../shared beside the repo, else /work/shared.
@@ -69,8 +68,11 @@ def shared_dir():
     for candidate in candidates:
         if (candidate / "weights" / "vgg16_conv_imagenet.npy").is_file():
             return candidate
-    missing("real weights not found: looked for weights/vgg16_conv_imagenet.npy under "
-            + ", ".join(map(str, candidates)) + " (set VGGTRANSFER_SHARED)")
+    missing(
+        "real weights not found: looked for weights/vgg16_conv_imagenet.npy under "
+        + ", ".join(map(str, candidates))
+        + " (set VGGTRANSFER_SHARED)"
+    )
 
 
 def require_data() -> bool:
@@ -118,8 +120,10 @@ def random_weights(arch="vgg16", layers=None, seed=0) -> dict:
     """Random float32 ``{layer: (W, b)}`` with the real shapes of ``arch`` (conv layers by default)."""
     rng = np.random.default_rng(seed)
     shapes = expected_shapes(arch)
-    return {name: tuple(rng.standard_normal(shape, dtype=np.float32) for shape in shapes[name])
-            for name in (layers or conv_layer_names(arch))}
+    return {
+        name: tuple(rng.standard_normal(shape, dtype=np.float32) for shape in shapes[name])
+        for name in (layers or conv_layer_names(arch))
+    }
 
 
 def scaled_weights(arch="vgg16", seed=0) -> dict:
@@ -152,33 +156,14 @@ def vgg16_npy(tmp_path_factory, vgg16_weights) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# A local HTTP server.
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        routes, hits = self.server.routes, self.server.hits
-        hits[self.path] = hits.get(self.path, 0) + 1
-        replies = routes.get(self.path) or [(404, b"not found")]
-        status, body = replies.pop(0) if len(replies) > 1 else replies[0]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+# The local HTTP server (tests/local_http.py).
 
 
 @pytest.fixture
 def http_server():
-    """A threaded server on 127.0.0.1. Set ``server.routes[path] = [(status, body), ...]`` (replies served in turn,
-    the last repeated); ``server.hits[path]`` counts requests; ``server.url(path)`` gives the URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    server.routes, server.hits = {}, {}
-    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """:class:`local_http.LocalServer` running for one test. Set ``server.routes[path] = [(status, body), ...]``
+    (replies served in turn, the last repeated); ``server.hits[path]`` counts requests; ``server.url(path)``."""
+    from local_http import LocalServer
+
+    with LocalServer() as server:
+        yield server

@@ -1,4 +1,6 @@
-"""A threaded HTTP server on 127.0.0.1 for the download tests: routes map a raw request path to a behaviour."""
+"""The tests' one HTTP server, threaded, on 127.0.0.1 (downloads, weight fetching, the README's CLI lines): routes map
+a raw request path to a behaviour (a function of the request handler) or to a list of ``(status, body)`` replies
+served in turn."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def body(data: bytes, ctype: str = "image/jpeg", status: int = 200):
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
     return serve
 
 
@@ -65,6 +68,7 @@ def fail_then(data: bytes, failures: int = 1, status: int = 500):
             body(b"<html>busy</html>", "text/html", status)(h)
         else:
             body(data)(h)
+
     return serve
 
 
@@ -74,6 +78,7 @@ def redirect(location: str, status: int = 302):
         h.send_header("Location", location)
         h.send_header("Content-Length", "0")
         h.end_headers()
+
     return serve
 
 
@@ -81,11 +86,13 @@ def slow(delay: float, data: bytes):
     def serve(h):
         time.sleep(delay)
         body(data)(h)
+
     return serve
 
 
 def short(data: bytes, claimed: int):
     """Claims ``claimed`` bytes, sends ``data`` (fewer), closes the connection."""
+
     def serve(h):
         h.send_response(200)
         h.send_header("Content-Type", "image/jpeg")
@@ -95,11 +102,13 @@ def short(data: bytes, claimed: int):
         h.wfile.write(data)
         h.wfile.flush()
         h.close_connection = True
+
     return serve
 
 
 def no_length(data: bytes):
     """A close-delimited body (no Content-Length)."""
+
     def serve(h):
         h.send_response(200)
         h.send_header("Content-Type", "image/jpeg")
@@ -107,6 +116,7 @@ def no_length(data: bytes):
         h.end_headers()
         h.wfile.write(data)
         h.close_connection = True
+
     return serve
 
 
@@ -127,6 +137,10 @@ class _Handler(BaseHTTPRequestHandler):
             route = server.fallback(self.path)
         if route is None:
             route = body(b"<html><body>404 Not Found</body></html>", "text/html", 404)
+        if isinstance(route, list):  # [(status, body), ...]: served in turn, the last one repeated
+            with server.lock:
+                status, data = route.pop(0) if len(route) > 1 else route[0]
+            route = body(data, "application/octet-stream", status)
         try:
             route(self)
         except (BrokenPipeError, ConnectionResetError):

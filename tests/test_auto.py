@@ -8,13 +8,14 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-
-from vggtransfer import datasets, runtime, select
-from vggtransfer.blocks import BlockExtractor
-from vggtransfer.featurespec import FeatureSpec, normalise_blocks, parse_block_name
-from vggtransfer.images import load_image, prepare_array, view_geometry
-
 from recipe_data import colour_folder
+
+from vggtransfer.core import runtime
+from vggtransfer.data import datasets
+from vggtransfer.data.images import load_image, prepare_array, view_geometry
+from vggtransfer.features.blocks import BlockExtractor
+from vggtransfer.features.spec import FeatureSpec, normalise_blocks, parse_block_name
+from vggtransfer.models import select
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def _photo(path, w, h, seed=0):
 def test_every_copy_of_the_crop_is_the_same_view_even_shrunk_over_3x(tmp_path):
     """A file and the same pixels in memory, through every caller (features, arrays, fine-tuning validation), give
     the same view; 640 -> 64 px is a 10x reduction, where Pillow's reducing_gap matters."""
-    from vggtransfer.finetune import centre_view
+    from vggtransfer.models.finetune import centre_view
 
     path = _photo(tmp_path / "big.png", 640, 480)
     pixels = np.asarray(Image.open(path).convert("RGB"))
@@ -48,12 +49,15 @@ def test_every_copy_of_the_crop_is_the_same_view_even_shrunk_over_3x(tmp_path):
     np.testing.assert_array_equal(prepare_array(pixels, 64, "whole"), whole)
 
 
-@pytest.mark.parametrize("w, h, size, box, out", [
-    (400, 300, 224, (0, 0, 400, 300), (288, 224)),     # 4:3 -> 298.7, rounded to a multiple of 32
-    (300, 400, 224, (0, 0, 300, 400), (224, 288)),
-    (1000, 200, 64, (300, 0, 700, 200), (128, 64)),    # a 5:1 panorama keeps its central 2:1
-    (50, 50, 256, (0, 0, 50, 50), (256, 256)),         # small images are upsampled
-])
+@pytest.mark.parametrize(
+    "w, h, size, box, out",
+    [
+        (400, 300, 224, (0, 0, 400, 300), (288, 224)),  # 4:3 -> 298.7, rounded to a multiple of 32
+        (300, 400, 224, (0, 0, 300, 400), (224, 288)),
+        (1000, 200, 64, (300, 0, 700, 200), (128, 64)),  # a 5:1 panorama keeps its central 2:1
+        (50, 50, 256, (0, 0, 50, 50), (256, 256)),  # small images are upsampled
+    ],
+)
 def test_whole_view_geometry(w, h, size, box, out):
     assert view_geometry(w, h, size, "whole") == (box, out)
     with pytest.raises(ValueError, match="view mode"):
@@ -67,8 +71,12 @@ def test_feature_spec_layout_and_errors():
     assert spec.dim("vgg16") == 2 * 4 * 512 and blocks[-1] == ("pool5.max@320", 3584, 4096)
     assert parse_block_name("pool3.max@256") == ("pool3", "max", 256)
     assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    for bad, match in [(dict(poolings=("sum",)), "poolings"), (dict(scales=(16,)), "scales"),
-                       (dict(view="zoom"), "view"), (dict(end_points=()), "end point")]:
+    for bad, match in [
+        (dict(poolings=("sum",)), "poolings"),
+        (dict(scales=(16,)), "scales"),
+        (dict(view="zoom"), "view"),
+        (dict(end_points=()), "end point"),
+    ]:
         with pytest.raises(ValueError, match=match):
             FeatureSpec(**bad)
     with pytest.raises(ValueError, match="unknown end point 'conv5_4' for vgg16"):
@@ -102,19 +110,25 @@ def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages(scaled_npy, 
         from_arrays, ok2, _ = fx.extract_images(pixels, progress=False)
         np.testing.assert_allclose(from_arrays, feats, rtol=2e-5, atol=1e-6)
         mirrored, _, _ = fx.extract_images([p[:, ::-1] for p in pixels], progress=False)
-    with BlockExtractor(scaled_npy, FeatureSpec(end_points=("pool4", "pool5"), scales=(64, 96), flip=True),
-                        batch_size=3, precision="fp32") as fx:
+    with BlockExtractor(
+        scaled_npy,
+        FeatureSpec(end_points=("pool4", "pool5"), scales=(64, 96), flip=True),
+        batch_size=3,
+        precision="fp32",
+    ) as fx:
         flipped, _, _ = fx.extract_images(pixels, progress=False)
     np.testing.assert_allclose(flipped, (feats + mirrored) / 2, rtol=2e-5, atol=1e-6)
 
 
 def test_one_crop_block_is_the_classic_feature(scaled_npy, folder):
-    from vggtransfer.features import FeatureExtractor
+    from vggtransfer.features.extractor import FeatureExtractor
 
     paths = sorted(folder.rglob("*.*"))[:5]
     spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,), view="crop")
-    with BlockExtractor(scaled_npy, spec, precision="fp32") as bx, \
-            FeatureExtractor(scaled_npy, end_point="pool5", pooling="avg", image_size=32, precision="fp32") as fx:
+    with (
+        BlockExtractor(scaled_npy, spec, precision="fp32") as bx,
+        FeatureExtractor(scaled_npy, end_point="pool5", pooling="avg", image_size=32, precision="fp32") as fx,
+    ):
         np.testing.assert_allclose(bx.extract_paths(paths)[0], fx.extract_paths(paths)[0], rtol=1e-5, atol=1e-7)
         assert bx.config == fx.config  # so classic stores and auto models on one crop block go together
 
@@ -166,8 +180,8 @@ def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
 
 # --- the models ---------------------------------------------------------------------------------------------------
 def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_path):
-    from vggtransfer.auto import AutoClassifier
-    from vggtransfer.classifier import load_model
+    from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.models.registry import load_model
 
     ds = datasets.from_folder(folder)
     spec = FeatureSpec(end_points=("pool4", "pool5"), scales=(32,))
@@ -176,8 +190,12 @@ def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_
     report = model.train_dataset(ds, log=lines.append)
     sel = report.selection
     assert sel["folds"] == 3 and sel["model"] in ("logreg", "dense") and sel["cv_mean"] > 0.9
-    assert {c["group"] for c in sel["table"]} == {"pool5 avg", "pool5 avg+max", "pool4+pool5 avg",
-                                                  "pool4+pool5 avg+max"}
+    assert {c["group"] for c in sel["table"]} == {
+        "pool5 avg",
+        "pool5 avg+max",
+        "pool4+pool5 avg",
+        "pool4+pool5 avg+max",
+    }
     assert lines[-1] == report.describe() and "3-fold CV accuracy" in lines[-1]
     assert report.calibration["temperature"] > 0
     probs = model.predict(ds.paths)
@@ -193,12 +211,11 @@ def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_
 
 
 def test_auto_regressor_linear_model_has_no_pickle(scaled_npy, folder, tmp_path):
-    from vggtransfer.auto import AutoRegressor
+    from vggtransfer.models.auto import AutoRegressor
 
     ds = datasets.from_folder(folder)
     y = np.where(ds.labels == 0, 40.0, 100.0) + np.random.default_rng(0).normal(0, 3, len(ds))
-    model = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(32,)), models=("ridge",), folds=4,
-                          precision="fp32")
+    model = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(32,)), models=("ridge",), folds=4, precision="fp32")
     report = model.train(ds.paths, y)
     assert report.selection["model"] == "ridge" and report.calibration["kind"] in select.CALIBRATIONS
     pred = model.predict(ds.paths)

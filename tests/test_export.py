@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from recipe_data import colour_folder
-from vggtransfer import datasets
+
 from vggtransfer.cli import main as cli
+from vggtransfer.data import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,14 @@ def consume(jobs, tmp_path) -> dict:
     spec.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.run([sys.executable, "-I", "-c", CONSUMER, str(spec)], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", CONSUMER, str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -77,22 +83,27 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(scaled_npy, photos, tmp_path_factory):
     """One saved model of each kind."""
-    from vggtransfer.auto import AutoClassifier, AutoRegressor
-    from vggtransfer.classifier import VggClassifier, VggRegressor
-    from vggtransfer.featurespec import FeatureSpec
-    from vggtransfer.features import FeatureExtractor
-    from vggtransfer.finetune import FineTunedClassifier
-    from vggtransfer.linear import LinearModel
-    from vggtransfer.model import Vgg16
-    from vggtransfer.store import build_store, open_store
+    from vggtransfer.data.store import build_store, open_store
+    from vggtransfer.features.extractor import FeatureExtractor
+    from vggtransfer.features.spec import FeatureSpec
+    from vggtransfer.models.auto import AutoClassifier, AutoRegressor
+    from vggtransfer.models.classifier import VggClassifier, VggRegressor
+    from vggtransfer.models.finetune import FineTunedClassifier
+    from vggtransfer.models.linear import LinearModel
+    from vggtransfer.models.vgg16 import Vgg16
 
     ds = photos[0]
     root = tmp_path_factory.mktemp("models")
     y = np.where(ds.labels == 0, 40.0, 100.0) + np.random.default_rng(0).normal(0, 3, len(ds))
     fit = dict(epochs=15, patience=15, batch_size=8, progress=False)
     out = {}
-    m = AutoClassifier(scaled_npy, features=FeatureSpec(end_points=("pool4", "pool5"), scales=(48, 64), flip=True),
-                       models=("logreg",), folds=3, precision="fp32")
+    m = AutoClassifier(
+        scaled_npy,
+        features=FeatureSpec(end_points=("pool4", "pool5"), scales=(48, 64), flip=True),
+        models=("logreg",),
+        folds=3,
+        precision="fp32",
+    )
     m.train_dataset(ds, progress=False)
     out["auto-classifier"] = m.save(root / "auto_clf")
     m = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(64,)), models=("ridge",), folds=3, precision="fp32")
@@ -119,7 +130,7 @@ def models(scaled_npy, photos, tmp_path_factory):
 def _reference(model_dir, npy, paths, arrays):
     import warnings
 
-    from vggtransfer.classifier import load_model
+    from vggtransfer.models.registry import load_model
 
     model = load_model(model_dir, npy, precision="fp32")
     with warnings.catch_warnings():
@@ -134,8 +145,22 @@ def test_every_kind_exports_and_matches_the_library_without_it(scaled_npy, photo
     jobs, refs = [], {}
     for name, model_dir in models.items():
         target = tmp_path / "exports" / name
-        assert cli(["export", "--model", str(model_dir), "--out", str(target), "--weights", str(scaled_npy),
-                    "--batch-size", "4"]) == 0
+        assert (
+            cli(
+                [
+                    "export",
+                    "--model",
+                    str(model_dir),
+                    "--out",
+                    str(target),
+                    "--weights",
+                    str(scaled_npy),
+                    "--batch-size",
+                    "4",
+                ]
+            )
+            == 0
+        )
         printed = capsys.readouterr().out
         assert "serving_default" in printed and "MiB on disk" in printed
         meta = json.loads((target / "assets" / "export.json").read_text())
@@ -146,8 +171,14 @@ def test_every_kind_exports_and_matches_the_library_without_it(scaled_npy, photo
         if refs[name][2]:
             assert (target / "assets" / "classes.txt").read_text().split() == list(refs[name][2])
         jobs.append({"name": name, "export": str(target), "signature": "serving_default", "paths": paths})
-        jobs.append({"name": name + "/images", "export": str(target), "signature": "serving_images",
-                     "arrays": str(tmp_path / "arrays.npy")})
+        jobs.append(
+            {
+                "name": name + "/images",
+                "export": str(target),
+                "signature": "serving_images",
+                "arrays": str(tmp_path / "arrays.npy"),
+            }
+        )
     got = consume(jobs, tmp_path)
     for name, (ref, ref_arrays, classes) in refs.items():
         out, out_arrays = got[name], got[name + "/images"]
@@ -164,24 +195,30 @@ def test_every_kind_exports_and_matches_the_library_without_it(scaled_npy, photo
             assert out["class_name"][bad_index] == ""
             np.testing.assert_allclose(probs[valid], ref[valid], atol=1e-4, err_msg=name)
             assert np.array(out["class_index"])[valid].tolist() == ref[valid].argmax(1).tolist(), name
-            assert [out["class_name"][i] for i in np.flatnonzero(valid)] == \
-                [classes[j] for j in ref[valid].argmax(1)], name
+            assert [out["class_name"][i] for i in np.flatnonzero(valid)] == [
+                classes[j] for j in ref[valid].argmax(1)
+            ], name
             np.testing.assert_allclose(np.array(out_arrays["probabilities"]), ref_arrays, atol=1e-4, err_msg=name)
 
 
 def test_saved_model_cli_lists_both_signatures_with_shapes(scaled_npy, models, tmp_path):
-    from vggtransfer.export import export_saved_model
+    from vggtransfer.serving.export import export_saved_model
 
     target = tmp_path / "clf"
     report = export_saved_model(models["classifier"], target, weights_path=scaled_npy)
     assert report["size_bytes"] > report["conv_bytes"] > 50e6  # the 13 conv layers, fp32, are in the export
     tool = shutil.which("saved_model_cli") or str(Path(sys.executable).with_name("saved_model_cli"))
-    proc = subprocess.run([tool, "show", "--dir", str(target), "--all"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [tool, "show", "--dir", str(target), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
-    default = text[text.index("signature_def['serving_default']"):]
-    images = text[text.index("signature_def['serving_images']"):]
+    default = text[text.index("signature_def['serving_default']") :]
+    images = text[text.index("signature_def['serving_images']") :]
     assert "inputs['image_bytes'] tensor_info:" in default and "dtype: DT_STRING" in default
     assert "shape: (-1)" in default
     assert "inputs['images'] tensor_info:" in images and "shape: (-1, -1, -1, 3)" in images
@@ -209,15 +246,36 @@ def test_export_options_and_refusals(scaled_npy, photos, models, tmp_path, capsy
     assert exit_.value.code == 2 and "argument --precision: invalid choice: 'fp16'" in capsys.readouterr().err
     # fp32 export, then replaced in place by a bf16 one with other options.
     target = tmp_path / "served" / "1"
-    assert cli(["export", "--model", str(src), "--out", str(target), "--weights", str(scaled_npy),
-                "--threads", "1"]) == 0
-    assert cli(["export", "--model", str(src), "--out", str(target), "--weights", str(scaled_npy),
-                "--precision", "bf16", "--batch-size", "1", "--max-pixels", "3000", "-q"]) == 0
+    assert (
+        cli(["export", "--model", str(src), "--out", str(target), "--weights", str(scaled_npy), "--threads", "1"]) == 0
+    )
+    assert (
+        cli(
+            [
+                "export",
+                "--model",
+                str(src),
+                "--out",
+                str(target),
+                "--weights",
+                str(scaled_npy),
+                "--precision",
+                "bf16",
+                "--batch-size",
+                "1",
+                "--max-pixels",
+                "3000",
+                "-q",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((target / "assets" / "export.json").read_text())
     assert meta["precision"] == "bf16" and meta["batch_size"] == 1 and meta["max_pixels"] == 3000
     assert not list(tmp_path.glob("served/.1.*"))  # no temp folder left behind
-    out = consume([{"name": "bf16", "export": str(target), "signature": "serving_default", "paths": paths}],
-                  tmp_path)["bf16"]
+    out = consume([{"name": "bf16", "export": str(target), "signature": "serving_default", "paths": paths}], tmp_path)[
+        "bf16"
+    ]
     ref, _, _ = _reference(src, scaled_npy, paths, np.zeros((1, 40, 40, 3), np.uint8))
     small = [i for i, p in enumerate(paths) if i != bad_index and np.prod(Image.open(p).size) <= 3000]
     big = [i for i, p in enumerate(paths) if i != bad_index and np.prod(Image.open(p).size) > 3000]

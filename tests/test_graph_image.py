@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggtransfer import graph_image as gi
-from vggtransfer.images import prepare
-from vggtransfer._tf import tf
+from vggtransfer.core.tf import tf
+from vggtransfer.data.images import prepare
+from vggtransfer.serving import graph_image as gi
 
 tf1 = tf.compat.v1
 
@@ -39,8 +39,9 @@ def _photo(w, h, seed=0):
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (max(1, h // 9), max(1, w // 9), 3), dtype=np.uint8)
     img = Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
-    return Image.fromarray(np.clip(np.asarray(img, np.int16) + rng.integers(-25, 25, (h, w, 3)), 0, 255)
-                           .astype(np.uint8))
+    return Image.fromarray(
+        np.clip(np.asarray(img, np.int16) + rng.integers(-25, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    )
 
 
 def _encode(img, fmt="PNG", **kw) -> bytes:
@@ -53,8 +54,9 @@ def _reference(data: bytes, size: int, mode: str):
     return prepare(Image.open(io.BytesIO(data)), size, mode=mode)
 
 
-@pytest.mark.parametrize("w,h", [(500, 375), (375, 500), (224, 224), (100, 60), (640, 64), (1300, 900),
-                                 (2400, 1600), (3000, 200), (33, 40)])
+@pytest.mark.parametrize(
+    "w,h", [(500, 375), (375, 500), (224, 224), (100, 60), (640, 64), (1300, 900), (2400, 1600), (3000, 200), (33, 40)]
+)
 def test_views_equal_pillow_at_every_size_and_shrink(run_view, w, h):
     """Includes reductions of 2x to 11x (Pillow's reduce() step from 6x on) and panoramas (2:1 trim)."""
     data = _encode(_photo(w, h, seed=w + h))
@@ -65,18 +67,29 @@ def test_views_equal_pillow_at_every_size_and_shrink(run_view, w, h):
             assert np.array_equal(ref, got), (size, mode, np.abs(ref - got).max() * 255)
 
 
-@pytest.mark.parametrize("name,make", [
-    ("jpeg", lambda img: _encode(img, "JPEG", quality=90)),
-    ("grey jpeg", lambda img: _encode(img.convert("L"), "JPEG")),
-    ("grey png", lambda img: _encode(img.convert("L"))),
-    ("palette png", lambda img: _encode(img.convert("P"))),
-    ("grey+alpha png", lambda img: _encode(img.convert("LA"))),
-    ("rgba png", lambda img: _encode(Image.fromarray(np.dstack([np.asarray(img), np.tile(
-        np.linspace(0, 255, img.width, dtype=np.uint8), (img.height, 1))])))),
-    ("16-bit grey png", lambda img: _encode(Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257))),
-    ("gif", lambda img: _encode(img.convert("P"), "GIF")),
-    ("bmp", lambda img: _encode(img, "BMP")),
-])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("jpeg", lambda img: _encode(img, "JPEG", quality=90)),
+        ("grey jpeg", lambda img: _encode(img.convert("L"), "JPEG")),
+        ("grey png", lambda img: _encode(img.convert("L"))),
+        ("palette png", lambda img: _encode(img.convert("P"))),
+        ("grey+alpha png", lambda img: _encode(img.convert("LA"))),
+        (
+            "rgba png",
+            lambda img: _encode(
+                Image.fromarray(
+                    np.dstack(
+                        [np.asarray(img), np.tile(np.linspace(0, 255, img.width, dtype=np.uint8), (img.height, 1))]
+                    )
+                )
+            ),
+        ),
+        ("16-bit grey png", lambda img: _encode(Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257))),
+        ("gif", lambda img: _encode(img.convert("P"), "GIF")),
+        ("bmp", lambda img: _encode(img, "BMP")),
+    ],
+)
 def test_every_format_and_mode_decodes_like_pillow(run_view, name, make):
     data = make(_photo(300, 200, seed=3))
     for mode in ("crop", "whole"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggtransfer.images import ImageError, decode_image_bytes, list_images, load_image, load_images
+from vggtransfer.data.images import ImageError, decode_image_bytes, list_images, load_image, load_images
 
 
 def _gradient(w=80, h=60):
@@ -15,8 +15,10 @@ def _gradient(w=80, h=60):
     return np.stack([x, y, 255 - x], -1).astype(np.uint8)
 
 
-@pytest.mark.parametrize("ext,fmt", [(".jpg", "JPEG"), (".png", "PNG"), (".gif", "GIF"), (".bmp", "BMP"),
-                                     (".tif", "TIFF"), (".webp", "WEBP")])
+@pytest.mark.parametrize(
+    "ext,fmt",
+    [(".jpg", "JPEG"), (".png", "PNG"), (".gif", "GIF"), (".bmp", "BMP"), (".tif", "TIFF"), (".webp", "WEBP")],
+)
 def test_formats_decode_to_rgb_float(tmp_path, ext, fmt):
     path = tmp_path / f"img{ext}"
     Image.fromarray(_gradient()).save(path, fmt)
@@ -105,7 +107,8 @@ def test_html_named_jpg(tmp_path):
 
 def test_truncated_jpeg(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(
-        tmp_path / "full.jpg", quality=90)
+        tmp_path / "full.jpg", quality=90
+    )
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"cut\.jpg: corrupt or truncated"):

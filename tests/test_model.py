@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO, scaled_weights, shared_data
 from PIL import Image
 
-from vggtransfer.images import ImageError
-from vggtransfer.model import CHECKPOINT, MODEL_FILE, ModelError, Vgg16, split_indices
-
-from conftest import REPO, scaled_weights, shared_data
+from vggtransfer.data.images import ImageError
+from vggtransfer.data.splits import split_indices
+from vggtransfer.models.modeldir import CHECKPOINT, MODEL_FILE, ModelError
+from vggtransfer.models.vgg16 import Vgg16
 
 SIZE = 32
 
@@ -68,8 +69,14 @@ def test_train_learns_and_reports(trained, dataset):
 def test_checkpoint_holds_only_the_head(trained):
     _, _, out = trained
     names = {name for name, _ in tf.train.list_variables(str(out / CHECKPOINT))}
-    assert names == {"head/fc6/weights", "head/fc6/biases", "head/output/weights", "head/output/biases",
-                     "head/input_scale", "head/input_mean"}
+    assert names == {
+        "head/fc6/weights",
+        "head/fc6/biases",
+        "head/output/weights",
+        "head/output/biases",
+        "head/input_scale",
+        "head/input_mean",
+    }
     assert not list(out.glob("*.meta"))
     assert sum(f.stat().st_size for f in out.iterdir()) < 200_000
     cfg = json.loads((out / MODEL_FILE).read_text())
@@ -83,9 +90,11 @@ def test_restore_in_a_fresh_process_predicts_the_same(trained, dataset, scaled_n
     model, _, out = trained
     paths, _ = dataset
     expected = model.predict(paths[:3])
-    code = ("import json, sys; from vggtransfer.model import Vgg16; "
-            f"m = Vgg16({str(scaled_npy)!r}, restore_from={str(out)!r}); "
-            f"print(json.dumps(m.predict({[str(p) for p in paths[:3]]!r}).tolist()))")
+    code = (
+        "import json, sys; from vggtransfer.models.vgg16 import Vgg16; "
+        f"m = Vgg16({str(scaled_npy)!r}, restore_from={str(out)!r}); "
+        f"print(json.dumps(m.predict({[str(p) for p in paths[:3]]!r}).tolist()))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -113,8 +122,7 @@ def test_training_skips_bad_images(dataset, scaled_npy, tmp_path):
     paths, targets = dataset
     (tmp_path / "bad.jpg").write_bytes(b"")
     model = Vgg16(scaled_npy, image_size=SIZE, hidden=8)
-    report = model.train(list(paths[:8]) + [tmp_path / "bad.jpg"], np.r_[targets[:8], 1.0], epochs=2,
-                         progress=False)
+    report = model.train(list(paths[:8]) + [tmp_path / "bad.jpg"], np.r_[targets[:8], 1.0], epochs=2, progress=False)
     assert [Path(e.path).name for e in report.skipped] == ["bad.jpg"]
     assert 8 not in set(report.train_index) | set(report.val_index)
 
@@ -162,7 +170,7 @@ def test_restore_errors(trained, tmp_path, dataset):
     with pytest.raises(ModelError, match="not a vggtransfer model directory"):
         Vgg16(restore_from=tmp_path / "empty")
     other = tmp_path / "other.npy"
-    from vggtransfer.weights import save_weights
+    from vggtransfer.weights.npy import save_weights
 
     save_weights(scaled_weights(seed=7), other)
     with pytest.raises(ModelError, match="trained on other VGG weights"):

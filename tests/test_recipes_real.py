@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import shared_data
-from vggtransfer import datasets
-from vggtransfer.classifier import VggClassifier
-from vggtransfer.features import FeatureExtractor
-from vggtransfer.store import build_store, open_store
+
+from vggtransfer.data import datasets
+from vggtransfer.data.store import build_store, open_store
+from vggtransfer.features.extractor import FeatureExtractor
+from vggtransfer.models.classifier import VggClassifier
 
 SIZE = 160
 
@@ -31,8 +31,10 @@ def ants_bees_stores(ants_bees, real_weights, tmp_path_factory):
     train, val = ants_bees
     d = tmp_path_factory.mktemp("stores")
     with FeatureExtractor(real_weights, pooling="avg", image_size=SIZE) as fx:
-        return (open_store(build_store(d / "train.h5", train, fx, progress=False), fx.config),
-                open_store(build_store(d / "val.h5", val, fx, progress=False), fx.config))
+        return (
+            open_store(build_store(d / "train.h5", train, fx, progress=False), fx.config),
+            open_store(build_store(d / "val.h5", val, fx, progress=False), fx.config),
+        )
 
 
 def test_signs_head_beats_chance(shared_dir, real_weights):
@@ -46,7 +48,7 @@ def test_signs_head_beats_chance(shared_dir, real_weights):
 
 
 def test_ants_bees_linear_beats_chance(ants_bees_stores):
-    from vggtransfer.linear import LinearModel
+    from vggtransfer.models.linear import LinearModel
 
     train, val = ants_bees_stores
     lm = LinearModel.fit(train, cs=(0.01, 0.1, 1.0), cv=3)
@@ -56,19 +58,21 @@ def test_ants_bees_linear_beats_chance(ants_bees_stores):
 
 def test_ants_bees_head_beats_chance(ants_bees_stores, real_weights):
     train, val = ants_bees_stores
-    clf = VggClassifier(real_weights, classes=train.label_names, image_size=SIZE, pooling="avg", hidden=(128,),
-                        dropout=0.0)
+    clf = VggClassifier(
+        real_weights, classes=train.label_names, image_size=SIZE, pooling="avg", hidden=(128,), dropout=0.0
+    )
     clf.train_store(train, val_fraction=0.2, epochs=200, patience=30, progress=False)
     acc = float(np.mean(clf.head.predict_features(clf.session, val.features).argmax(1) == val.labels))
     assert acc >= 0.75, f"head val accuracy {acc:.3f}"
 
 
 def test_ants_bees_finetune_beats_chance(ants_bees, real_weights):
-    from vggtransfer.finetune import FineTunedClassifier
+    from vggtransfer.models.finetune import FineTunedClassifier
 
     train, val = ants_bees
-    ft = FineTunedClassifier(real_weights, classes=train.classes, trainable_from="conv5_1", image_size=SIZE,
-                             hidden=(128,), dropout=0.0)
+    ft = FineTunedClassifier(
+        real_weights, classes=train.classes, trainable_from="conv5_1", image_size=SIZE, hidden=(128,), dropout=0.0
+    )
     ft.train_dataset(train, val_fraction=0.2, views=1, epochs=3, patience=3, progress=False)
     acc = ft.evaluate_dataset(val)["accuracy"]
     assert acc >= 0.75, f"fine-tuned val accuracy {acc:.3f}"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from recipe_data import colour_folder
-from vggtransfer import datasets
+
 from vggtransfer.cli import main as cli
+from vggtransfer.data import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,11 @@ def _store(path):
     import h5py
 
     with h5py.File(path, "r") as fh:
-        return {k: fh[k][()] for k in ("features", "labels", "paths", "done", "ok", "error")}, \
-            json.loads(fh.attrs["config"]), fh.attrs["items_sha256"]
+        return (
+            {k: fh[k][()] for k in ("features", "labels", "paths", "done", "ok", "error")},
+            json.loads(fh.attrs["config"]),
+            fh.attrs["items_sha256"],
+        )
 
 
 def _assert_same_store(a, b, rtol=1e-6):
@@ -46,15 +49,52 @@ def photos(tmp_path_factory):
 def reference(scaled_npy, photos, tmp_path_factory):
     """The single-process store."""
     out = tmp_path_factory.mktemp("ref") / "one.h5"
-    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
-                "--precision", "fp32", "-q"]) == 0
+    assert (
+        cli(
+            [
+                "extract",
+                str(photos),
+                "--store",
+                str(out),
+                "--weights",
+                str(scaled_npy),
+                "--scales",
+                "48",
+                "--precision",
+                "fp32",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_local_workers_store_equals_one_process_and_trains(scaled_npy, photos, reference, tmp_path, capsys):
     out = tmp_path / "two.h5"
-    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
-                "--precision", "fp32", "--workers", "2", "--shard-size", "5", "--threads", "1"]) == 0
+    assert (
+        cli(
+            [
+                "extract",
+                str(photos),
+                "--store",
+                str(out),
+                "--weights",
+                str(scaled_npy),
+                "--scales",
+                "48",
+                "--precision",
+                "fp32",
+                "--workers",
+                "2",
+                "--shard-size",
+                "5",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "24/24 items" in printed and "2 workers, local processes" in printed
     assert "5 shards: 5 computed now, 0 already done" in printed
@@ -62,13 +102,32 @@ def test_local_workers_store_equals_one_process_and_trains(scaled_npy, photos, r
     _assert_same_store(reference, out)
     assert cli(["train", "--store", str(out), "--model", str(tmp_path / "m"), "--folds", "2", "-q"]) == 0
     # a rerun finds the finished store and does nothing
-    assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
-                "--precision", "fp32", "--workers", "2", "--shard-size", "5"]) == 0
+    assert (
+        cli(
+            [
+                "extract",
+                str(photos),
+                "--store",
+                str(out),
+                "--weights",
+                str(scaled_npy),
+                "--scales",
+                "48",
+                "--precision",
+                "fp32",
+                "--workers",
+                "2",
+                "--shard-size",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert "0 computed now" in capsys.readouterr().out
 
 
 def test_poison_image_is_a_row_error_not_a_failed_shard(scaled_npy, photos, tmp_path):
-    from vggtransfer.scale import ExtractorSpec, build_store_sharded
+    from vggtransfer.scale.shards import ExtractorSpec, build_store_sharded
 
     ds = datasets.from_folder(photos)
     bad = tmp_path / "poison.jpg"
@@ -76,8 +135,11 @@ def test_poison_image_is_a_row_error_not_a_failed_shard(scaled_npy, photos, tmp_
     paths = ds.paths[:5] + [str(bad)] + ds.paths[5:9]
     labels = np.r_[ds.labels[:5], 0, ds.labels[5:9]]
     mixed = datasets.Dataset(paths, labels, classes=ds.classes)
-    spec = ExtractorSpec(str(scaled_npy), features={"end_points": ["pool5"], "poolings": ["avg"], "scales": [40],
-                                                    "view": "whole", "flip": False}, precision="fp32")
+    spec = ExtractorSpec(
+        str(scaled_npy),
+        features={"end_points": ["pool5"], "poolings": ["avg"], "scales": [40], "view": "whole", "flip": False},
+        precision="fp32",
+    )
     report = build_store_sharded(tmp_path / "s.h5", mixed, spec, workers=2, threads=1, shard_size=4, progress=False)
     assert len(report.computed) == 3 and not report.worker_deaths
     data, _, _ = _store(tmp_path / "s.h5")
@@ -89,8 +151,14 @@ def test_poison_image_is_a_row_error_not_a_failed_shard(scaled_npy, photos, tmp_
 
 def _start(args, tmp_path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "vggtransfer.cli", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vggtransfer.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_shards(shards: Path, k: int, proc, timeout=240) -> list:
@@ -113,8 +181,25 @@ def _children(pid: int) -> list:
 
 
 def _slow_job(photos, store, scaled_npy):
-    return ["extract", str(photos), "--store", str(store), "--weights", str(scaled_npy), "--scales", "48,160",
-            "--flip", "--precision", "fp32", "--workers", "2", "--shard-size", "2", "--threads", "1"]
+    return [
+        "extract",
+        str(photos),
+        "--store",
+        str(store),
+        "--weights",
+        str(scaled_npy),
+        "--scales",
+        "48,160",
+        "--flip",
+        "--precision",
+        "fp32",
+        "--workers",
+        "2",
+        "--shard-size",
+        "2",
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
@@ -176,12 +261,23 @@ def to_predict(photos, tmp_path_factory):
 
 
 def test_predict_workers_write_the_same_results_in_order(scaled_npy, model, to_predict, tmp_path, capsys):
-    common = ["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision", "fp32",
-              "--top-k", "2"]
+    common = [
+        "predict",
+        "--model",
+        str(model),
+        *to_predict,
+        "--weights",
+        str(scaled_npy),
+        "--precision",
+        "fp32",
+        "--top-k",
+        "2",
+    ]
     assert cli(common + ["--out", str(tmp_path / "one.csv")]) == 1  # one unreadable image: exit 1
     assert "bad.png\terror:" in capsys.readouterr().err
-    assert cli(common + ["--out", str(tmp_path / "two.csv"), "--workers", "2", "--shard-size", "4",
-                         "--threads", "1"]) == 1
+    assert (
+        cli(common + ["--out", str(tmp_path / "two.csv"), "--workers", "2", "--shard-size", "4", "--threads", "1"]) == 1
+    )
     out, err = capsys.readouterr()
     assert "25 images, 1 could not be predicted" in out and "7 shards: 7 computed now" in out
     assert (tmp_path / "one.csv").read_text() == (tmp_path / "two.csv").read_text()
@@ -197,20 +293,78 @@ def test_predict_workers_write_the_same_results_in_order(scaled_npy, model, to_p
     assert "expected a .csv or .jsonl" in capsys.readouterr().err
 
 
-def test_ray_store_and_predictions_equal_one_process(scaled_npy, photos, reference, model, to_predict, tmp_path,
-                                                     capsys):
+def test_ray_store_and_predictions_equal_one_process(
+    scaled_npy, photos, reference, model, to_predict, tmp_path, capsys
+):
     from conftest import require_module
 
     require_module("ray")
     out = tmp_path / "ray.h5"
     try:
-        assert cli(["extract", str(photos), "--store", str(out), "--weights", str(scaled_npy), "--scales", "48",
-                    "--precision", "fp32", "--ray", "--workers", "2", "--shard-size", "7", "--threads", "1"]) == 0
+        assert (
+            cli(
+                [
+                    "extract",
+                    str(photos),
+                    "--store",
+                    str(out),
+                    "--weights",
+                    str(scaled_npy),
+                    "--scales",
+                    "48",
+                    "--precision",
+                    "fp32",
+                    "--ray",
+                    "--workers",
+                    "2",
+                    "--shard-size",
+                    "7",
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
         printed = capsys.readouterr().out
-        assert cli(["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision",
-                    "fp32", "--out", str(tmp_path / "ray.csv"), "--ray", "--workers", "2", "--shard-size", "9"]) == 1
-        assert cli(["predict", "--model", str(model), *to_predict, "--weights", str(scaled_npy), "--precision",
-                    "fp32", "--out", str(tmp_path / "one.csv")]) == 1
+        assert (
+            cli(
+                [
+                    "predict",
+                    "--model",
+                    str(model),
+                    *to_predict,
+                    "--weights",
+                    str(scaled_npy),
+                    "--precision",
+                    "fp32",
+                    "--out",
+                    str(tmp_path / "ray.csv"),
+                    "--ray",
+                    "--workers",
+                    "2",
+                    "--shard-size",
+                    "9",
+                ]
+            )
+            == 1
+        )
+        assert (
+            cli(
+                [
+                    "predict",
+                    "--model",
+                    str(model),
+                    *to_predict,
+                    "--weights",
+                    str(scaled_npy),
+                    "--precision",
+                    "fp32",
+                    "--out",
+                    str(tmp_path / "one.csv"),
+                ]
+            )
+            == 1
+        )
     finally:
         import ray
 
@@ -221,8 +375,21 @@ def test_ray_store_and_predictions_equal_one_process(scaled_npy, photos, referen
 
 
 def test_scale_options_are_checked(scaled_npy, photos, tmp_path, capsys):
-    assert cli(["extract", str(photos), "--store", str(tmp_path / "x.h5"), "--weights", str(scaled_npy),
-                "--shard-size", "4"]) == 2
+    assert (
+        cli(
+            [
+                "extract",
+                str(photos),
+                "--store",
+                str(tmp_path / "x.h5"),
+                "--weights",
+                str(scaled_npy),
+                "--shard-size",
+                "4",
+            ]
+        )
+        == 2
+    )
     assert "--shard-size: only with --workers or --ray" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli(["extract", str(photos), "--store", str(tmp_path / "x.h5"), "--workers", "0"])

@@ -10,19 +10,20 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from recipe_data import colour_folder, colour_h5
-from vggtransfer import datasets
-from vggtransfer.features import FeatureExtractor
-from vggtransfer.store import FeatureStoreMismatch, build_store, open_store, store_status
+
+from vggtransfer.data import datasets
+from vggtransfer.data.store import FeatureStoreMismatch, build_store, open_store, store_status
+from vggtransfer.features.extractor import FeatureExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def fx(scaled_npy):
-    with FeatureExtractor(scaled_npy, end_point="pool5", pooling="max", image_size=32, batch_size=4,
-                          precision="fp32") as f:
+    with FeatureExtractor(
+        scaled_npy, end_point="pool5", pooling="max", image_size=32, batch_size=4, precision="fp32"
+    ) as f:
         yield f
 
 
@@ -72,8 +73,9 @@ def test_array_dataset_store(fx, tmp_path):
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from vggtransfer import datasets, store
-    from vggtransfer.features import FeatureExtractor
+    from vggtransfer.data import datasets
+    from vggtransfer.data import store
+    from vggtransfer.features.extractor import FeatureExtractor
     flushes = [0]
     real = store.BufferedRowWriter.flush
     def flush(self):
@@ -91,8 +93,13 @@ def test_resume_after_sigkill_computes_only_the_rest(scaled_npy, fx, folder, tmp
     (folder / "red" / "zz_bad.jpg").unlink()
     path = tmp_path / "s.h5"
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(scaled_npy), str(folder), str(path)], env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(scaled_npy), str(folder), str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert store_status(path) == (6, 16)
     with pytest.raises(ValueError, match="incomplete"):

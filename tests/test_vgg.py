@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from vggtransfer import vgg
-from vggtransfer.images import load_image
-from vggtransfer.weights import load_weights
-
 from conftest import require_module, scaled_weights, shared_data
+
+from vggtransfer.data.images import load_image
+from vggtransfer.nets import vgg
+from vggtransfer.weights.npy import load_weights
 
 tf1 = tf.compat.v1
 
@@ -52,8 +51,12 @@ def test_final_endpoint_stops_early(w16):
 
 def test_trainable_from_makes_later_layers_trainable(w16):
     _, _, trainable = _run(w16, np.zeros((1, 32, 32, 3), np.float32), trainable_from="conv5_2")
-    assert trainable == ["vgg16/conv5_2/weights:0", "vgg16/conv5_2/biases:0",
-                         "vgg16/conv5_3/weights:0", "vgg16/conv5_3/biases:0"]
+    assert trainable == [
+        "vgg16/conv5_2/weights:0",
+        "vgg16/conv5_2/biases:0",
+        "vgg16/conv5_3/weights:0",
+        "vgg16/conv5_3/biases:0",
+    ]
 
 
 def test_constant_and_variable_modes_agree(w16):
@@ -77,8 +80,9 @@ def test_preprocessing_is_caffe_bgr():
     np.testing.assert_allclose(out[0, 0, 0], [0 - 103.939, 127.5 - 116.779, 255 - 123.68], rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape,message", [((None, 16, 16, 3), "at least 32x32"), ((None, 64, 64, 1), "3 channels"),
-                                           ((None, 64, 3), "NHWC")])
+@pytest.mark.parametrize(
+    "shape,message", [((None, 16, 16, 3), "at least 32x32"), ((None, 64, 64, 1), "3 channels"), ((None, 64, 3), "NHWC")]
+)
 def test_bad_inputs_are_value_errors(w16, shape, message):
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match=message):
@@ -128,11 +132,58 @@ def test_parity_with_keras_applications(real_weights, shared_dir):
 
 def test_feature_extractor_detects_vgg19_from_a_file(tmp_path):
     """A VGG19 weights file given without ``arch`` builds VGG19 (it used to build VGG16 on the first 13 layers)."""
-    from vggtransfer.features import FeatureExtractor
-    from vggtransfer.weights import save_weights
+    from vggtransfer.features.extractor import FeatureExtractor
+    from vggtransfer.weights.npy import save_weights
 
     path = save_weights(scaled_weights("vgg19"), tmp_path / "vgg19.npy")
     with FeatureExtractor(str(path), end_point="pool5", pooling="avg", image_size=32) as fx:
         assert fx.arch == "vgg19" and "conv5_4" in fx.end_points
     with FeatureExtractor(scaled_weights("vgg19"), end_point="pool5", pooling="avg", image_size=32) as fx:
         assert fx.arch == "vgg19"
+
+
+def test_the_fine_tuning_top_is_the_same_builder():
+    """``vgg_conv(start_from=...)`` builds the layers from a conv layer on the maps before it (the fine-tuned top):
+    its output equals the full stack's, its variables are the trainable ones, named as fine-tuned checkpoints hold
+    them (``finetune/conv5_1/weights``), and nothing is left waiting to be fed after ``initialize``."""
+    weights = scaled_weights("vgg16")
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.float32, [None, 64, 64, 3])
+        full, end_points = vgg.vgg_conv(images, weights, final_endpoint="pool5")
+        prefix = tf1.placeholder(tf.float32, [None, 8, 8, 512])
+        top, top_points = vgg.vgg_conv(
+            prefix, weights, start_from="conv4_2", trainable_from="conv4_2", scope="finetune"
+        )
+        trainable = [v.op.name for v in tf1.trainable_variables()]
+        session = tf1.Session(graph=graph)
+        vgg.initialize(session)
+    assert trainable == [
+        f"finetune/{n}/{p}"
+        for n in ("conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
+        for p in ("weights", "biases")
+    ]
+    assert list(top_points) == ["conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2", "conv5_3", "pool5"]
+    assert vgg.weight_feeds(graph) == {}
+    x = np.random.default_rng(0).random((2, 64, 64, 3), np.float32)
+    expected, maps = session.run([full, end_points["conv4_1"]], {images: x})
+    np.testing.assert_array_equal(session.run(top, {prefix: maps}), expected)
+    with graph.as_default(), pytest.raises(ValueError, match="start_from must be a conv layer"):
+        vgg.vgg_conv(prefix, weights, start_from="pool4")
+    session.close()
+
+
+def test_the_architecture_table_is_declared_once():
+    from vggtransfer.nets.cfg import get_cfg
+
+    for arch, convs in (("vgg16", 13), ("vgg19", 16)):
+        cfg = get_cfg(arch)
+        assert len(cfg.conv_layers) == convs and len(cfg.end_points) == convs + 5
+        assert cfg.feature_info == [
+            {"module": f"pool{b}", "num_chs": c, "reduction": 2**b}
+            for b, c in zip(range(1, 6), (64, 128, 256, 512, 512))
+        ]
+        assert cfg.layer("conv3_1").reduction == 4 and cfg.layer("conv3_1").in_channels == 128
+        assert vgg.feature_dim(arch, "pool4", "flatten", 100) == 6 * 6 * 512
+    with pytest.raises(ValueError, match="unknown architecture 'vgg11'"):
+        get_cfg("vgg11")

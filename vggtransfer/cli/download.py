@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..images import MAX_PIXELS
-from .common import EXIT_INTERRUPTED, RESUMABLE, error, non_negative_int, positive_int, progress
+from vggtransfer.cli.common import EXIT_INTERRUPTED, RESUMABLE, error, non_negative_int, positive_int, progress
+from vggtransfer.data.images import MAX_PIXELS
 
 DESCRIPTION = """\
 Download image URL lists, one folder per list. Each URLS_FILE holds one URL per line (blank lines and # comments
@@ -38,23 +38,55 @@ def _megabytes(text):
 
 def add_download_parser(subparsers, parents=()):
     """Register ``download`` on an argparse ``subparsers`` object; returns the subparser."""
-    p = subparsers.add_parser("download", parents=list(parents), help="download image URL lists into OUT/<class>/ (resumable)",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "download",
+        parents=list(parents),
+        help="download image URL lists into OUT/<class>/ (resumable)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("urls_files", nargs="+", metavar="URLS_FILE", help="text file of URLs; its stem is the class name")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (images go to DIR/<class>/)")
-    p.add_argument("--max-per-class", type=positive_int, metavar="N",
-                   help="stop once N valid images are saved for a class (the tutorial used 400)")
+    p.add_argument(
+        "--max-per-class",
+        type=positive_int,
+        metavar="N",
+        help="stop once N valid images are saved for a class (the tutorial used 400)",
+    )
     p.add_argument("--workers", type=positive_int, default=16, help="concurrent downloads in all (default 16)")
     p.add_argument("--per-host", type=positive_int, default=4, help="concurrent downloads per host (default 4)")
-    p.add_argument("--timeout", type=_timeout, default=(5.0, 20.0), metavar="CONNECT,READ",
-                   help="connect and read timeouts in seconds (default 5,20)")
-    p.add_argument("--retries", type=non_negative_int, default=2, help="retries for connection errors and 5xx (default 2)")
-    p.add_argument("--max-mb", type=_megabytes, default=20 * 1024 * 1024, dest="max_bytes", metavar="MB",
-                   help="largest body kept, in MB (default 20)")
-    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                   help=f"largest image kept, width*height (default {MAX_PIXELS:,})")
-    p.add_argument("--placeholder-urls", type=positive_int, default=3, dest="placeholder_min_urls", metavar="N",
-                   help="content served for N or more URLs is a placeholder (default 3)")
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=(5.0, 20.0),
+        metavar="CONNECT,READ",
+        help="connect and read timeouts in seconds (default 5,20)",
+    )
+    p.add_argument(
+        "--retries", type=non_negative_int, default=2, help="retries for connection errors and 5xx (default 2)"
+    )
+    p.add_argument(
+        "--max-mb",
+        type=_megabytes,
+        default=20 * 1024 * 1024,
+        dest="max_bytes",
+        metavar="MB",
+        help="largest body kept, in MB (default 20)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=MAX_PIXELS,
+        help=f"largest image kept, width*height (default {MAX_PIXELS:,})",
+    )
+    p.add_argument(
+        "--placeholder-urls",
+        type=positive_int,
+        default=3,
+        dest="placeholder_min_urls",
+        metavar="N",
+        help="content served for N or more URLs is a placeholder (default 3)",
+    )
     p.add_argument("--manifest", metavar="FILE", help="manifest path (default OUT/manifest.jsonl)")
     p.add_argument("--no-progress", action="store_true", dest="quiet", help=argparse.SUPPRESS)  # old name of --quiet
     p.set_defaults(func=run)
@@ -63,9 +95,10 @@ def add_download_parser(subparsers, parents=()):
 
 def run(args) -> int:
     """Run the download subcommand; returns the exit code (0 done, 1 nothing valid saved, 2 usage, 130 Ctrl-C)."""
-    from ..download import download_url_lists, read_url_list
+    from vggtransfer.data.download import download_url_lists, read_url_list
 
-    lists, seen = {}, {}
+    lists: dict = {}
+    seen: dict = {}
     for name in args.urls_files:
         path = Path(name)
         cls = path.stem
@@ -88,15 +121,24 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         return error(f"{out}: exists and is not a folder")
     try:
-        summary = download_url_lists(lists, out, max_per_class=args.max_per_class, workers=args.workers,
-                                     per_host=args.per_host, timeout=args.timeout, retries=args.retries,
-                                     max_bytes=args.max_bytes, max_pixels=args.max_pixels,
-                                     placeholder_min_urls=args.placeholder_min_urls, manifest=args.manifest,
-                                     progress=progress(args))
+        summary = download_url_lists(
+            lists,
+            out,
+            max_per_class=args.max_per_class,
+            workers=args.workers,
+            per_host=args.per_host,
+            timeout=args.timeout,
+            retries=args.retries,
+            max_bytes=args.max_bytes,
+            max_pixels=args.max_pixels,
+            placeholder_min_urls=args.placeholder_min_urls,
+            manifest=args.manifest,
+            progress=progress(args),
+        )
     except KeyboardInterrupt as exc:
-        summary = getattr(exc, "summary", None)
-        if summary is not None:
-            print(summary.format(), file=sys.stderr)
+        partial = getattr(exc, "summary", None)
+        if partial is not None:
+            print(partial.format(), file=sys.stderr)
         print(RESUMABLE, file=sys.stderr)
         return EXIT_INTERRUPTED
     except (OSError, ValueError) as exc:

@@ -14,25 +14,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import DATA_HELP
-from .common import UsageError, add_runtime_args, progress
+from vggtransfer.cli.common import UsageError, add_runtime_args, progress
+from vggtransfer.data.datasets import DATA_HELP
 
 
 def add_parser(sub, parents):
     """Register ``evaluate``."""
     p = sub.add_parser(
-        "evaluate", parents=parents, help="score a saved model on labelled data (classifiers and regressors)",
+        "evaluate",
+        parents=parents,
+        help="score a saved model on labelled data (classifiers and regressors)",
         description="Score a saved model on labelled DATA, or on a --store made with the model's feature settings "
-                    "(head and linear models). Classifiers: accuracy, per-class report, confusion matrix. "
-                    "Regressors: RMSE and MAE on a CSV with path,target (or a regression store).",
-        epilog="example: vggtransfer evaluate --model models/clf hymenoptera_data/val --png confusion.png")
+        "(head and linear models). Classifiers: accuracy, per-class report, confusion matrix. "
+        "Regressors: RMSE and MAE on a CSV with path,target (or a regression store).",
+        epilog="example: vggtransfer evaluate --model models/clf hymenoptera_data/val --png confusion.png",
+    )
     p.add_argument("data", nargs="?", help=DATA_HELP)
     p.add_argument("--store", type=Path, help="a feature store instead of DATA")
     p.add_argument("--model", required=True, type=Path, help="a model directory saved by `vggtransfer train`")
     p.add_argument("--split", default="test", help="h5 only: which split to read (default test)")
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
-    p.add_argument("--png", type=Path,
-                   help="also write a picture: the confusion matrix (classifiers) or predicted vs true (regressors)")
+    p.add_argument(
+        "--png",
+        type=Path,
+        help="also write a picture: the confusion matrix (classifiers) or predicted vs true (regressors)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     add_runtime_args(p)
     p.set_defaults(func=run_evaluate, interrupted="interrupted; nothing was written. Rerun the same command")
@@ -41,28 +47,34 @@ def add_parser(sub, parents):
 
 def run_evaluate(args) -> int:
     """Check the pairing of model and data, then score and print."""
-    from ..modeldir import read_kind
+    from vggtransfer.models.modeldir import read_kind
 
     if (args.data is None) == (args.store is None):
         raise UsageError("give DATA or --store (one of them)")
     cfg = read_kind(args.model)
     kind = cfg["kind"]
     if kind == "finetuned" and args.store is not None:
-        raise UsageError(f"{args.model}: a fine-tuned model computes its own features; it cannot be scored on a "
-                         "feature store of frozen features. Give DATA instead of --store")
+        raise UsageError(
+            f"{args.model}: a fine-tuned model computes its own features; it cannot be scored on a "
+            "feature store of frozen features. Give DATA instead of --store"
+        )
     regressor = kind == "regressor" or cfg.get("task") == "regression"
     if args.data is not None and regressor and Path(args.data).suffix.lower() != ".csv":
-        raise UsageError(f"{args.data}: {args.model} is a regressor, scored on numeric targets; give a CSV with a "
-                         "header path,target (class folders and .h5 files hold class labels)")
+        raise UsageError(
+            f"{args.data}: {args.model} is a regressor, scored on numeric targets; give a CSV with a "
+            "header path,target (class folders and .h5 files hold class labels)"
+        )
     store = None
     if args.store is not None:
-        from ..store import open_store
+        from vggtransfer.data.store import open_store
 
         store = open_store(args.store)
         if (store.task == "regression") != regressor:
-            raise UsageError(f"{args.store}: holds {store.task} data but {args.model} is a "
-                             f"{'regressor' if regressor else 'classifier'}")
-    from ..classifier import load_model
+            raise UsageError(
+                f"{args.store}: holds {store.task} data but {args.model} is a "
+                f"{'regressor' if regressor else 'classifier'}"
+            )
+    from vggtransfer.models.registry import load_model
 
     model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     if regressor:
@@ -77,17 +89,7 @@ def _cv_estimate(model) -> dict:
 
 
 def _features_of_store(args, model, store):
-    from ..store import FeatureStoreMismatch, compare_config
-
-    if hasattr(model, "check_store"):
-        model.check_store(store, str(args.store))
-        return model.predict_features(store.features)
-    diff = compare_config(store.config, model.config)
-    if diff:
-        raise FeatureStoreMismatch(args.store, diff)
-    if hasattr(model, "pipeline"):
-        return model.predict_features(store.features)
-    return model.head.predict_features(model.session, store.features)
+    return model.predict_store(store, str(args.store))
 
 
 def _evaluate_regressor(args, model, store) -> int:
@@ -96,8 +98,8 @@ def _evaluate_regressor(args, model, store) -> int:
     if store is not None:
         pred, y, failed = _features_of_store(args, model, store), store.labels.astype(np.float64), len(store.errors)
     else:
-        from ..datasets import from_path
-        from .train import report_bad
+        from vggtransfer.cli.train import report_bad
+        from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "regression")
         report_bad(ds)
@@ -116,20 +118,24 @@ def _evaluate_regressor(args, model, store) -> int:
     if args.json:
         print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed), **cv}, allow_nan=False))
     else:
-        print(f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed
-                                                                     else ""))
+        print(
+            f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items"
+            + (f" ({failed} unreadable, left out)" if failed else "")
+        )
         if cv:
-            print(f"cross-validated estimate at training: RMSE {cv['cv_mean']:.4g} ± {cv['cv_std']:.2g} "
-                  f"({cv['folds']} folds)")
+            print(
+                f"cross-validated estimate at training: RMSE {cv['cv_mean']:.4g} ± {cv['cv_std']:.2g} "
+                f"({cv['folds']} folds)"
+            )
     return 0
 
 
 def _evaluate_classifier(args, model, store) -> int:
     from sklearn.metrics import classification_report
 
-    from ..classifier_api import confusion_matrix
-    from ..linear import format_confusion, save_confusion_png
-    from ..select import expected_calibration_error
+    from vggtransfer.models.classifier_api import confusion_matrix
+    from vggtransfer.models.linear import format_confusion, save_confusion_png
+    from vggtransfer.models.select import expected_calibration_error
 
     classes = list(model.classes)
     if store is not None:
@@ -139,8 +145,8 @@ def _evaluate_classifier(args, model, store) -> int:
         y, failed = store.labels.astype(int), len(store.errors)
         pred = probs.argmax(1)
     else:
-        from ..datasets import from_path
-        from .train import report_bad
+        from vggtransfer.cli.train import report_bad
+        from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "classification")
         report_bad(ds)
@@ -154,18 +160,37 @@ def _evaluate_classifier(args, model, store) -> int:
     if args.png:
         save_confusion_png(cm, classes, args.png, f"{args.model.name}: accuracy {100 * acc:.2f} %")
     if args.json:
-        print(json.dumps({"accuracy": None if math.isnan(acc) else acc, "n": int(len(y)), "failed": int(failed),
-                          "ece": None if math.isnan(ece) else ece, "classes": classes, "confusion": cm.tolist(), **cv},
-                         allow_nan=False))
+        print(
+            json.dumps(
+                {
+                    "accuracy": None if math.isnan(acc) else acc,
+                    "n": int(len(y)),
+                    "failed": int(failed),
+                    "ece": None if math.isnan(ece) else ece,
+                    "classes": classes,
+                    "confusion": cm.tolist(),
+                    **cv,
+                },
+                allow_nan=False,
+            )
+        )
     else:
-        print(classification_report(y, pred, labels=list(range(len(classes))), target_names=classes, digits=4,
-                                    zero_division=0))
+        print(
+            classification_report(
+                y, pred, labels=list(range(len(classes))), target_names=classes, digits=4, zero_division=0
+            )
+        )
         print(format_confusion(cm, classes))
-        print(f"accuracy {100 * acc:.2f} % on {len(y)} items" + (f" ({failed} unreadable, left out)" if failed else "")
-              + f"; expected calibration error {100 * ece:.2f} %")
+        print(
+            f"accuracy {100 * acc:.2f} % on {len(y)} items"
+            + (f" ({failed} unreadable, left out)" if failed else "")
+            + f"; expected calibration error {100 * ece:.2f} %"
+        )
         if cv:
-            print(f"cross-validated estimate at training: accuracy {100 * cv['cv_mean']:.2f} ± "
-                  f"{100 * cv['cv_std']:.2f} % ({cv['folds']} folds)")
+            print(
+                f"cross-validated estimate at training: accuracy {100 * cv['cv_mean']:.2f} ± "
+                f"{100 * cv['cv_std']:.2f} % ({cv['folds']} folds)"
+            )
     return 0
 
 

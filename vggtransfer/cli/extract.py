@@ -7,44 +7,65 @@ import textwrap
 import time
 from pathlib import Path
 
-from .. import defaults
-from ..datasets import DATA_HELP
-from .common import announce_precision, positive_int, progress
-from .features import add_feature_args, block_spec, check_end_point, classic_features
+from vggtransfer.cli.common import announce_precision, positive_int, progress
+from vggtransfer.cli.features import add_feature_args, block_spec, check_end_point, classic_features
+from vggtransfer.data.datasets import DATA_HELP
+from vggtransfer.models import defaults
 
 
 def add_parser(sub, parents):
     """Register ``extract``."""
     p = sub.add_parser(
-        "extract", parents=parents, help="compute the features of a data set into an HDF5 feature store (resumable)",
-        description=textwrap.fill("Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
-                    "names and source paths, written in chunks (works for data larger than memory). If "
-                    "interrupted (even kill -9), rerun the same command: it continues where it stopped. By default "
-                    "each row holds named blocks (global average and max of pool3, pool4, pool5 of the whole image "
-                    "at --scales), what `train --recipe auto` chooses from; --end-point/--pooling/--image-size make "
-                    "classic single-block features of the square centre crop instead. The store records the "
-                    "weights, blocks, scales, preprocessing and precision; reusing it with other settings is "
-                    "refused, and an existing file that is not a feature store is never overwritten.", 116),
+        "extract",
+        parents=parents,
+        help="compute the features of a data set into an HDF5 feature store (resumable)",
+        description=textwrap.fill(
+            "Extract frozen VGG features of every item of DATA into an HDF5 store: features, labels, label "
+            "names and source paths, written in chunks (works for data larger than memory). If "
+            "interrupted (even kill -9), rerun the same command: it continues where it stopped. By default "
+            "each row holds named blocks (global average and max of pool3, pool4, pool5 of the whole image "
+            "at --scales), what `train --recipe auto` chooses from; --end-point/--pooling/--image-size make "
+            "classic single-block features of the square centre crop instead. The store records the "
+            "weights, blocks, scales, preprocessing and precision; reusing it with other settings is "
+            "refused, and an existing file that is not a feature store is never overwritten.",
+            116,
+        ),
         epilog="examples:\n  vggtransfer extract hymenoptera_data/train --store train.h5\n"
-               "  vggtransfer extract hymenoptera_data/train --store train.h5 --scales 256,384 --flip\n"
-               "  vggtransfer extract hymenoptera_data/train --store classic.h5 --end-point pool5 --pooling avg",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  vggtransfer extract hymenoptera_data/train --store train.h5 --scales 256,384 --flip\n"
+        "  vggtransfer extract hymenoptera_data/train --store classic.h5 --end-point pool5 --pooling avg",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--store", required=True, type=Path, help="the HDF5 file to write (or resume)")
     p.add_argument("--split", default="train", help="h5 only: which {split}_set_x/_y to read (default train)")
-    p.add_argument("--task", choices=("classification", "regression"), default="classification",
-                   help="CSV only: label column (classification, the default) or target column (regression)")
+    p.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        default="classification",
+        help="CSV only: label column (classification, the default) or target column (regression)",
+    )
     p.add_argument("--chunk-rows", type=positive_int, default=256, help="rows buffered per write (default 256)")
     g = p.add_argument_group("scale-out")
-    g.add_argument("--workers", type=positive_int, default=None,
-                   help="extract with N worker processes (spawned, each with its own TensorFlow session; threads "
-                        "per worker = cores / N unless --threads), in shards written beside the store and merged "
-                        "into it; a rerun skips finished shards")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run the workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running "
-                        "cluster (`ray start --head`), or HOST:PORT (needs pip install 'vggtransfer[ray]')")
-    g.add_argument("--shard-size", type=positive_int, default=None,
-                   help="items per shard with --workers/--ray (default 256)")
+    g.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="extract with N worker processes (spawned, each with its own TensorFlow session; threads "
+        "per worker = cores / N unless --threads), in shards written beside the store and merged "
+        "into it; a rerun skips finished shards",
+    )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running "
+        "cluster (`ray start --head`), or HOST:PORT (needs pip install 'vggtransfer[ray]')",
+    )
+    g.add_argument(
+        "--shard-size", type=positive_int, default=None, help="items per shard with --workers/--ray (default 256)"
+    )
     add_feature_args(p, f"{defaults.STORE_POOLING} with --end-point or --image-size")
     p.set_defaults(func=run_extract)
     return p
@@ -52,8 +73,8 @@ def add_parser(sub, parents):
 
 def run_extract(args) -> int:
     """Build (or resume) the store; prints ``STORE: done/total items``."""
-    from ..datasets import from_path
-    from .train import report_bad
+    from vggtransfer.cli.train import report_bad
+    from vggtransfer.data.datasets import from_path
 
     arch = args.arch or "vgg16"
     classic = classic_features(args)
@@ -62,10 +83,9 @@ def run_extract(args) -> int:
         check_end_point(arch, end_point)
     ds = from_path(args.data, args.split, args.task)
     report_bad(ds)
-    from ..store import build_store, store_status
-    from ..weight_sources import resolve_weights
-
-    from .common import UsageError, explicit
+    from vggtransfer.cli.common import UsageError, explicit
+    from vggtransfer.data.store import build_store, store_status
+    from vggtransfer.weights.sources import resolve_weights
 
     sharded = explicit(args, "workers") or explicit(args, "ray")
     if explicit(args, "shard_size") and not sharded:
@@ -75,17 +95,29 @@ def run_extract(args) -> int:
     announce_precision(args)
     if sharded:
         return run_sharded(args, ds, weights, arch, classic, end_point, t0)
+    from vggtransfer.features.blocks import BlockExtractor
+    from vggtransfer.features.extractor import FeatureExtractor
+
     if classic:
-        from ..features import FeatureExtractor
-
-        fx = FeatureExtractor(weights, arch=arch, end_point=end_point, pooling=args.pooling or defaults.STORE_POOLING,
-                              image_size=args.image_size or defaults.IMAGE_SIZE, batch_size=args.batch_size,
-                              precision=args.precision, threads=args.threads)
+        fx: FeatureExtractor | BlockExtractor = FeatureExtractor(
+            weights,
+            arch=arch,
+            end_point=end_point,
+            pooling=args.pooling or defaults.STORE_POOLING,
+            image_size=args.image_size or defaults.IMAGE_SIZE,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            threads=args.threads,
+        )
     else:
-        from ..blocks import BlockExtractor
-
-        fx = BlockExtractor(weights, block_spec(args), arch=arch, batch_size=args.batch_size,
-                            precision=args.precision, threads=args.threads)
+        fx = BlockExtractor(
+            weights,
+            block_spec(args),
+            arch=arch,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            threads=args.threads,
+        )
     with fx:
         build_store(args.store, ds, fx, chunk_rows=args.chunk_rows, progress=progress(args))
     done, total = store_status(args.store)
@@ -98,27 +130,44 @@ def run_sharded(args, ds, weights, arch, classic, end_point, t0) -> int:
     """``extract --workers N`` / ``--ray``: shards over worker processes, merged into the store."""
     import sys
 
-    from ..scale import SHARD_SIZE, ExtractorSpec, build_store_sharded
-    from ..store import store_status
+    from vggtransfer.data.store import store_status
+    from vggtransfer.scale.shards import SHARD_SIZE, ExtractorSpec, build_store_sharded
 
     if classic:
-        spec = ExtractorSpec(str(weights), arch=arch, end_point=end_point,
-                             pooling=args.pooling or defaults.STORE_POOLING,
-                             image_size=args.image_size or defaults.IMAGE_SIZE, precision=args.precision,
-                             batch_size=args.batch_size)
+        spec = ExtractorSpec(
+            str(weights),
+            arch=arch,
+            end_point=end_point,
+            pooling=args.pooling or defaults.STORE_POOLING,
+            image_size=args.image_size or defaults.IMAGE_SIZE,
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
     else:
-        spec = ExtractorSpec(str(weights), arch=arch, features=block_spec(args).to_dict(), precision=args.precision,
-                             batch_size=args.batch_size)
+        spec = ExtractorSpec(
+            str(weights),
+            arch=arch,
+            features=block_spec(args).to_dict(),
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
     workers = args.workers or 2
-    report = build_store_sharded(args.store, ds, spec, workers=workers, threads=args.threads,
-                                 use_ray=args.ray is not None, ray_address=args.ray or None,
-                                 shard_size=args.shard_size or SHARD_SIZE, progress=progress(args),
-                                 log=lambda line: print(line, file=sys.stderr))
+    report = build_store_sharded(
+        args.store,
+        ds,
+        spec,
+        workers=workers,
+        threads=args.threads,
+        use_ray=args.ray is not None,
+        ray_address=args.ray or None,
+        shard_size=args.shard_size or SHARD_SIZE,
+        progress=progress(args),
+        log=lambda line: print(line, file=sys.stderr),
+    )
     done, total = store_status(args.store)
     kind = f"{len(ds.classes)} classes" if ds.classes else "regression targets"
     engine = "Ray" if args.ray is not None else "local processes"
-    print(f"{args.store}: {done}/{total} items, {kind} ({time.perf_counter() - t0:.0f} s, {workers} workers, "
-          f"{engine})")
+    print(f"{args.store}: {done}/{total} items, {kind} ({time.perf_counter() - t0:.0f} s, {workers} workers, {engine})")
     if not args.quiet:
         print(report.summary())
     return 0

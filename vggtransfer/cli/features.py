@@ -2,38 +2,84 @@
 
 from __future__ import annotations
 
-from .. import defaults
-from ..weights import ARCHITECTURES
-from .common import add_runtime_args, image_size, scales
+from vggtransfer.cli.common import add_runtime_args, image_size, scales
+from vggtransfer.models import defaults
+from vggtransfer.weights.npy import ARCHITECTURES
 
 #: Every end point of the architectures (VGG19 adds conv3_4, conv4_4, conv5_4); checked against --arch later.
-END_POINTS = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2", "conv3_3",
-              "conv3_4", "pool3", "conv4_1", "conv4_2", "conv4_3", "conv4_4", "pool4", "conv5_1", "conv5_2",
-              "conv5_3", "conv5_4", "pool5")
+END_POINTS = (
+    "conv1_1",
+    "conv1_2",
+    "pool1",
+    "conv2_1",
+    "conv2_2",
+    "pool2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv3_4",
+    "pool3",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "conv4_4",
+    "pool4",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
+    "conv5_4",
+    "pool5",
+)
 POOLINGS = ("flatten", "max", "avg")
 
 
 def add_feature_args(p, recipes_note: str = "") -> None:
     """--weights, --arch, --scales, --flip, --end-point, --pooling, --image-size, then the runtime options."""
     g = p.add_argument_group("features")
-    g.add_argument("--weights", default=None,
-                   help="VGG conv weights .npy (default: $VGGTRANSFER_WEIGHTS, ./weights, the cache, else a "
-                        "one-time download; see `vggtransfer fetch-weights`)")
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="VGG conv weights .npy (default: $VGGTRANSFER_WEIGHTS, ./weights, the cache, else a "
+        "one-time download; see `vggtransfer fetch-weights`)",
+    )
     g.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture (default vgg16)")
-    g.add_argument("--scales", type=scales, default=None, metavar="PX",
-                   help="block features (the default): short side(s) of the whole image, comma-separated (default "
-                        f"{','.join(map(str, defaults.FEATURES.scales))}); blocks: global avg and max of "
-                        f"{', '.join(defaults.FEATURES.end_points)}")
-    g.add_argument("--flip", action="store_true", default=None,
-                   help="block features: average each block with the mirrored image's (2x the compute)")
-    g.add_argument("--end-point", choices=END_POINTS, default=None, metavar="LAYER",
-                   help=f"one layer's output as the feature, of the square centre crop (classic single-block "
-                        f"features; default {defaults.CLASSIFIER.end_point}); one of "
-                        + ", ".join(END_POINTS) + " (conv3_4, conv4_4, conv5_4: vgg19 only)")
-    g.add_argument("--pooling", choices=POOLINGS, default=None,
-                   help="flatten the map, or global max / average pooling (default " + recipes_note + ")")
-    g.add_argument("--image-size", type=image_size, default=None,
-                   help=f"input side in pixels, >= 32 (default {defaults.IMAGE_SIZE})")
+    g.add_argument(
+        "--scales",
+        type=scales,
+        default=None,
+        metavar="PX",
+        help="block features (the default): short side(s) of the whole image, comma-separated (default "
+        f"{','.join(map(str, defaults.FEATURES.scales))}); blocks: global avg and max of "
+        f"{', '.join(defaults.FEATURES.end_points)}",
+    )
+    g.add_argument(
+        "--flip",
+        action="store_true",
+        default=None,
+        help="block features: average each block with the mirrored image's (2x the compute)",
+    )
+    g.add_argument(
+        "--end-point",
+        choices=END_POINTS,
+        default=None,
+        metavar="LAYER",
+        help=f"one layer's output as the feature, of the square centre crop (classic single-block "
+        f"features; default {defaults.CLASSIFIER.end_point}); one of "
+        + ", ".join(END_POINTS)
+        + " (conv3_4, conv4_4, conv5_4: vgg19 only)",
+    )
+    g.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help="flatten the map, or global max / average pooling (default " + recipes_note + ")",
+    )
+    g.add_argument(
+        "--image-size",
+        type=image_size,
+        default=None,
+        help=f"input side in pixels, >= 32 (default {defaults.IMAGE_SIZE})",
+    )
     add_runtime_args(p)
 
 
@@ -44,18 +90,20 @@ BLOCK_OPTIONS = ("scales", "flip")
 def classic_features(args) -> bool:
     """True when --end-point, --pooling or --image-size asks for classic single-block features; refuses them
     together with the block options --scales/--flip, naming both."""
-    from .common import UsageError, explicit
+    from vggtransfer.cli.common import UsageError, explicit
 
     classic = [f"--{n.replace('_', '-')}" for n in CLASSIC_OPTIONS if explicit(args, n)]
     block = [f"--{n}" for n in BLOCK_OPTIONS if explicit(args, n)]
     if classic and block:
-        raise UsageError(f"{', '.join(block)} and {', '.join(classic)}: block features (whole image at --scales) or "
-                         "one classic block (square crop at --image-size): choose one")
+        raise UsageError(
+            f"{', '.join(block)} and {', '.join(classic)}: block features (whole image at --scales) or "
+            "one classic block (square crop at --image-size): choose one"
+        )
     return bool(classic)
 
 
 def block_spec(args):
-    """The :class:`~vggtransfer.featurespec.FeatureSpec` of the block options (defaults table otherwise)."""
+    """The :class:`~vggtransfer.features.spec.FeatureSpec` of the block options (defaults table otherwise)."""
     import dataclasses
 
     spec = defaults.FEATURES
@@ -69,9 +117,11 @@ def block_spec(args):
 
 def check_end_point(arch: str, end_point: str) -> None:
     """A ValueError naming --end-point when the layer is not in ``arch`` (conv5_4 on vgg16)."""
-    from ..weights import conv_layer_names
+    from vggtransfer.weights.npy import conv_layer_names
 
     names = list(conv_layer_names(arch)) + [f"pool{i}" for i in range(1, 6)]
     if end_point not in names:
-        raise ValueError(f"--end-point {end_point}: not a layer of {arch} (its layers: "
-                         f"{', '.join(n for n in END_POINTS if n in names)})")
+        raise ValueError(
+            f"--end-point {end_point}: not a layer of {arch} (its layers: "
+            f"{', '.join(n for n in END_POINTS if n in names)})"
+        )

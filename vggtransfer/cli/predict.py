@@ -3,121 +3,65 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_runtime_args, positive_int
-
-NON_FINITE = "the model produced a non-finite output (NaN or inf); the model file may be damaged or badly trained"
+from vggtransfer.cli.common import UsageError, add_runtime_args, positive_int
+from vggtransfer.models.predictions import ResultsPathError, check_results_path, predict_rows, write_results
 
 
 def add_parser(sub, parents):
     """Register ``predict``."""
     p = sub.add_parser(
-        "predict", parents=parents, help="predict image files with a saved model (any kind)",
+        "predict",
+        parents=parents,
+        help="predict image files with a saved model (any kind)",
         description="Predict each IMAGE with a saved model. Regressor: 'path<TAB>value'. Classifier (head, "
-                    "linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k best classes per image. A "
-                    "file that cannot be read prints 'path<TAB>error: ...' on stderr; the others are still "
-                    "predicted, and the exit code is 1.",
-        epilog="example: vggtransfer predict --model models/clf photo1.jpg photo2.png --top-k 2")
+        "linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k best classes per image. A "
+        "file that cannot be read prints 'path<TAB>error: ...' on stderr; the others are still "
+        "predicted, and the exit code is 1.",
+        epilog="example: vggtransfer predict --model models/clf photo1.jpg photo2.png --top-k 2",
+    )
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True, type=Path, help="a model directory saved by `vggtransfer train`")
-    p.add_argument("--top-k", type=positive_int, default=None, help="classes to show per image (classifiers; default 1)")
+    p.add_argument(
+        "--top-k", type=positive_int, default=None, help="classes to show per image (classifiers; default 1)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list of {path, prediction|top_k, error}")
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write the results to a file instead: .csv (path,prediction,error, or path,rank,class,"
-                        "probability,error) or .jsonl (one JSON object per image), in input order, atomically")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the results to a file instead: .csv (path,prediction,error, or path,rank,class,"
+        "probability,error) or .jsonl (one JSON object per image), in input order, atomically",
+    )
     g = p.add_argument_group("scale-out")
-    g.add_argument("--workers", type=positive_int, default=None,
-                   help="predict with N worker processes in shards beside --out (needed with --workers); a rerun "
-                        "skips finished shards")
-    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running cluster")
+    g.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="predict with N worker processes in shards beside --out (needed with --workers); a rerun "
+        "skips finished shards",
+    )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running cluster",
+    )
     g.add_argument("--shard-size", type=positive_int, default=None, help="images per shard (default 256)")
     add_runtime_args(p)
     p.set_defaults(func=run_predict, interrupted="interrupted; rerun the same command")
     return p
 
 
-def predict_rows(model, images, top_k: int | None) -> list:
-    """One dict per image, in order: ``{path, prediction}`` (regressor) or ``{path, top_k}`` (classifier), with
-    ``error`` None or the reason. Non-finite model outputs are errors, so every row is strict JSON."""
-    import warnings
-
-    from ..images import ImageError
-
-    rows = []
-    if hasattr(model, "predict_top_k"):
-        for path, res in zip(images, model.predict_top_k(images, top_k or 1)):
-            if isinstance(res, ImageError):
-                rows.append({"path": path, "top_k": None, "error": res.reason})
-            elif not all(math.isfinite(p) for _, p in res):
-                rows.append({"path": path, "top_k": None, "error": NON_FINITE})
-            else:
-                rows.append({"path": path, "top_k": [{"class": c, "probability": p} for c, p in res], "error": None})
-        return rows
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        values = model.predict(images, errors="report")
-    errors = {e.path: e.reason for e in model.last_errors}
-    for path, v in zip(images, values):
-        if str(path) in errors:
-            rows.append({"path": path, "prediction": None, "error": errors[str(path)]})
-        elif not math.isfinite(v):
-            rows.append({"path": path, "prediction": None, "error": NON_FINITE})
-        else:
-            rows.append({"path": path, "prediction": float(v), "error": None})
-    return rows
-
-
-RESULT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
-
-
-def check_results_path(path) -> Path:
-    """``path`` as a results file (.csv or .jsonl); a :class:`UsageError` naming --out otherwise."""
-    path = Path(path)
-    if path.suffix.lower() not in RESULT_SUFFIXES:
-        raise UsageError(f"--out {path}: expected a .csv or .jsonl file name")
-    return path
-
-
-def write_results(path, rows) -> None:
-    """Write prediction rows (see :func:`predict_rows`) to ``path``: CSV or JSON lines by its suffix, atomically
-    (a temp file renamed)."""
-    import csv
-    import os
-
-    path = check_results_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        if path.suffix.lower() == ".csv":
-            w = csv.writer(fh)
-            if rows and "top_k" in rows[0]:
-                w.writerow(["path", "rank", "class", "probability", "error"])
-                for r in rows:
-                    for i, t in enumerate(r["top_k"] or [None], start=1):
-                        w.writerow([r["path"], i if t else "", t["class"] if t else "",
-                                    f"{t['probability']:.6g}" if t else "", r["error"] or ""])
-            else:
-                w.writerow(["path", "prediction", "error"])
-                for r in rows:
-                    w.writerow([r["path"], "" if r["prediction"] is None else f"{r['prediction']:.6g}",
-                                r["error"] or ""])
-        else:
-            for r in rows:
-                fh.write(json.dumps(r, allow_nan=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def run_predict(args) -> int:
     """Predict and print (or write --out); exit 1 when some image could not be predicted."""
-    from ..modeldir import read_kind
-    from .common import explicit
+    from vggtransfer.cli.common import explicit
+    from vggtransfer.models.modeldir import read_kind
 
     cfg = read_kind(args.model)
     if (cfg["kind"] == "regressor" or cfg.get("task") == "regression") and args.top_k is not None:
@@ -128,20 +72,33 @@ def run_predict(args) -> int:
     if explicit(args, "shard_size") and not sharded:
         raise UsageError("--shard-size: only with --workers or --ray")
     if args.out is not None:
-        check_results_path(args.out)  # before any work
+        try:
+            check_results_path(args.out)  # before any work
+        except ResultsPathError as exc:
+            raise UsageError(f"--out {exc}") from None
     if args.out is not None and args.json:
         raise UsageError("--json and --out: --out FILE.jsonl writes JSON lines")
     if sharded:
-        from ..scale import SHARD_SIZE, predict_sharded
-        from .common import progress
+        from vggtransfer.cli.common import progress
+        from vggtransfer.scale.shards import SHARD_SIZE, predict_sharded
 
-        report, rows = predict_sharded(args.model, args.images, args.out, weights=args.weights,
-                                       precision=args.precision, top_k=args.top_k, workers=args.workers or 2,
-                                       threads=args.threads, use_ray=args.ray is not None,
-                                       ray_address=args.ray or None, shard_size=args.shard_size or SHARD_SIZE,
-                                       progress=progress(args), log=lambda line: print(line, file=sys.stderr))
+        report, rows = predict_sharded(
+            args.model,
+            args.images,
+            args.out,
+            weights=args.weights,
+            precision=args.precision,
+            top_k=args.top_k,
+            workers=args.workers or 2,
+            threads=args.threads,
+            use_ray=args.ray is not None,
+            ray_address=args.ray or None,
+            shard_size=args.shard_size or SHARD_SIZE,
+            progress=progress(args),
+            log=lambda line: print(line, file=sys.stderr),
+        )
         return _report_out(args, rows, report)
-    from ..classifier import load_model
+    from vggtransfer.models.registry import load_model
 
     model = load_model(args.model, args.weights, precision=args.precision, threads=args.threads)
     rows = predict_rows(model, args.images, args.top_k)

@@ -8,25 +8,35 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import weight_sources as ws
-from ..weights import ARCHITECTURES, WeightsError, file_sha256, list_layers
-from .common import progress
+from vggtransfer.cli.common import progress
+from vggtransfer.weights import sources as ws
+from vggtransfer.weights.npy import ARCHITECTURES, WeightsError, file_sha256, list_layers
 
 
 def add_fetch_weights_parser(subparsers, parents=()):
     """Register ``fetch-weights [--arch vgg16] [--cache-dir D] [--source NAME] [--force]``."""
     p = subparsers.add_parser(
-        "fetch-weights", parents=list(parents), help="download ImageNet VGG weights into the cache",
+        "fetch-weights",
+        parents=list(parents),
+        help="download ImageNet VGG weights into the cache",
         description="Download, verify and convert ImageNet VGG conv weights into the cache as "
-                    "{arch}_conv_imagenet.npy. Sources: "
-                    + "; ".join(f"{s.name} ({s.arch}, {s.origin})" for s in ws.SOURCES))
-    p.add_argument("--arch", choices=ARCHITECTURES, default=None,
-                   help="architecture (default: the --source's, else vgg16)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help=f"cache folder (default: ${ws.ENV_CACHE}, else ./weights if present, else "
-                        "~/.cache/vggtransfer)")
-    p.add_argument("--source", choices=[s.name for s in ws.SOURCES], default=None,
-                   help="fetch from this source only (default: try the arch's sources in order)")
+        "{arch}_conv_imagenet.npy. Sources: " + "; ".join(f"{s.name} ({s.arch}, {s.origin})" for s in ws.SOURCES),
+    )
+    p.add_argument(
+        "--arch", choices=ARCHITECTURES, default=None, help="architecture (default: the --source's, else vgg16)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"cache folder (default: ${ws.ENV_CACHE}, else ./weights if present, else ~/.cache/vggtransfer)",
+    )
+    p.add_argument(
+        "--source",
+        choices=[s.name for s in ws.SOURCES],
+        default=None,
+        help="fetch from this source only (default: try the arch's sources in order)",
+    )
     p.add_argument("--force", action="store_true", help="fetch even if the cache already has the file")
     p.set_defaults(func=run_fetch_weights, interrupted="interrupted; nothing was cached. Rerun the same command")
     return p
@@ -53,9 +63,12 @@ def run_fetch_weights(args) -> int:
 def add_convert_parser(subparsers, parents=()):
     """Register ``convert KERAS_H5 OUT_NPY [--arch]``."""
     p = subparsers.add_parser(
-        "convert", parents=list(parents), help="convert a Keras VGG16/VGG19 .h5 weight file to the vgg16.npy layout",
+        "convert",
+        parents=list(parents),
+        help="convert a Keras VGG16/VGG19 .h5 weight file to the vgg16.npy layout",
         description="Convert Keras VGG weights (legacy .h5, whole-model .h5 or Keras 3 .weights.h5; with or without "
-                    "the top) to a vgg16.npy-layout file; fc1/fc2/predictions become fc6/fc7/fc8.")
+        "the top) to a vgg16.npy-layout file; fc1/fc2/predictions become fc6/fc7/fc8.",
+    )
     p.add_argument("keras_h5", type=Path, metavar="KERAS_H5")
     p.add_argument("out_npy", type=Path, metavar="OUT_NPY")
     p.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture (default: detected)")

@@ -1,0 +1,373 @@
+"""Labelled image data sets for the recipes: a folder of class folders, a SIGNS-style h5 file, or a CSV.
+
+Every loader returns a :class:`Dataset`: items that are image paths or in-memory uint8 images (the h5 arrays), one
+label index (classification) or target (regression) per item, the class names, and the items that could not be
+used, each with its name and the reason (:attr:`Dataset.bad`). A data set with no usable item raises
+:class:`DatasetError`. Splits are seeded and stratified by class (:func:`vggtransfer.models.transfer.split_indices`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vggtransfer.data.images import IMAGE_EXTENSIONS, ImageError, load_image, prepare_array
+from vggtransfer.data.splits import balanced_class_weights, split_indices
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be used at all (missing, wrong layout, or no usable item)."""
+
+
+@dataclass
+class BadItem:
+    """An item left out of a data set: its name (path, CSV row, h5 index) and why."""
+
+    name: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.name}: {self.reason}"
+
+
+@dataclass
+class Dataset:
+    """Items + labels. ``paths`` are image files, or names like ``file.h5:train_set_x[3]`` when ``arrays`` holds the
+    images themselves (uint8, (n, h, w, 3)). ``labels`` are class indices into ``classes`` (classification) or float
+    targets (regression, ``classes`` empty)."""
+
+    paths: list
+    labels: np.ndarray
+    classes: tuple = ()
+    arrays: np.ndarray | None = None
+    bad: list = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        self.paths = [str(p) for p in self.paths]
+        self.labels = np.asarray(self.labels)
+        self.classes = tuple(str(c) for c in self.classes)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} items but {len(self.labels)} labels")
+        if self.arrays is not None and len(self.arrays) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} items but {len(self.arrays)} arrays")
+        if not self.paths:
+            reasons = "; ".join(str(b) for b in self.bad[:5])
+            raise DatasetError(f"{self.source or 'data set'}: no usable item" + (f" ({reasons})" if reasons else ""))
+
+    @property
+    def task(self) -> str:
+        """'classification' when the data set has classes, else 'regression'."""
+        return "classification" if self.classes else "regression"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index) -> "Dataset":
+        """The items at ``index`` (in that order) as a new Dataset; ``bad`` and ``source`` are kept."""
+        index = np.asarray(index, int)
+        return Dataset(
+            [self.paths[i] for i in index],
+            self.labels[index],
+            self.classes,
+            None if self.arrays is None else self.arrays[index],
+            list(self.bad),
+            self.source,
+        )
+
+    def split(self, val_fraction: float = 0.2, seed: int = 0):
+        """Seeded ``(train, val)`` Datasets, stratified by class for classification."""
+        strat = self.labels if self.task == "classification" else None
+        tr, va = split_indices(len(self), val_fraction, seed, strat)
+        return self.subset(tr), self.subset(va)
+
+    def per_class(self, k: int, seed: int = 0) -> "Dataset":
+        """At most ``k`` items of each class (seeded choice): a small real subset for tests and quick runs."""
+        rng = np.random.default_rng(seed)
+        keep: list = []
+        for c in range(len(self.classes)):
+            idx = np.flatnonzero(self.labels == c)
+            keep.extend(rng.permutation(idx)[:k])
+        return self.subset(np.sort(np.array(keep, int)))
+
+    def class_counts(self) -> np.ndarray:
+        """Items per class, in class order."""
+        return np.bincount(self.labels.astype(int), minlength=len(self.classes))
+
+    def class_weights(self) -> np.ndarray:
+        """'Balanced' weights n / (K * count_k): rare classes weigh more in the loss."""
+        return balanced_class_weights(self.labels, len(self.classes))
+
+    def images(self, size: int) -> np.ndarray:
+        """The in-memory images resized to ``size`` x ``size``, float32 RGB in [0, 1] (array data sets only)."""
+        if self.arrays is None:
+            raise ValueError("this data set holds image paths, not arrays")
+        return resize_arrays(self.arrays, size)
+
+
+def resize_arrays(arrays: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n, h, w, 3) -> float32 (n, size, size, 3) in [0, 1]: the centre crop of image files
+    (:func:`vggtransfer.data.images.prepare_array`, the one preprocessing path)."""
+    out = np.empty((len(arrays), size, size, 3), np.float32)
+    for i, a in enumerate(arrays):
+        out[i] = prepare_array(a, size)
+    return out
+
+
+def check_images(paths, size: int = 32):
+    """Decode each file once (small): ``(ok_indices, [BadItem])`` for unreadable images."""
+    ok, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            load_image(p, size)
+            ok.append(i)
+        except ImageError as exc:
+            bad.append(BadItem(str(p), exc.reason if hasattr(exc, "reason") else str(exc)))
+    return ok, bad
+
+
+def from_folder(root, verify: bool = True) -> Dataset:
+    """``root/<class>/<image>``: class names are the sorted sub-folder names; any image format the core loads.
+
+    With ``verify`` every image is decoded once and unreadable ones go to :attr:`Dataset.bad` (by path).
+    Files with other extensions are reported too.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    paths, labels, bad = [], [], []
+    for c, d in enumerate(class_dirs):
+        for f in sorted(d.iterdir()):
+            if f.name.startswith(".") or not f.is_file():
+                continue
+            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                bad.append(BadItem(str(f), f"not an image file extension ({f.suffix or 'none'})"))
+                continue
+            paths.append(f)
+            labels.append(c)
+    if verify:
+        ok, unreadable = check_images(paths)
+        bad.extend(unreadable)
+        paths, labels = [paths[i] for i in ok], [labels[i] for i in ok]
+    counts = np.bincount(np.array(labels, np.int64), minlength=len(class_dirs))
+    empty = [d for d, n in zip(class_dirs, counts) if n == 0]
+    if empty and len(empty) < len(class_dirs):
+        names = ", ".join(str(d) for d in empty)
+        raise DatasetError(
+            f"{names}: class folder(s) with no usable image; a model cannot learn a class it never "
+            "sees. Add images or remove the folder(s)"
+        )
+    return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
+
+
+def from_paths(paths, labels, classes=None, verify: bool = True, source: str = "") -> Dataset:
+    """Image paths + label names (classification; classes = sorted names unless given) or numbers (regression)."""
+    labels = list(labels)
+    if classes is None and labels and isinstance(labels[0], str):
+        classes = sorted(set(labels))
+    return _labelled(list(map(str, paths)), labels, [str(p) for p in paths], classes, verify, source)
+
+
+def _labelled(paths, raw_labels, names, classes, verify, source) -> Dataset:
+    bad, keep_p, keep_y = [], [], []
+    if classes:
+        index = {str(c): i for i, c in enumerate(classes)}
+        for p, y, name in zip(paths, raw_labels, names):
+            if str(y) not in index:
+                bad.append(BadItem(name, f"unknown label {y!r} (classes: {', '.join(map(str, classes))})"))
+            else:
+                keep_p.append(p)
+                keep_y.append(index[str(y)])
+        labels = np.array(keep_y, np.int64)
+    else:
+        for p, y, name in zip(paths, raw_labels, names):
+            try:
+                v = float(y)
+                if not np.isfinite(v):
+                    raise ValueError
+            except (TypeError, ValueError):
+                bad.append(BadItem(name, f"target {y!r} is not a finite number"))
+                continue
+            keep_p.append(p)
+            keep_y.append(v)  # type: ignore[arg-type]  # numeric targets: floats
+        labels = np.array(keep_y, np.float64)
+    if verify:
+        ok, unreadable = check_images(keep_p)
+        bad.extend(unreadable)
+        keep_p, labels = [keep_p[i] for i in ok], labels[ok] if len(labels) else labels
+    return Dataset(keep_p, labels, tuple(classes or ()), bad=bad, source=source)
+
+
+def from_csv(
+    csv_path,
+    task: str = "classification",
+    classes=None,
+    path_column: str = "path",
+    label_column: str | None = None,
+    verify: bool = True,
+) -> Dataset:
+    """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns.
+
+    Relative paths are relative to the CSV's folder. Rows with an unknown label (when ``classes`` is given), a
+    non-numeric target, a missing file or an unreadable image are reported as ``file.csv:ROW``.
+    """
+    csv_path = Path(csv_path)
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    label_column = label_column or ("label" if task == "classification" else "target")
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: cannot read CSV ({exc})") from None
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows")
+    for col in (path_column, label_column):
+        if col not in rows[0]:
+            hint = ""
+            if col == label_column and task == "classification" and "target" in rows[0]:
+                hint = "; it has a 'target' column: for regression give --task regression"
+            elif col == label_column and task == "regression" and "label" in rows[0]:
+                hint = "; it has a 'label' column: for classification leave out --task regression"
+            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(k for k in rows[0] if k)}){hint}")
+    paths, raw, names = [], [], []
+    for r, row in enumerate(rows, start=2):
+        p = Path((row[path_column] or "").strip())
+        if not p.is_absolute():
+            p = csv_path.parent / p
+        paths.append(str(p))
+        raw.append((row[label_column] or "").strip())
+        names.append(f"{csv_path}:{r} ({p.name})")
+    if task == "classification" and classes is None:
+        classes = sorted(set(y for y in raw if y))
+    ds = _labelled(paths, raw, names, classes if task == "classification" else None, False, str(csv_path))
+    if not verify:
+        return ds
+    name_of = dict(zip(paths, names))
+    ok, unreadable = check_images(ds.paths)
+    bad = ds.bad + [BadItem(name_of.get(b.name, b.name), b.reason) for b in unreadable]
+    return Dataset([ds.paths[i] for i in ok], ds.labels[ok], ds.classes, bad=bad, source=str(csv_path))
+
+
+SIGNS_KEYS = ("{split}_set_x", "{split}_set_y", "list_classes")
+
+
+def from_signs_h5(h5_path, split: str = "train") -> Dataset:
+    """A SIGNS-style h5 file: ``{split}_set_x`` uint8 (n, h, w, 3), ``{split}_set_y`` (n,) int, ``list_classes``.
+
+    Wrong or missing keys and wrong shapes raise :class:`DatasetError` naming the key; labels outside
+    ``list_classes`` are reported per item (``file.h5:{split}_set_y[i]``).
+    """
+    import h5py
+
+    h5_path = Path(h5_path)
+    xk, yk = f"{split}_set_x", f"{split}_set_y"
+    try:
+        fh = h5py.File(h5_path, "r")
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{h5_path}: cannot open as HDF5 ({exc})") from None
+    with fh:
+        missing = [k for k in (xk, yk, "list_classes") if k not in fh]
+        if missing:
+            raise DatasetError(f"{h5_path}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(fh.keys()))})")
+        x, y, cls = fh[xk][()], fh[yk][()], fh["list_classes"][()]
+    if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 1:
+        raise DatasetError(f"{h5_path}: {xk} must have shape (n, height, width, 3), got {x.shape}")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0:
+            x = np.round(x * 255.0)
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 2 and 1 in np.asarray(y).shape else np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise DatasetError(f"{h5_path}: {yk} must have shape ({len(x)},), got {np.asarray(y).shape}")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(cls).reshape(-1)]
+    if not classes:
+        raise DatasetError(f"{h5_path}: list_classes is empty")
+    names = [f"{h5_path.name}:{xk}[{i}]" for i in range(len(x))]
+    bad, keep = [], []
+    for i, v in enumerate(y):
+        if not np.issubdtype(np.asarray(v).dtype, np.integer) or not 0 <= int(v) < len(classes):
+            bad.append(
+                BadItem(f"{h5_path.name}:{yk}[{i}]", f"label {v!r} is not in list_classes (0..{len(classes) - 1})")
+            )
+        else:
+            keep.append(i)
+    rows = np.array(keep, np.int64)
+    return Dataset(
+        [names[i] for i in rows],
+        y[rows].astype(np.int64) if len(rows) else np.zeros(0, np.int64),
+        tuple(classes),
+        arrays=x[rows],
+        bad=bad,
+        source=f"{h5_path}[{split}]",
+    )
+
+
+def signs_folder(folder) -> Dataset:
+    """The CS230 JPEG layout of SIGNS: ``folder/{label}_IMG_{id}.jpg``, classes 0..5 from the file name prefix."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    labels = [f.name.split("_", 1)[0] for f in files]
+    return from_paths(files, labels, classes=[str(i) for i in range(6)], source=str(folder))
+
+
+def concat(*datasets: Dataset) -> Dataset:
+    """Items of several path data sets with the same classes, in order."""
+    first = datasets[0]
+    for d in datasets[1:]:
+        if d.classes != first.classes:
+            raise ValueError(f"classes differ: {first.classes} vs {d.classes}")
+    paths = [p for d in datasets for p in d.paths]
+    labels = np.concatenate([d.labels for d in datasets])
+    arrays = None if any(d.arrays is None for d in datasets) else np.concatenate([d.arrays for d in datasets])
+    return Dataset(
+        paths,
+        labels,
+        first.classes,
+        arrays,
+        [b for d in datasets for b in d.bad],
+        " + ".join(d.source for d in datasets),
+    )
+
+
+DATA_HELP = (
+    "a folder of class folders (DATA/<class>/<image>), a SIGNS-style .h5 file "
+    "({split}_set_x, {split}_set_y, list_classes) or a .csv with a header (path,label or path,target)"
+)
+
+
+def from_path(path, split: str = "train", task: str = "classification") -> Dataset:
+    """A Dataset from a folder of class folders, a SIGNS-style h5 file or a CSV, chosen by what ``path`` is.
+
+    Folders and h5 files hold class labels: asking them for ``task='regression'`` is a :class:`DatasetError`
+    (regression targets come from a CSV with ``path,target``).
+    """
+    path = Path(path)
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    if path.is_dir():
+        if task == "regression":
+            raise DatasetError(
+                f"{path}: a folder of class folders holds class labels, not regression targets; "
+                "for regression give a CSV with a header path,target"
+            )
+        return from_folder(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        if task == "regression":
+            raise DatasetError(
+                f"{path}: a SIGNS-style h5 file holds class labels, not regression targets; for "
+                "regression give a CSV with a header path,target"
+            )
+        return from_signs_h5(path, split)
+    if suffix == ".csv":
+        return from_csv(path, task=task)
+    raise DatasetError(f"{path}: expected {DATA_HELP}")

@@ -1,0 +1,247 @@
+"""Decode any image file to an RGB float32 array in [0, 1], centre-cropped and resized.
+
+Pillow does the decoding (JPEG, PNG, GIF, BMP, TIFF, WebP, ...). This module adds what Pillow leaves to the caller:
+one error type that names the file, a pixel cap checked from the header before any pixel is decoded, EXIF
+orientation, and conversion of every mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit-equivalent RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vggtransfer.nets.cfg import MIN_INPUT_SIDE
+
+PathLike = Union[str, os.PathLike]
+
+#: Default cap on width * height, checked from the image header before decoding (a decompression bomb guard).
+#: 64 megapixels is larger than any phone photo and far below what would exhaust memory.
+MAX_PIXELS = 64_000_000
+
+#: Environment variable that raises (or lowers) the pixel cap for a whole run; the CLI's ``--max-pixels`` sets it.
+ENV_MAX_PIXELS = "VGGTRANSFER_MAX_PIXELS"
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel cap in force: ``max_pixels`` when given, else ``$VGGTRANSFER_MAX_PIXELS``, else :data:`MAX_PIXELS`."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            raise ValueError(f"${ENV_MAX_PIXELS} must be a whole number of pixels, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"${ENV_MAX_PIXELS} must be >= 1, got {env!r}")
+        return value
+    return MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used: missing, empty, truncated, not an image, or too large.
+
+    ``path`` names the file; ``reason`` says what was wrong and what was expected.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _open(source, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Open ``source`` (path or file object), check its header, decode it fully, return a PIL image."""
+    max_pixels = max_pixels_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and at 2x its own limit raises) for large images; our own cap below is the rule.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError(name, f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    name,
+                    f"image is {width}x{height} = {width * height:,} pixels, over the pixel limit of {max_pixels:,} "
+                    f"(a decompression bomb guard; if the image is genuine, raise the limit with --max-pixels or "
+                    f"${ENV_MAX_PIXELS})",
+                )
+            img.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a directory, expected an image file") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, _describe_non_image(source)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, f"image is over the pixel limit (a decompression bomb guard): {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated/corrupt data as OSError ("image file is truncated"), SyntaxError or ValueError.
+        raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
+    return img
+
+
+def _describe_non_image(source) -> str:
+    """Say what a file that is not an image looks like (empty, HTML, text, binary)."""
+    try:
+        if hasattr(source, "seek"):
+            source.seek(0)
+            head = source.read(512)
+        else:
+            with open(source, "rb") as fh:
+                head = fh.read(512)
+    except OSError:
+        head = b""
+    if not head:
+        return "file is empty, expected an image (JPEG, PNG, GIF, BMP, TIFF, ...)"
+    lowered = head.lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "file is an HTML/XML page, not an image (an error page saved under an image name?)"
+    try:
+        head.decode("utf-8")
+        return "file is text, not an image (expected JPEG, PNG, GIF, BMP, TIFF, ...)"
+    except UnicodeDecodeError:
+        return f"not a recognised image format (first bytes {head[:8].hex(' ')})"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB. Transparent pixels are composited onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def centre_crop_box(width: int, height: int) -> tuple:
+    """The largest centred square inside a width x height image, as a (left, upper, right, lower) box."""
+    side = min(width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return (left, top, left + side, top + side)
+
+
+#: View modes: ``crop`` (the centred square, resized to size x size), ``whole`` (the whole image, short side resized
+#: to ``size``, long side to a multiple of :data:`WHOLE_MULTIPLE`, aspect capped at :data:`MAX_ASPECT` by trimming
+#: the long side equally at both ends), ``squash`` (the whole image resized to size x size, aspect not kept).
+VIEW_MODES = ("crop", "whole", "squash")
+#: Long sides of whole-image views are rounded to this (the stride of pool5): few distinct shapes to batch, and the
+#: feature maps cover the whole view. The aspect ratio changes by at most 16 / size (5 % at 320 px).
+WHOLE_MULTIPLE = 32
+#: Whole-image views of panoramas keep their central 2:1.
+MAX_ASPECT = 2.0
+#: Pillow's ``reducing_gap`` of every resize: a box reduction first when shrinking 6x or more (no aliasing).
+REDUCING_GAP = 3.0
+
+
+def view_geometry(width: int, height: int, size: int, mode: str = "crop") -> tuple:
+    """``(box, (out_width, out_height))``: the source box (left, upper, right, lower) and output size of a view."""
+    if mode == "crop":
+        return centre_crop_box(width, height), (size, size)
+    if mode == "squash":
+        return (0, 0, width, height), (size, size)
+    if mode != "whole":
+        raise ValueError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
+    short, long_ = min(width, height), max(width, height)
+    kept = min(long_, int(round(short * MAX_ASPECT)))
+    cut = (long_ - kept) // 2
+    out_long = max(size, WHOLE_MULTIPLE * int(round(size * kept / short / WHOLE_MULTIPLE)))
+    if width >= height:
+        return (cut, 0, cut + kept, height), (out_long, size)
+    return (0, cut, width, cut + kept), (size, out_long)
+
+
+def prepare(img: Image.Image, size: int | None = 224, crop: bool = True, mode: str | None = None) -> np.ndarray:
+    """THE preprocessing of every view the library computes (training, validation, features, prediction; files and
+    in-memory arrays alike): EXIF-orient, convert to RGB, then ``mode`` (see :data:`VIEW_MODES`; default ``crop``,
+    or ``squash`` when ``crop=False``), bilinear resize with Pillow's ``reducing_gap=3`` (a box filter first for
+    large reductions, so a photo shrunk 10x is not aliased).
+
+    Returns float32 (h, w, 3) in [0, 1]. ``size=None`` keeps the resolution (of the crop with ``crop=True``).
+    """
+    mode = mode or ("crop" if crop else "squash")
+    img = ImageOps.exif_transpose(img)
+    img = to_rgb(img)
+    if size is None:
+        if mode == "crop":
+            img = img.crop(centre_crop_box(*img.size))
+        return np.asarray(img, dtype=np.float32) / 255.0
+    box, out_size = view_geometry(*img.size, size, mode)
+    img = img.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=REDUCING_GAP)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def prepare_array(array: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """:func:`prepare` for an in-memory uint8 RGB image (h, w, 3), e.g. a row of a SIGNS .h5 file."""
+    return prepare(Image.fromarray(np.asarray(array, np.uint8), "RGB"), size, mode=mode)
+
+
+def load_image(
+    path: PathLike, size: int | None = 224, crop: bool = True, max_pixels: int | None = None, mode: str | None = None
+) -> np.ndarray:
+    """Load an image file as float32 RGB in [0, 1] through :func:`prepare` ((size, size, 3) for the default centre
+    crop). Raises :class:`ImageError` naming the file."""
+    if size is not None and size < MIN_INPUT_SIDE:
+        raise ValueError(f"size must be at least {MIN_INPUT_SIDE} (VGG has five 2x2 poolings), got {size}")
+    path = Path(path)
+    img = _open(path, str(path), max_pixels)
+    try:
+        return prepare(img, size, crop, mode)
+    except (OSError, ValueError) as exc:
+        raise ImageError(path, f"could not convert image ({exc})") from None
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> Image.Image:
+    """Decode an in-memory image (e.g. a downloaded body) fully; raises :class:`ImageError` naming ``name``."""
+    if not data:
+        raise ImageError(name, "body is empty, expected an image")
+    return _open(io.BytesIO(data), name, max_pixels)
+
+
+def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int | None = None):
+    """Load many images. Returns ``(array (n_ok, size, size, 3), ok_indices, errors)``.
+
+    A bad file does not stop the batch: it is left out and reported in ``errors`` as a list of ImageError.
+    """
+    arrays, ok, errors = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(load_image(p, size, crop, max_pixels))
+            ok.append(i)
+        except ImageError as exc:
+            errors.append(exc)
+    stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.float32)
+    return stacked, ok, errors
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> list:
+    """Sorted image files (by extension, case-insensitive) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

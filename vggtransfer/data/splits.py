@@ -1,0 +1,91 @@
+"""Seeded, stratified splits, balanced class weights and training-target encoding: plain numpy, no TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_indices(n: int, val_fraction: float, seed: int, labels=None):
+    """Deterministic (train, val) index arrays; stratified by ``labels`` when given."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        labels = np.asarray(labels)
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    train: list = []
+    val: list = []
+    for g in groups:
+        g = rng.permutation(g)
+        k = int(round(len(g) * val_fraction))
+        if val_fraction > 0 and k == 0 and len(g) > 1:
+            k = 1
+        val.extend(g[:k])
+        train.extend(g[k:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def balanced_class_weights(labels, k: int) -> np.ndarray:
+    """'Balanced' weights n / (K * count_k) for class indices ``labels`` in 0..k-1 (0 for an absent class)."""
+    labels = np.asarray(labels, np.int64)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (k * np.maximum(counts, 1)), 0.0)
+
+
+def resolve_class_weights(class_weights, y_train, k: int):
+    """Per-class loss weights for class indices ``y_train``: None, 'balanced' (see :func:`balanced_class_weights`)
+    or an array of ``k`` weights; anything else is a ValueError naming what was expected."""
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, str):
+        if class_weights != "balanced":
+            raise ValueError(f"class_weights must be 'balanced' or an array, got {class_weights!r}")
+        return balanced_class_weights(y_train, k)
+    weights = np.asarray(class_weights, np.float64)
+    if weights.shape != (k,):
+        raise ValueError(f"class_weights must have one weight per class ({k}), got shape {weights.shape}")
+    return weights
+
+
+__all__ = ["split_indices", "balanced_class_weights", "resolve_class_weights"]
+
+
+def encode_targets(targets, task: str, classes=()) -> np.ndarray:
+    """Training targets as the models use them. Regression: finite float64 (else a ValueError naming the rows).
+    Classification: class names or indices -> int64 indices into ``classes`` (else a ValueError naming the rows)."""
+    targets = np.asarray(targets)
+    if task == "regression":
+        try:
+            y = targets.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("regression targets must be numbers") from None
+        if not np.isfinite(y).all():
+            bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
+            raise ValueError(f"targets must be finite numbers; rows {bad} are not")
+        return y
+    classes = list(classes)
+    if targets.dtype.kind in "iu":
+        y = targets.astype(np.int64)
+        bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index.get(str(t), -1) for t in targets], np.int64)
+        bad = np.flatnonzero(y < 0)
+    if len(bad):
+        raise ValueError(f"unknown labels at rows {bad[:5].tolist()} (e.g. {targets[bad[0]]!r}); classes are {classes}")
+    return y
+
+
+def check_data_classes(task: str, data_classes, model_classes) -> None:
+    """Refuse data that does not fit the model: classes given to a regressor, or other classes than the model's."""
+    if task != "classification":
+        if data_classes:
+            raise ValueError(
+                f"this is a regressor; the data has classes {tuple(data_classes)} instead of numeric "
+                "targets (give a CSV with path,target)"
+            )
+        return
+    if tuple(data_classes) != tuple(model_classes):
+        raise ValueError(f"data classes {tuple(data_classes)} differ from the model's {tuple(model_classes)}")

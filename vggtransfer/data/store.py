@@ -1,0 +1,315 @@
+"""An HDF5 feature store: the frozen features of a whole data set, computed once, resumable, never silently stale.
+
+Layout of ``features.h5``::
+
+    features  (n, dim) float32, chunked      one row per item, in data set order
+    labels    (n,) int64 or float64           class index (classification) or target (regression)
+    paths     (n,) str                        the item names (image paths, or file.h5:key[i])
+    done      (n,) bool                       row computed (feature written, or the item failed)
+    ok        (n,) bool                       row holds a feature (False: the item could not be read)
+    error     (n,) str                        why a row failed
+    attrs: config (JSON: weights sha256, arch, end point, pooling, image size, preprocessing, library version),
+           label_names (JSON), task, items_sha256
+
+Rows are written through a buffer of ``chunk_rows`` rows; after each chunk the ``done`` mask is written and the file
+flushed (the default HDF5 file format: no write-status flag that would lock a file after a crash). A rerun after ``kill -9`` computes only
+the rows whose ``done`` is False: nothing is recomputed, nothing is duplicated. Opening a store built with another
+configuration raises :class:`FeatureStoreMismatch`, naming every key that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vggtransfer.core.progress import bar as progress_bar
+from vggtransfer.data.datasets import Dataset, resize_arrays
+
+STORE_FORMAT = 1
+#: Config keys that must match for a store to be reused (library_version is recorded but only its major.minor).
+CHECKED_KEYS = (
+    "arch",
+    "weights_sha256",
+    "end_point",
+    "pooling",
+    "image_size",
+    "features",
+    "preprocessing",
+    "precision",
+    "library_version",
+)
+
+
+#: Values of keys that stores written before the key existed hold implicitly.
+_DEFAULTS = {"precision": "fp32"}
+
+
+class FeatureStoreMismatch(ValueError):
+    """The store on disk was made with another configuration (or other items) than the one requested."""
+
+    def __init__(self, path, differences: dict):
+        self.path, self.differences = str(path), differences
+        lines = "; ".join(f"{k}: stored {s!r} vs requested {r!r}" for k, (s, r) in differences.items())
+        super().__init__(
+            f"{path}: feature store was built with a different configuration ({lines}); "
+            "delete it or choose another --store path to rebuild"
+        )
+
+
+def items_digest(dataset: Dataset, absolute: bool = True) -> str:
+    """A fingerprint of the items (paths and labels) a store was built for. Paths are made absolute first, so the
+    same folder given as ``photos/`` or ``/home/me/photos`` is the same data set (``absolute=False``: the digest of
+    stores written before that)."""
+    h = hashlib.sha256()
+    for p in dataset.paths:
+        name = p if not absolute or ":" in Path(p).name else os.path.abspath(p)
+        h.update(name.encode() + b"\0")
+    h.update(np.ascontiguousarray(dataset.labels).tobytes())
+    return h.hexdigest()
+
+
+def _h5_open(path: Path, mode: str):
+    """``h5py.File(path, mode)`` with errors that name the file and say what was expected."""
+    import h5py
+
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; --store takes the path of an HDF5 file (e.g. features.h5)")
+    try:
+        return h5py.File(path, mode)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{path}: exists but is not a readable HDF5 feature store ({exc}); choose another --store "
+            "path (it is never overwritten)"
+        ) from None
+
+
+def compare_config(stored: dict, requested: dict) -> dict:
+    """``{key: (stored, requested)}`` for each checked key that differs."""
+    diff = {}
+    for k in CHECKED_KEYS:
+        if k not in requested and not (k == "features" and k in stored):
+            continue
+        s, r = stored.get(k, _DEFAULTS.get(k)), requested.get(k)
+        if k == "library_version":
+            s = ".".join(str(s).split(".")[:2]) if s is not None else None
+            r = ".".join(str(r).split(".")[:2])
+        if s != r:
+            diff[k] = (stored.get(k, _DEFAULTS.get(k)), requested.get(k))
+    return diff
+
+
+@dataclass
+class StoredFeatures:
+    """The usable rows of a store, in memory."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    label_names: tuple
+    paths: list
+    config: dict
+    errors: list  # (path, reason) of rows that failed
+
+    @property
+    def task(self) -> str:
+        """'classification' when the store has label names, else 'regression'."""
+        return "classification" if self.label_names else "regression"
+
+    def __len__(self):
+        return len(self.features)
+
+
+def _read_attrs(fh) -> dict:
+    return json.loads(fh.attrs["config"])
+
+
+def open_store(path, config: dict | None = None) -> StoredFeatures:
+    """Load a complete store. With ``config`` (e.g. ``FeatureExtractor.config``), refuse a store that differs."""
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such feature store")
+    with _h5_open(path, "r") as fh:
+        for key in ("features", "labels", "paths", "done", "ok"):
+            if key not in fh:
+                raise ValueError(f"{path}: not a feature store (dataset {key!r} missing)")
+        stored = _read_attrs(fh)
+        if config is not None:
+            diff = compare_config(stored, config)
+            if diff:
+                raise FeatureStoreMismatch(path, diff)
+        done = fh["done"][()]
+        if not done.all():
+            raise ValueError(
+                f"{path}: feature store is incomplete ({int(done.sum())}/{len(done)} rows); "
+                "rerun `vggtransfer extract` to finish it"
+            )
+        ok = fh["ok"][()]
+        idx = np.flatnonzero(ok)
+        paths = [p.decode() if isinstance(p, bytes) else p for p in fh["paths"][()]]
+        errors = [e.decode() if isinstance(e, bytes) else e for e in fh["error"][()]]
+        return StoredFeatures(
+            fh["features"][()][idx] if len(idx) else np.zeros((0, fh["features"].shape[1]), np.float32),
+            fh["labels"][()][idx],
+            tuple(json.loads(fh.attrs["label_names"])),
+            [paths[i] for i in idx],
+            stored,
+            [(paths[i], errors[i]) for i in np.flatnonzero(~ok)],
+        )
+
+
+def _create(path: Path, dataset: Dataset, config: dict, dim: int, chunk_rows: int, digest: str):
+    import h5py
+
+    tmp = path.with_name(path.name + ".creating")
+    n = len(dataset)
+    str_t = h5py.string_dtype()
+    with h5py.File(tmp, "w") as fh:
+        fh.create_dataset("features", (n, dim), np.float32, chunks=(max(1, min(chunk_rows, n)), dim))
+        label_dtype = np.int64 if dataset.task == "classification" else np.float64
+        fh.create_dataset("labels", data=dataset.labels.astype(label_dtype))
+        fh.create_dataset("paths", data=np.array(dataset.paths, dtype=object), dtype=str_t)
+        fh.create_dataset("done", (n,), bool, fillvalue=False)
+        fh.create_dataset("ok", (n,), bool, fillvalue=False)
+        fh.create_dataset("error", (n,), str_t)
+        fh.attrs["config"] = json.dumps(config, sort_keys=True)
+        fh.attrs["label_names"] = json.dumps(list(dataset.classes))
+        fh.attrs["task"] = dataset.task
+        fh.attrs["items_sha256"] = digest
+        fh.attrs["store_format"] = STORE_FORMAT
+    tmp.replace(path)  # the store appears complete with its metadata, or not at all
+
+
+class BufferedRowWriter:
+    """Collects rows in memory and writes them ``chunk_rows`` at a time, then marks them done and flushes."""
+
+    def __init__(self, fh, chunk_rows: int):
+        self.fh, self.chunk_rows = fh, chunk_rows
+        self.rows: list = []
+        self.feats: list = []
+        self.errors: list = []
+        self.written = 0
+
+    def add(self, row: int, feature=None, error: str | None = None):
+        """Buffer one row: its feature, or ``error`` for an item that failed; writes when the buffer is full."""
+        self.rows.append(row)
+        self.feats.append(feature)
+        self.errors.append(error)
+        if len(self.rows) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self):
+        """Write the buffered rows, then mark them done and flush the file."""
+        if not self.rows:
+            return
+        order = np.argsort(self.rows)
+        rows = np.asarray(self.rows)[order]
+        feats = [self.feats[i] for i in order]
+        errors = [self.errors[i] for i in order]
+        good = [i for i, f in enumerate(feats) if f is not None]
+        if good:
+            self.fh["features"][rows[good]] = np.stack([feats[i] for i in good])
+        ok = self.fh["ok"]
+        err = self.fh["error"]
+        ok[rows] = np.array([f is not None for f in feats])
+        for r, e in zip(rows, errors):
+            if e is not None:
+                err[r] = e
+        for name in ("features", "ok", "error"):
+            self.fh[name].flush()
+        # `done` last: a row counts only once its feature is on disk.
+        self.fh["done"][rows] = True
+        self.fh["done"].flush()
+        self.fh.flush()
+        self.written += len(rows)
+        self.rows, self.feats, self.errors = [], [], []
+
+
+def build_store(
+    path,
+    dataset: Dataset,
+    extractor,
+    chunk_rows: int = 256,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> Path:
+    """Extract the features of ``dataset`` with ``extractor`` into the HDF5 store ``path`` (resuming if present).
+
+    Returns the path. Refuses (:class:`FeatureStoreMismatch`) a store with another configuration or other items.
+    ``stop_after`` (rows) stops early, for tests of resuming.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(extractor.config)
+    digest = items_digest(dataset)
+    if path.exists():
+        with _h5_open(path, "r") as fh:
+            for key in ("features", "done", "paths"):
+                if key not in fh or "config" not in fh.attrs:
+                    raise ValueError(
+                        f"{path}: an HDF5 file but not a feature store (no {key!r}); choose another "
+                        "--store path (it is never overwritten)"
+                    )
+            stored = _read_attrs(fh)
+            diff = compare_config(stored, config)
+            if fh.attrs.get("items_sha256") not in (digest, items_digest(dataset, absolute=False)):
+                diff["items"] = (
+                    f"{len(fh['paths'])} items ({fh.attrs.get('items_sha256', '')[:12]}...)",
+                    f"{len(dataset)} items ({digest[:12]}...)",
+                )
+            if diff:
+                raise FeatureStoreMismatch(path, diff)
+    else:
+        _create(path, dataset, config, extractor.dim, chunk_rows, digest)
+
+    with h5py.File(path, "r+") as fh:
+        todo = np.flatnonzero(~fh["done"][()])
+        if stop_after is not None:
+            todo = todo[:stop_after]
+        writer = BufferedRowWriter(fh, chunk_rows)
+        with progress_bar(
+            total=len(dataset),
+            initial=len(dataset) - len(np.flatnonzero(~fh["done"][()])),
+            desc=f"store {path.name}",
+            unit="img",
+            progress=progress,
+        ) as bar:
+            bs = extractor.batch_size
+            if dataset.arrays is not None and hasattr(extractor, "iter_views"):  # block features: any image size
+                rows_todo = [int(r) for r in todo]
+                for feats, idx, errs in extractor.iter_views(
+                    rows_todo, lambda r: extractor.views_of_array(dataset.arrays[r])
+                ):
+                    for i, f in zip(idx, feats):
+                        writer.add(rows_todo[i], f)
+                    bar.update(len(idx))
+            elif dataset.arrays is not None:
+                for s in range(0, len(todo), bs):
+                    rows = todo[s : s + bs]
+                    feats = extractor.extract_arrays(resize_arrays(dataset.arrays[rows], extractor.image_size))
+                    for r, f in zip(rows, feats):
+                        writer.add(int(r), f)
+                    bar.update(len(rows))
+            else:
+                row_of = {dataset.paths[r]: int(r) for r in todo}
+                for feats, idx, errs in extractor.iter_paths([dataset.paths[r] for r in todo]):
+                    for i, f in zip(idx, feats):
+                        writer.add(int(todo[i]), f)
+                    for e in errs:
+                        writer.add(row_of[str(e.path)], None, e.reason)
+                    bar.update(len(idx) + len(errs))
+            writer.flush()
+    return path
+
+
+def store_status(path) -> tuple:
+    """``(rows done, rows total)`` of a store on disk."""
+    with _h5_open(Path(path), "r") as fh:
+        done = fh["done"][()]
+    return int(done.sum()), len(done)

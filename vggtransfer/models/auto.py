@@ -1,0 +1,572 @@
+"""``--recipe auto``: richer frozen features, a cross-validated choice of what to fit on them, calibrated outputs.
+
+:class:`AutoClassifier` and :class:`AutoRegressor` extract several feature blocks in one pass
+(:class:`~vggtransfer.features.blocks.BlockExtractor`), choose block group x model x regularisation by stratified k-fold
+cross-validation on the training data only (:func:`vggtransfer.models.select.select`), refit the winner on every training
+item and calibrate its outputs from the out-of-fold predictions. ``train`` reports the choice and the CV estimate
+(mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
+
+Models on disk (``kind: auto``): ``vggtransfer.json`` (feature spec, chosen blocks, model, calibration, CV table) and
+either ``linear.npz`` (the linear model's coefficients: no pickle) or ``head.ckpt.*`` (the Dense head, saved by a
+Saver). The card's :class:`~vggtransfer.models.vgg16.Vgg16` is an :class:`AutoRegressor` whose model is always its Dense
+head (fc6 256 ReLU + 1 output); auto then chooses its input block group and its L2 weight.
+
+The module is over 400 lines because :class:`AutoModel` is one unit: its training entry points, the selection, the
+refit, the calibration and the persistence share the fitted state; the pieces that stand alone are apart
+(:mod:`~vggtransfer.models.select`, :mod:`~vggtransfer.models.dense`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vggtransfer import __version__
+from vggtransfer.data.datasets import Dataset
+from vggtransfer.data.images import ImageError
+from vggtransfer.data.splits import check_data_classes, encode_targets, resolve_class_weights
+from vggtransfer.data.store import StoredFeatures
+from vggtransfer.features.blocks import BlockExtractor, FeatureSpec, normalise_blocks
+from vggtransfer.features.extractor import predict_paths
+from vggtransfer.models import defaults
+from vggtransfer.models.base import Model
+from vggtransfer.models.classifier_api import ClassifierAPI
+from vggtransfer.models.dense import DenseHead
+from vggtransfer.models.heads import HeadSpec, History
+from vggtransfer.models.modeldir import (
+    CHECKPOINT,
+    MODEL_FILE,
+    ModelError,
+    checkpoint_files_missing,
+    load_model_json,
+    write_model_dir,
+)
+from vggtransfer.models.select import (
+    MODELS,
+    apply_regression_calibration,
+    apply_temperature,
+    candidate_groups,
+    columns,
+    fit_logreg,
+    fit_regression_calibration,
+    fit_ridge,
+    fit_temperature,
+    select,
+)
+from vggtransfer.weights.sources import resolve_weights
+
+AUTO = defaults.AUTO
+LINEAR_FILE = "linear.npz"
+AUTO_FORMAT = 1
+
+
+@dataclass
+class AutoReport:
+    """What ``train`` did: the selection (choice, CV estimate, table), the items skipped, the time per phase."""
+
+    selection: dict
+    calibration: dict
+    skipped: list = field(default_factory=list)
+    history: History | None = None  # the final Dense head fit, when the Dense head won
+    train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seconds_features: float = 0.0
+    seconds_select: float = 0.0
+    seconds_refit: float = 0.0
+
+    def describe(self) -> str:
+        """One line: the choice and the CV estimate."""
+        s = self.selection
+        metric = s["metric"]
+        value = (
+            f"{100 * s['cv_mean']:.2f} ± {100 * s['cv_std']:.2f} %"
+            if metric == "accuracy"
+            else f"{s['cv_mean']:.4g} ± {s['cv_std']:.2g}"
+        )
+        reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[s["model"]]
+        cal = self.calibration.get("kind", "")
+        cal = (
+            f", calibration {cal}"
+            if cal
+            else (f", temperature {self.calibration['temperature']:.3g}" if "temperature" in self.calibration else "")
+        )
+        return f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}){cal}; {s['folds']}-fold CV {metric} {value}"
+
+
+def legacy_spec(config: dict) -> FeatureSpec:
+    """The block spec equivalent to a single-block store config (end point, pooling, square crop size)."""
+    pooling = config.get("pooling")
+    if pooling not in ("avg", "max"):
+        raise ValueError(
+            f"--recipe auto needs globally pooled features (avg or max); this store has pooling "
+            f"{pooling!r}: extract a store without --pooling flatten"
+        )
+    return FeatureSpec.classic(config["end_point"], pooling, config["image_size"])
+
+
+def spec_of(config: dict) -> FeatureSpec:
+    """The :class:`FeatureSpec` a features config (extractor or store) was made with."""
+    return FeatureSpec.from_dict(config["features"]) if "features" in config else legacy_spec(config)
+
+
+class AutoModel(Model):
+    """The auto recipe on frozen block features; see the module docstring. Subclasses fix the task."""
+
+    def _owned(self) -> tuple:
+        return (self.extractor, self.dense)
+
+    task = "classification"
+    kind = "auto"
+
+    def __init__(
+        self,
+        weights_path=None,
+        restore_from=None,
+        *,
+        classes=(),
+        features: FeatureSpec | None = None,
+        arch: str | None = None,
+        models=None,
+        folds: int = AUTO.folds,
+        power: float = AUTO.power,
+        hidden=None,
+        dropout: float | None = None,
+        learning_rate: float | None = None,
+        l2s=None,
+        epochs: int | None = None,
+        patience: int | None = None,
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ):
+        head = defaults.for_recipe("head", self.task)
+        self.classes = tuple(str(c) for c in classes)
+        self.features_spec = features or defaults.FEATURES
+        self.arch = arch
+        self.models = tuple(models or MODELS[self.task])
+        unknown = [m for m in self.models if m not in MODELS[self.task]]
+        if unknown:
+            raise ValueError(f"models for {self.task} are {MODELS[self.task]}, got {unknown}")
+        if folds < 2:
+            raise ValueError(f"folds must be >= 2, got {folds}")
+        self.folds, self.power = int(folds), float(power)
+        self.hidden = tuple(head.hidden if hidden is None else ((hidden,) if isinstance(hidden, int) else hidden))
+        self.dropout = head.dropout if dropout is None else float(dropout)
+        self.learning_rate = head.learning_rate if learning_rate is None else float(learning_rate)
+        self.l2s = tuple(AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else l2s))
+        self.epochs = epochs or head.epochs
+        self.patience = patience or head.patience
+        self.precision, self.threads, self.batch_size = precision, threads, batch_size
+        self.weights_path = weights_path
+        self.extractor: BlockExtractor | None = None
+        self.feature_config: dict = {}  # set by the fit or the restore
+        self.fitted: dict = {}
+        self.dense: DenseHead | None = None
+        self.last_errors: list = []
+        self.restored_from: str | None = None
+        if restore_from is not None:
+            self._restore(restore_from)
+
+    # --- features ----------------------------------------------------------------------------------------------
+    def attach(self) -> BlockExtractor:
+        """Build (once) the frozen block extractor; a restored model checks the conv weights' fingerprint."""
+        if self.extractor is None:
+            spec = spec_of(self.feature_config) if self.feature_config else self.features_spec
+            arch = (self.feature_config or {}).get("arch", self.arch)
+            path = resolve_weights(self.weights_path, arch=arch or "vgg16")
+            fx = BlockExtractor(
+                path, spec, arch=arch, batch_size=self.batch_size, precision=self.precision, threads=self.threads
+            )
+            if self.feature_config and fx.config["weights_sha256"] != self.feature_config["weights_sha256"]:
+                fx.close()
+                raise ModelError(
+                    f"the model was trained on other VGG weights (conv fingerprint "
+                    f"{self.feature_config['weights_sha256'][:12]}...) than {path} "
+                    f"({fx.config['weights_sha256'][:12]}...); pass the weights file it was trained with"
+                )
+            self.weights_path, self.extractor = path, fx
+        return self.extractor
+
+    def features_of(self, dataset: Dataset, progress: bool | None = None):
+        """Block features of a data set's items: ``(features, ok_indices, errors)``."""
+        fx = self.attach()
+        if dataset.arrays is not None:
+            return fx.extract_images(dataset.arrays, progress=progress)
+        return fx.extract_paths(dataset.paths, progress=progress)
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def train(
+        self, image_paths, targets, *, seed: int = 0, progress: bool | None = None, class_weights=None, log=None, **head
+    ) -> AutoReport:
+        """Extract every image's blocks once, select by cross-validation, refit, calibrate. Bad images are skipped
+        and reported in ``AutoReport.skipped``; ``targets`` are numbers (regressor) or class names/indices."""
+        image_paths = [str(p) for p in image_paths]
+        targets = np.asarray(targets)
+        if len(image_paths) != len(targets):
+            raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
+        t0 = time.perf_counter()
+        fx = self.attach()
+        feats, ok, errors = fx.extract_paths(image_paths, progress=progress)
+        if not ok:
+            raise ValueError("no usable image among the training paths: " + "; ".join(str(e) for e in errors[:5]))
+        t1 = time.perf_counter()
+        report = self.fit_features(
+            feats, targets[ok], fx.config, seed=seed, progress=progress, class_weights=class_weights, log=log, **head
+        )
+        report.skipped, report.seconds_features = errors, t1 - t0
+        report.train_index = np.asarray(ok)
+        return report
+
+    def train_dataset(
+        self, dataset: Dataset, *, seed: int = 0, progress: bool | None = None, class_weights=None, log=None, **head
+    ) -> AutoReport:
+        """Train on a :class:`Dataset` (paths or arrays)."""
+        self._check_classes(dataset.classes)
+        t0 = time.perf_counter()
+        feats, ok, errors = self.features_of(dataset, progress)
+        t1 = time.perf_counter()
+        report = self.fit_features(
+            feats,
+            dataset.labels[ok],
+            self.attach().config,
+            seed=seed,
+            progress=progress,
+            class_weights=class_weights,
+            log=log,
+            **head,
+        )
+        report.skipped, report.seconds_features, report.train_index = errors, t1 - t0, np.asarray(ok)
+        return report
+
+    def train_store(
+        self,
+        store: StoredFeatures,
+        *,
+        seed: int = 0,
+        progress: bool | None = None,
+        class_weights=None,
+        log=None,
+        **head,
+    ) -> AutoReport:
+        """Train on a feature store (block store from ``vggtransfer extract``, or a single pooled block)."""
+        self._check_classes(store.label_names)
+        report = self.fit_features(
+            store.features,
+            store.labels,
+            store.config,
+            seed=seed,
+            progress=progress,
+            class_weights=class_weights,
+            log=log,
+            **head,
+        )
+        report.train_index = np.arange(len(store))
+        return report
+
+    def train_on_features(self, features, targets, **kwargs) -> AutoReport:
+        """Train on rows computed by this model's extractor (:meth:`features_of`, ``extractor.extract_paths``)."""
+        return self.fit_features(features, targets, self.attach().config, **kwargs)
+
+    def fit_features(
+        self,
+        features,
+        targets,
+        config: dict,
+        *,
+        seed: int = 0,
+        progress: bool | None = None,
+        class_weights=None,
+        log=None,
+        epochs: int | None = None,
+        patience: int | None = None,
+        batch_size: int = 32,
+    ) -> AutoReport:
+        """Select, refit and calibrate on raw block features made with ``config`` (an extractor's or a store's).
+
+        ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
+        epochs, patience = epochs or self.epochs, patience or self.patience
+        if epochs < 1 or patience < 1:
+            raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
+        spec = spec_of(config)
+        blocks = spec.blocks(config["arch"])
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != blocks[-1][2]:
+            raise ValueError(f"features must have shape (n, {blocks[-1][2]}), got {features.shape}")
+        y = self._encode(targets)
+        if len(y) != len(features):
+            raise ValueError(f"{len(features)} feature rows but {len(y)} targets")
+        cw = None
+        if self.task == "classification":
+            missing = sorted(set(range(len(self.classes))) - set(y.tolist()))
+            if missing:
+                raise ValueError(f"class(es) {[self.classes[i] for i in missing]} have no training item")
+            weights = resolve_class_weights(class_weights, y, len(self.classes))
+            cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}
+        z = normalise_blocks(features, blocks, self.power)
+        n_classes = len(self.classes)
+        dense_heads: dict = {}
+
+        def dense_cv(x_tr, y_tr, x_te, y_te, l2, fold_seed):
+            key = (x_tr.shape[1], l2)
+            if key not in dense_heads:
+                dense_heads[key] = DenseHead(x_tr.shape[1], self._head_spec(l2), self.learning_rate, self.threads)
+            head = dense_heads[key]
+            h = head.fit(
+                x_tr,
+                y_tr,
+                x_te,
+                y_te,
+                epochs=epochs,
+                patience=patience,
+                seed=fold_seed,
+                batch_size=batch_size,
+                class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
+            )
+            return head.predict(x_te), h.best_epoch
+
+        t0 = time.perf_counter()
+        try:
+            sel = select(
+                z,
+                y,
+                blocks,
+                self.task,
+                models=self.models,
+                k=self.folds,
+                seed=seed,
+                n_classes=n_classes,
+                class_weight=cw,
+                dense=dense_cv,
+                dense_l2s=self.l2s,
+                log=log,
+            )
+        finally:
+            for h in dense_heads.values():
+                h.close()
+        t1 = time.perf_counter()
+        best = sel.best
+        names = candidate_groups(blocks)[best.group]
+        x = z[:, columns(blocks, names)]
+        fitted = {"model": best.model, "reg": best.reg, "blocks": names}
+        history = None
+        if self.dense is not None:
+            self.dense.close()
+            self.dense = None
+        if best.model == "dense":
+            self.dense = DenseHead(x.shape[1], self._head_spec(best.reg), self.learning_rate, self.threads)
+            final = max(1, int(round(statistics.median(sel.best_epochs))))
+            history = self.dense.fit(
+                x,
+                y,
+                epochs=final,
+                patience=final,
+                seed=seed,
+                progress=progress,
+                batch_size=batch_size,
+                class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
+            )
+            fitted["epochs"] = final
+        elif best.model == "ridge":
+            fitted.update(fit_ridge(x, y, best.reg))
+        else:
+            clf = fit_logreg(x, y, best.reg, cw, seed)
+            coef, intercept = clf.coef_, clf.intercept_
+            if coef.shape[0] == 1:  # binary: sklearn keeps one row, for class 1
+                coef = np.vstack([np.zeros_like(coef), coef])
+                intercept = np.r_[0.0, intercept]
+            full_coef = np.zeros((n_classes, coef.shape[1]))
+            full_int = np.full(n_classes, -1e9)
+            full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
+            fitted.update(coef=full_coef, intercept=full_int)
+        if self.task == "regression":
+            calibration = fit_regression_calibration(sel.oof, y, seed=seed)
+        else:
+            calibration = {"temperature": fit_temperature(sel.oof, y)}
+        self.fitted, self.calibration, self.selection = fitted, calibration, sel.summary()
+        self.feature_config = dict(config)
+        self.features_spec = spec
+        report = AutoReport(
+            self.selection, calibration, history=history, seconds_select=t1 - t0, seconds_refit=time.perf_counter() - t1
+        )
+        if log:
+            log(report.describe())
+        return report
+
+    def _head_spec(self, l2: float) -> HeadSpec:
+        return HeadSpec(task=self.task, hidden=self.hidden, dropout=self.dropout, l2=float(l2), classes=self.classes)
+
+    def _encode(self, targets) -> np.ndarray:
+        return encode_targets(targets, self.task, self.classes)
+
+    def _check_classes(self, classes) -> None:
+        if self.task == "classification":
+            self.classes = self.classes or tuple(classes)
+            if len(self.classes) < 2:
+                raise ValueError("a classifier needs at least 2 classes")
+        check_data_classes(self.task, classes, self.classes)
+
+    # --- prediction --------------------------------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ModelError("the model is not trained: call train() first, or restore one with restore_from=DIR")
+
+    def predict_features(self, features) -> np.ndarray:
+        """Calibrated predictions from raw block features (rows made with this model's feature config)."""
+        self._require_fitted()
+        spec = spec_of(self.feature_config)
+        blocks = spec.blocks(self.feature_config["arch"])
+        features = np.asarray(features, np.float32)
+        if not len(features):
+            return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
+        x = normalise_blocks(features, blocks, self.power)[:, columns(blocks, self.fitted["blocks"])]
+        model = self.fitted["model"]
+        if model == "dense":
+            assert self.dense is not None  # fitted or restored with the model
+            raw = self.dense.predict(x)
+        elif model == "ridge":
+            raw = x.astype(np.float64) @ np.asarray(self.fitted["coef"]) + self.fitted["intercept"]
+        else:
+            logits = x.astype(np.float64) @ np.asarray(self.fitted["coef"]).T + np.asarray(self.fitted["intercept"])
+            logits -= logits.max(1, keepdims=True)
+            raw = np.exp(logits)
+            raw /= raw.sum(1, keepdims=True)
+        if self.task == "regression":
+            return apply_regression_calibration(self.calibration, raw)
+        return apply_temperature(raw, self.calibration["temperature"])
+
+    def _output_shape(self, n: int) -> tuple:
+        return (n,) if self.task == "regression" else (n, len(self.classes))
+
+    def predict(self, image_paths, errors: str = "report", progress: bool = False) -> np.ndarray:
+        """Predictions for image file(s) in order: values (n,) or probabilities (n, K); NaN for unreadable images
+        (listed in :attr:`last_errors`; a single bad path raises its :class:`ImageError`)."""
+        self._require_fitted()
+        out, self.last_errors = predict_paths(
+            image_paths, self.attach().iter_paths, self._output_shape, self.predict_features, errors
+        )
+        return out
+
+    def predict_arrays(self, arrays) -> np.ndarray:
+        """Predictions for in-memory uint8 RGB images (any size), by the same preprocessing as files."""
+        self._require_fitted()
+        feats, ok, _ = self.attach().extract_images(arrays)
+        out = np.full(self._output_shape(len(arrays)), np.nan)
+        out[ok] = self.predict_features(feats)
+        return out
+
+    def features_config(self) -> dict:
+        """The block features' configuration this model was fitted on."""
+        return self.feature_config
+
+    # --- persistence -------------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """What ``vggtransfer.json`` holds."""
+        cfg = {
+            "kind": self.kind,
+            "task": self.task,
+            "format_version": AUTO_FORMAT,
+            "library_version": __version__,
+            "arch": self.feature_config["arch"],
+            "weights_sha256": self.feature_config["weights_sha256"],
+            "weights_file": Path(str(self.weights_path or "")).name,
+            "classes": list(self.classes),
+            "feature_config": self.feature_config,
+            "power": self.power,
+            "model": {k: v for k, v in self.fitted.items() if k not in ("coef", "intercept")},
+            "calibration": self.calibration,
+            "selection": self.selection,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if self.dense is not None:
+            cfg["head"] = self.dense.spec.to_dict()
+        return cfg
+
+    def save(self, path, protect=(), extra: dict | None = None) -> Path:
+        """Write the model folder atomically (only a previous model is ever replaced; see
+        :func:`vggtransfer.models.modeldir.write_model_dir`). ``extra`` adds fields to ``vggtransfer.json``."""
+        self._require_fitted()
+        cfg = {**self.config(), **(extra or {})}
+
+        def write(tmp: Path) -> None:
+            if self.dense is not None:
+                self.dense.save(tmp)
+            else:
+                np.savez(
+                    tmp / LINEAR_FILE,
+                    coef=np.asarray(self.fitted["coef"]),
+                    intercept=np.asarray(self.fitted["intercept"]),
+                )
+            (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
+
+        return write_model_dir(path, write, protect)
+
+    def _restore(self, restore_from) -> None:
+        cfg, folder = load_model_json(restore_from)
+        where = folder / MODEL_FILE
+        if cfg.get("kind") != self.kind:
+            raise ModelError(f"{folder}: a {cfg.get('kind')!r} model, not an auto model (use vggtransfer.load_model)")
+        if cfg.get("task") != self.task:
+            raise ModelError(
+                f"{folder}: a {cfg.get('task')} model cannot be restored as {type(self).__name__} ({self.task})"
+            )
+        for key in ("format_version", "feature_config", "model", "calibration", "power"):
+            if key not in cfg:
+                raise ModelError(f"{where}: field {key!r} is missing")
+        if not isinstance(cfg["format_version"], int) or cfg["format_version"] > AUTO_FORMAT:
+            raise ModelError(
+                f"{where}: format version {cfg['format_version']!r} is newer than this library reads "
+                f"({AUTO_FORMAT}); upgrade vggtransfer"
+            )
+        self.feature_config, self.power = cfg["feature_config"], float(cfg["power"])
+        self.features_spec = spec_of(self.feature_config)
+        self.classes = tuple(cfg.get("classes", ()))
+        self.calibration, self.selection = cfg["calibration"], cfg.get("selection", {})
+        self.fitted = dict(cfg["model"])
+        if self.fitted.get("model") == "dense":
+            missing = checkpoint_files_missing(folder, CHECKPOINT)
+            if missing or "head" not in cfg:
+                raise ModelError(f"{folder}: head checkpoint file(s) missing: {', '.join(missing) or 'head spec'}")
+            spec = HeadSpec.from_dict(cfg["head"])
+            dim = len(columns(self.features_spec.blocks(self.feature_config["arch"]), self.fitted["blocks"]))
+            self.dense = DenseHead(dim, spec, threads=self.threads)
+            self.dense.restore(folder)
+        else:
+            npz = folder / LINEAR_FILE
+            if not npz.is_file():
+                raise ModelError(f"{folder}: {LINEAR_FILE} is missing (an incomplete copy of the model folder?)")
+            try:
+                with np.load(npz, allow_pickle=False) as data:
+                    self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelError(f"{npz}: cannot be read ({exc})") from None
+            if self.fitted["model"] == "ridge":
+                self.fitted["intercept"] = float(self.fitted["intercept"])
+        self.restored_from = str(folder)
+        self.attach()  # checks the conv weights' fingerprint now, not at the first prediction
+
+
+class AutoRegressor(AutoModel):
+    """The auto recipe for numeric targets: ridge or the Dense head, calibrated (identity, linear or isotonic)."""
+
+    task = "regression"
+
+
+class AutoClassifier(ClassifierAPI, AutoModel):
+    """The auto recipe for classes: logistic regression or the softmax head, temperature-calibrated probabilities.
+    ``predict`` gives probabilities (n, K); ``predict_top_k`` class names with probabilities."""
+
+    task = "classification"
+
+
+def log_to_stderr(line: str) -> None:
+    """Print a selection progress line on stderr."""
+    print(line, file=sys.stderr)
+
+
+__all__ = ["AutoModel", "AutoClassifier", "AutoRegressor", "AutoReport", "DenseHead", "spec_of", "ImageError"]

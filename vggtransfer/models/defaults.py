@@ -1,0 +1,101 @@
+"""The recipes' default hyperparameters, declared once: the model classes take their signature defaults from here
+and the CLI shows and uses the same values (no TensorFlow import, so ``--help`` stays fast).
+
+Where they come from: the regressor's are the best of the tiger/cat sweep (``bench/tune_regressor.py``, README
+table); the classifier's are the SIGNS recipe; fine-tuning's are the hymenoptera recipe (README-recipes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from vggtransfer.features.spec import FeatureSpec
+
+
+@dataclass(frozen=True)
+class HeadDefaults:
+    """A head recipe's defaults: the features it reads and the head it trains."""
+
+    end_point: str
+    pooling: str
+    hidden: tuple
+    dropout: float
+    l2: float
+    learning_rate: float
+    epochs: int
+    patience: int
+
+    def as_dict(self) -> dict:
+        """The values as a plain dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FineTuneDefaults(HeadDefaults):
+    """Fine-tuning adds the first trainable layer, the backbone's learning rate and the augmented views."""
+
+    trainable_from: str = "conv5_1"
+    backbone_learning_rate: float = 1e-5
+    views: int = 4
+    batch_size: int = 16
+
+
+#: ``Vgg16`` and every regressor: global-average-pooled pool5, fc6 256 ReLU, dropout 0.5, L2 1.0, Adam 1e-3.
+REGRESSOR = HeadDefaults(
+    end_point="pool5", pooling="avg", hidden=(256,), dropout=0.5, l2=1.0, learning_rate=1e-3, epochs=300, patience=30
+)
+#: ``VggClassifier``: global-max-pooled pool5, Dense 128 ReLU, softmax.
+CLASSIFIER = HeadDefaults(
+    end_point="pool5", pooling="max", hidden=(128,), dropout=0.0, l2=1e-3, learning_rate=1e-3, epochs=300, patience=30
+)
+#: ``FineTunedClassifier``: conv5_1 onward trainable, 4 augmented views per image.
+FINETUNE = FineTuneDefaults(
+    end_point="pool5", pooling="avg", hidden=(256,), dropout=0.3, l2=1e-3, learning_rate=1e-3, epochs=10, patience=3
+)
+
+
+@dataclass(frozen=True)
+class AutoDefaults:
+    """``--recipe auto``: cross-validation folds, the power normalisation of every block, the Dense head's L2 grid
+    (the linear models' grids are in :mod:`vggtransfer.models.select`)."""
+
+    folds: int = 5
+    power: float = 0.5
+    dense_l2s: tuple = (0.1, 1.0, 10.0)
+
+
+AUTO = AutoDefaults()
+#: What ``--recipe auto`` and ``vggtransfer extract`` compute by default: global average and max of pool3, pool4
+#: and pool5, from one pass over the whole image with its short side at 224 px (no crop): 1.3x the pixels of one 224 px crop
+#: (README, "The main job's figures").
+FEATURES = FeatureSpec(
+    end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224,), view="whole", flip=False
+)
+
+IMAGE_SIZE = 224
+#: ``vggtransfer extract``: global-average-pooled pool5, the linear recipe's features (README-recipes).
+STORE_POOLING = "avg"
+VAL_FRACTION = 0.2
+
+
+def for_recipe(recipe: str, task: str) -> HeadDefaults:
+    """The defaults of ``recipe`` ('head', 'finetune') for ``task`` ('classification', 'regression')."""
+    if recipe == "finetune":
+        return FINETUNE
+    return REGRESSOR if task == "regression" else CLASSIFIER
+
+
+__all__ = [
+    "AutoDefaults",
+    "AUTO",
+    "FEATURES",
+    "HeadDefaults",
+    "FineTuneDefaults",
+    "REGRESSOR",
+    "CLASSIFIER",
+    "FINETUNE",
+    "IMAGE_SIZE",
+    "STORE_POOLING",
+    "VAL_FRACTION",
+    "for_recipe",
+]
