@@ -344,12 +344,14 @@ def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_n
         "4",
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # A run started in the background by a non-interactive shell inherits SIGINT ignored; the user's terminal does not.
     proc = subprocess.Popen(
         [sys.executable, "-m", "vggtransfer.cli", *map(str, args)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "s.h5").exists():
