@@ -35,7 +35,7 @@ from vggtransfer.features.extractor import conv_sha256
 from vggtransfer.features.spec import PREPROCESSING, FeatureSpec, block_name, normalise_blocks, parse_block_name  # noqa: F401
 from vggtransfer.nets.cfg import get_cfg
 from vggtransfer.nets.vgg import initialize, vgg_conv
-from vggtransfer.weights.npy import load_conv_weights
+from vggtransfer.weights.npy import load_conv_weights, weights_architecture
 
 tf1 = tf.compat.v1
 
@@ -59,7 +59,7 @@ class BlockExtractor(Closing):
     ):
         spec = spec or FeatureSpec()
         if arch is None:
-            arch, _, _ = load_conv_weights(weights, None, "conv1_1")  # a file's header only
+            arch = weights_architecture(weights)  # a file's header only
         get_cfg(arch)
         spec.check(arch)
         deepest = spec.deepest(arch)

@@ -318,7 +318,7 @@ def export_saved_model(
         plan = serving_plan(model)
         graph, signatures, head_vars = build_serving_graph(plan, precision, batch_size, max_pixels)
     finally:
-        if owned and hasattr(model, "close"):
+        if owned:
             model.close()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))

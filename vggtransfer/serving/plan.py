@@ -190,7 +190,7 @@ def _plan_transfer(model) -> ServingPlan:
     conv = conv_weights_of(model.session, model.extractor.graph)
     values = head_values_of(model.session, model.extractor.graph)
     head = _dense_head(model.spec, values)
-    full = {**cfg, "kind": getattr(model, "kind", "regressor"), "head": model.spec.to_dict()}
+    full = {**cfg, "kind": model.kind or "regressor", "head": model.spec.to_dict()}
     return ServingPlan(
         full["kind"],
         model.task,

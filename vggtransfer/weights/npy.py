@@ -360,15 +360,22 @@ def load_weights(path, layers=None, arch: str | None = None) -> dict:
     return out
 
 
+def weights_architecture(weights) -> str:
+    """The architecture a weight file (from its header alone, no array read) or an in-memory dict holds."""
+    if isinstance(weights, (str, os.PathLike)):
+        return detect_architecture(list_layers(weights))
+    return detect_architecture(weights)
+
+
 def load_conv_weights(weights, arch: str | None = None, end_point: str = "pool5") -> tuple:
     """``(arch, {layer: (W, b)}, layers)``: the conv weights a graph of ``arch`` up to ``end_point`` needs, from a
     weight file (only those layers are read) or an in-memory dict. ``arch`` defaults to what the weights hold (a
     file's header is read without its arrays)."""
+    if arch is None:
+        arch = weights_architecture(weights)
     path = None
     if isinstance(weights, (str, os.PathLike)):
         path, weights = str(weights), None
-    if arch is None:
-        arch = detect_architecture(weights if weights is not None else list_layers(path))
     layers = list(get_cfg(arch).layers_up_to(end_point))
     if weights is None:
         weights = load_weights(path, layers=layers, arch=arch)
