@@ -229,6 +229,52 @@ def test_auto_regressor_linear_model_has_no_pickle(scaled_npy, folder, tmp_path)
         AutoRegressor(scaled_npy, models=("logreg",))
 
 
+def test_the_scale_is_a_cross_validated_choice():
+    from vggtransfer.models.select import candidate_groups
+
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg",), scales=(224, 320))
+    blocks = spec.blocks("vgg16")
+    groups = candidate_groups(blocks)
+    assert list(groups) == [
+        "pool5 avg @224",
+        "pool4+pool5 avg @224",
+        "pool5 avg @320",
+        "pool4+pool5 avg @320",
+        "pool5 avg @224+320",
+        "pool4+pool5 avg @224+320",
+    ]
+    assert groups["pool4+pool5 avg @320"] == ["pool4.avg@320", "pool5.avg@320"]
+    assert (
+        list(candidate_groups(FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(224,)).blocks("vgg16")))[0]
+        == "pool5 avg"
+    )
+    # Only the 320 px blocks carry the classes: cross-validation must find that scale.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
+    for name, a, b in blocks:
+        if name.endswith("@320"):
+            x[:, a : a + 3] += 4.0 * np.eye(3)[y]
+    sel = select.select(x, y, blocks, "classification", models=("logreg",), n_classes=3, k=3)
+    assert sel.best.group.endswith("@320") and sel.best.mean > 0.95, sel.best
+
+
+def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
+    from vggtransfer.models import defaults
+
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["amx_bf16", "avx512_bf16"])
+    assert defaults.default_features("auto") == defaults.FEATURES_AMX
+    assert defaults.default_features("bf16").scales == (224, 320)
+    assert defaults.default_features("fp32") == defaults.FEATURES
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    assert defaults.default_features("auto") == defaults.FEATURES
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])
+    assert defaults.default_features("auto").scales == (224,)
+    assert defaults.describe_features(defaults.FEATURES_AMX) == (
+        "features: pool3+pool4+pool5 avg+max, whole image at 224+320 px"
+    )
+
+
 def test_precision_auto_follows_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["amx_bf16"])
     assert runtime.resolve_precision("auto") == "bf16"

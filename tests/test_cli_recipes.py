@@ -189,3 +189,32 @@ def test_errors_are_one_line_exit_2(capsys, scaled_npy, tmp_path):
     (tmp_path / "empty").mkdir()
     code, out, err = run(capsys, "extract", tmp_path / "empty", "--store", tmp_path / "s.h5", "--weights", scaled_npy)
     assert code == 2 and "no class folders" in err
+
+
+def test_train_and_extract_say_which_block_features_they_compute(capsys, monkeypatch, scaled_npy, folder, tmp_path):
+    from vggtransfer.cli import common
+
+    monkeypatch.setattr(common, "_ANNOUNCED", set())
+    code, out, err = run(
+        capsys, "extract", folder, "--store", tmp_path / "s.h5", "--weights", scaled_npy, "--scales", 32
+    )
+    assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32 px\n" in err, err
+    monkeypatch.setattr(common, "_ANNOUNCED", set())
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        folder,
+        "--model",
+        tmp_path / "m",
+        "--weights",
+        scaled_npy,
+        "--scales",
+        "32,48",
+        "--folds",
+        2,
+        "--epochs",
+        2,
+    )
+    assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32+48 px\n" in err, err
+    assert "@32" in out or "@48" in out, out  # the chosen group names its scale

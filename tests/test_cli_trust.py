@@ -320,9 +320,10 @@ def test_ctrl_c_prints_one_line(capsys, monkeypatch, folder, scaled_npy, tmp_pat
     monkeypatch.setattr(store, "build_store", interrupted)
     code = main(["extract", str(folder), "--store", str(tmp_path / "s.h5"), "--weights", str(scaled_npy)])
     lines = capsys.readouterr().err.strip().splitlines()
-    # the precision line is said once per process: present when this test runs first, absent after another CLI test
+    # the precision and features lines are said once per process: present when this test runs first, absent after
+    # another CLI test
     assert code == 130 and lines[-1] == "interrupted; rerun the same command to continue", lines
-    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("precision auto: ")), lines
+    assert all(line.startswith(("precision auto: ", "features: ")) for line in lines[:-1]), lines
 
 
 def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_npy):
@@ -363,7 +364,7 @@ def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_n
         pytest.skip("the extraction finished before the interrupt")
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and lines[-1] == "interrupted; rerun the same command to continue", err
-    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("precision auto: ")), err
+    assert all(line.startswith(("precision auto: ", "features: ")) for line in lines[:-1]), err
     res = run_cli(*args)
     assert res.returncode == 0 and "300/300 items" in res.stdout, res.stderr
 

@@ -90,14 +90,22 @@ def scales(text) -> tuple:
 _ANNOUNCED: set = set()
 
 
-def announce_precision(args) -> None:
-    """Say once per process what ``--precision`` resolves to on this CPU (stderr; not with --quiet)."""
-    from vggtransfer.core.runtime import describe_precision
-
-    line = describe_precision(args.precision)
+def announce(args, line: str) -> None:
+    """Print ``line`` once per process (stderr; not with --quiet)."""
     if not getattr(args, "quiet", False) and line not in _ANNOUNCED:
         print(line, file=sys.stderr)
     _ANNOUNCED.add(line)
+
+
+def announce_precision(args, spec=None) -> None:
+    """Say once per process what ``--precision`` resolves to on this CPU, and the block features ``spec`` when given
+    (stderr; not with --quiet)."""
+    from vggtransfer.core.runtime import describe_precision
+    from vggtransfer.models import defaults
+
+    announce(args, describe_precision(args.precision))
+    if spec is not None:
+        announce(args, defaults.describe_features(spec))
 
 
 def hidden_sizes(text) -> tuple:

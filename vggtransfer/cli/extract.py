@@ -110,6 +110,7 @@ def run_extract(args) -> int:
             threads=args.threads,
         )
     else:
+        announce_precision(args, block_spec(args))
         fx = BlockExtractor(
             weights,
             block_spec(args),

@@ -49,7 +49,9 @@ def add_feature_args(p, recipes_note: str = "") -> None:
         default=None,
         metavar="PX",
         help="block features (the default): short side(s) of the whole image, comma-separated (default "
-        f"{','.join(map(str, defaults.FEATURES.scales))}); blocks: global avg and max of "
+        f"{','.join(map(str, defaults.FEATURES.scales))}; "
+        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} where bf16 runs on AMX, the scale then chosen by "
+        "cross-validation); blocks: global avg and max of "
         f"{', '.join(defaults.FEATURES.end_points)}",
     )
     g.add_argument(
@@ -106,7 +108,7 @@ def block_spec(args):
     """The :class:`~vggtransfer.features.spec.FeatureSpec` of the block options (defaults table otherwise)."""
     import dataclasses
 
-    spec = defaults.FEATURES
+    spec = defaults.default_features(args.precision)
     changes = {}
     if args.scales is not None:
         changes["scales"] = args.scales

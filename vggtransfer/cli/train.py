@@ -453,7 +453,7 @@ def _auto_model(args, task, classes, arch):
         )
     else:
         spec = block_spec(args)
-    announce_precision(args)
+    announce_precision(args, spec)
     kwargs = dict(
         features=spec,
         arch=arch,

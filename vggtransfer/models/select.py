@@ -102,22 +102,27 @@ class Selection:
 # --- block groups -------------------------------------------------------------------------------------------------
 def candidate_groups(blocks) -> dict:
     """``{label: [block names]}``: nested end-point sets ending at the deepest (pool5; pool4+pool5; ...) x pooling sets
-    (avg; avg+max), each over every scale. ``blocks`` is ``[(name, start, stop), ...]``."""
+    (avg; avg+max) x, where the rows hold several scales, the scale of the image (each scale alone, then all of them
+    stacked): which resolution suits a data set is chosen by cross-validation like the rest. ``blocks`` is
+    ``[(name, start, stop), ...]``."""
     from vggtransfer.features.blocks import parse_block_name
     from vggtransfer.nets.vgg import end_point_names
 
     parsed = [(n,) + parse_block_name(n) for n, _, _ in blocks]
-    eps = sorted(
-        {p[1] for p in parsed}, key=lambda e: end_point_names("vgg19").index(e) if e in end_point_names("vgg19") else 0
-    )
+    order = end_point_names("vgg19")
+    eps = sorted({p[1] for p in parsed}, key=lambda e: order.index(e) if e in order else 0)
     pools = [p for p in ("avg", "max") if any(q[2] == p for q in parsed)]
+    scales = sorted({p[3] for p in parsed})
     ep_sets = [tuple(eps[i:]) for i in range(len(eps) - 1, -1, -1)]
     pool_sets = [tuple(pools[:i]) for i in range(1, len(pools) + 1)]
+    scale_sets = [tuple(scales)] if len(scales) == 1 else [(q,) for q in scales] + [tuple(scales)]
     groups = {}
-    for es in ep_sets:
-        for ps in pool_sets:
-            label = f"{'+'.join(es)} {'+'.join(ps)}"
-            groups[label] = [n for n, ep, p, _ in parsed if ep in es and p in ps]
+    for qs in scale_sets:
+        suffix = "" if len(scales) == 1 else " @" + "+".join(map(str, qs))
+        for es in ep_sets:
+            for ps in pool_sets:
+                label = f"{'+'.join(es)} {'+'.join(ps)}{suffix}"
+                groups[label] = [n for n, ep, p, q in parsed if ep in es and p in ps and q in qs]
     return groups
 
 
