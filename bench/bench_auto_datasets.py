@@ -25,11 +25,13 @@ sys.path.insert(0, str(ROOT))
 from bench.common import HYMENOPTERA, RESULTS, SHARED, WEIGHTS, environment  # noqa: E402
 
 
-def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds):
+def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds, features=None):
     from vggtransfer.core.runtime import describe_precision
     from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.models.defaults import describe_features
 
-    model = AutoClassifier(weights, classes=classes)
+    model = AutoClassifier(weights, classes=classes, features=features)
+    print(describe_features(model.features_spec), flush=True)
     t0 = time.perf_counter()
     feats, ok, errors = model.attach().extract_paths(train_paths, progress=False)
     t_train = time.perf_counter() - t0
@@ -67,6 +69,7 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
         "mean_test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])),
         "runs": runs,
         "precision": describe_precision("auto"),
+        "features": describe_features(model.features_spec),
     }
 
 
@@ -76,8 +79,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--out", type=Path, default=RESULTS / "auto_datasets.json")
+    p.add_argument(
+        "--features",
+        choices=("default", "amx"),
+        default="default",
+        help="the block features: this CPU's default, or the AMX CPUs' default (224+320 px) on any CPU",
+    )
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    from vggtransfer.models.defaults import FEATURES_AMX
+
+    features = FEATURES_AMX if args.features == "amx" else None
+    if args.out is None:
+        args.out = RESULTS / ("auto_datasets.json" if args.features == "default" else "auto_datasets_amx_features.json")
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {}
     signs = SHARED / "data" / "signs"
@@ -88,7 +102,15 @@ def main(argv=None) -> int:
         test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
     classes = tuple(str(i) for i in range(6))
     result["signs"] = run(
-        "signs", [str(p) for p in jpgs], [int(p.name[0]) for p in jpgs], test_x, test_y, classes, args.weights, seeds
+        "signs",
+        [str(p) for p in jpgs],
+        [int(p.name[0]) for p in jpgs],
+        test_x,
+        test_y,
+        classes,
+        args.weights,
+        seeds,
+        features,
     )
     hym = {}
     for split in ("train", "val"):
@@ -108,6 +130,7 @@ def main(argv=None) -> int:
         ("ants", "bees"),
         args.weights,
         seeds,
+        features,
     )
     result["env"] = environment()
     result["command"] = "python bench/bench_auto_datasets.py " + " ".join(argv or sys.argv[1:])

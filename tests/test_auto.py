@@ -266,6 +266,12 @@ def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
     assert defaults.default_features("auto") == defaults.FEATURES_AMX
     assert defaults.default_features("bf16").scales == (224, 320)
     assert defaults.default_features("fp32") == defaults.FEATURES
+    assert defaults.default_features("auto", "regression") == defaults.FEATURES
+    from vggtransfer import Vgg16
+    from vggtransfer.models.auto import AutoClassifier, AutoRegressor
+
+    assert AutoClassifier(None, classes=("a", "b")).features_spec == defaults.FEATURES_AMX
+    assert AutoRegressor(None).features_spec == Vgg16(None).features_spec == defaults.FEATURES
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["avx512_bf16"])
     assert defaults.default_features("auto") == defaults.FEATURES
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])

@@ -50,8 +50,8 @@ def add_feature_args(p, recipes_note: str = "") -> None:
         metavar="PX",
         help="block features (the default): short side(s) of the whole image, comma-separated (default "
         f"{','.join(map(str, defaults.FEATURES.scales))}; "
-        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} where bf16 runs on AMX, the scale then chosen by "
-        "cross-validation); blocks: global avg and max of "
+        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} for classes where bf16 runs on AMX, the scale then "
+        "chosen by cross-validation); blocks: global avg and max of "
         f"{', '.join(defaults.FEATURES.end_points)}",
     )
     g.add_argument(
@@ -104,11 +104,12 @@ def classic_features(args) -> bool:
     return bool(classic)
 
 
-def block_spec(args):
-    """The :class:`~vggtransfer.features.spec.FeatureSpec` of the block options (defaults table otherwise)."""
+def block_spec(args, task: str = "classification"):
+    """The :class:`~vggtransfer.features.spec.FeatureSpec` of the block options (else the default for ``task``; a
+    store made by ``extract`` takes the classifiers' default)."""
     import dataclasses
 
-    spec = defaults.default_features(args.precision)
+    spec = defaults.default_features(args.precision, task)
     changes = {}
     if args.scales is not None:
         changes["scales"] = args.scales

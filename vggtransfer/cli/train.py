@@ -452,7 +452,7 @@ def _auto_model(args, task, classes, arch):
             args.image_size or defaults.IMAGE_SIZE,
         )
     else:
-        spec = block_spec(args)
+        spec = block_spec(args, task)
     announce_precision(args, spec)
     kwargs = dict(
         features=spec,

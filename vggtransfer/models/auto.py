@@ -147,7 +147,7 @@ class AutoModel(Model):
     ):
         head = defaults.for_recipe("head", self.task)
         self.classes = tuple(str(c) for c in classes)
-        self.features_spec = features or defaults.default_features(precision)
+        self.features_spec = features or defaults.default_features(precision, self.task)
         self.arch = arch
         self.models = tuple(models or MODELS[self.task])
         unknown = [m for m in self.models if m not in MODELS[self.task]]

@@ -71,22 +71,28 @@ AUTO = AutoDefaults()
 FEATURES = FeatureSpec(
     end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224,), view="whole", flip=False
 )
-#: The same blocks at two scales of the whole image, 224 and 320 px, where the CPU has AMX (bf16 about 7x fp32): 3x
-#: the pixels of :data:`FEATURES`, extracted in about half the time one fp32 224 px pass takes. Cross-validation then
-#: chooses the scale (224, 320 or both stacked) with the rest of the recipe (``models.select.candidate_groups``).
+#: The same blocks at two scales of the whole image, 224 and 320 px, for classifiers where the CPU has AMX (bf16 about
+#: 7x fp32): 3x the pixels of :data:`FEATURES`, extracted in about half the time one fp32 224 px pass takes.
+#: Cross-validation then chooses the scale (224, 320 or both stacked) with the rest of the recipe
+#: (``models.select.candidate_groups``).
 FEATURES_AMX = FeatureSpec(
     end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224, 320), view="whole", flip=False
 )
 
 
-def default_features(precision: str = "auto") -> FeatureSpec:
-    """The block features extracted when none are given: :data:`FEATURES_AMX` where ``precision`` runs bf16 on an AMX
-    CPU, :data:`FEATURES` elsewhere (an AVX512-BF16 CPU runs bf16 at about 2x fp32, which pays for the whole view
-    and the two poolings of three end points, not for a second scale). Reads /proc/cpuinfo (no TensorFlow here:
-    ``core.runtime`` is imported on call)."""
+def default_features(precision: str = "auto", task: str = "classification") -> FeatureSpec:
+    """The block features extracted when none are given: :data:`FEATURES_AMX` for a classifier where ``precision``
+    runs bf16 on an AMX CPU, :data:`FEATURES` elsewhere.
+
+    Why not on other CPUs: AVX512-BF16 runs bf16 at about 2x fp32, which pays for the whole view and the two poolings
+    of three end points, not for a second scale. Why not for targets: on the main job's 5 splits the second scale made
+    the regressor worse (mean RMSE ratio 1.144 against 1.101, worst 1.333 against 1.135;
+    ``bench/results/splits_amx_features.json``): with noisy targets the Dense head's refit varies more than the
+    second scale gains, and three times the candidate groups give cross-validation more ways to be fooled. Reads
+    /proc/cpuinfo (no TensorFlow here: ``core.runtime`` is imported on call)."""
     from vggtransfer.core.runtime import cpu_bf16_flags, resolve_precision
 
-    if resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
+    if task == "classification" and resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
         return FEATURES_AMX
     return FEATURES
 
