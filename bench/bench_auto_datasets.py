@@ -22,16 +22,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import HYMENOPTERA, RESULTS, SHARED, WEIGHTS, environment  # noqa: E402
+from bench.common import HYMENOPTERA, SHARED, WEIGHTS, add_features_option, chosen_features, environment, results_file  # noqa: E402
 
 
 def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds, features=None):
     from vggtransfer.core.runtime import describe_precision
     from vggtransfer.models.auto import AutoClassifier
-    from vggtransfer.models.defaults import describe_features
 
     model = AutoClassifier(weights, classes=classes, features=features)
-    print(describe_features(model.features_spec), flush=True)
+    print(model.features_spec.describe(), flush=True)
     t0 = time.perf_counter()
     feats, ok, errors = model.attach().extract_paths(train_paths, progress=False)
     t_train = time.perf_counter() - t0
@@ -69,7 +68,7 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
         "mean_test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])),
         "runs": runs,
         "precision": describe_precision("auto"),
-        "features": describe_features(model.features_spec),
+        "features": model.features_spec.describe(),
     }
 
 
@@ -79,19 +78,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument(
-        "--features",
-        choices=("default", "amx"),
-        default="default",
-        help="the block features: this CPU's default, or the AMX CPUs' default (224+320 px) on any CPU",
-    )
+    add_features_option(p)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    from vggtransfer.models.defaults import FEATURES_AMX
-
-    features = FEATURES_AMX if args.features == "amx" else None
-    if args.out is None:
-        args.out = RESULTS / ("auto_datasets.json" if args.features == "default" else "auto_datasets_amx_features.json")
+    features = chosen_features(args)
+    args.out = args.out or results_file("auto_datasets", args)
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {}
     signs = SHARED / "data" / "signs"

@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
     from train_length_regressor import fake_lengths, find_images
 
+    from bench.common import add_features_option, chosen_features, results_file
     from vggtransfer import Vgg16
     from vggtransfer.core.runtime import describe_precision
     from vggtransfer.data.splits import split_indices
@@ -38,25 +39,15 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None)
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--precision", default="auto")
-    p.add_argument(
-        "--features",
-        choices=("default", "amx"),
-        default="default",
-        help="the block features: this CPU's default, or the AMX CPUs' default (224+320 px) on any CPU",
-    )
+    add_features_option(p)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.out is None:
-        name = "splits.json" if args.features == "default" else "splits_amx_features.json"
-        args.out = ROOT / "bench" / "results" / name
+    args.out = args.out or results_file("splits", args)
 
     paths, labels = find_images(args.data, 400)
     is_tiger = np.array([label == "tiger" for label in labels])
-    from vggtransfer.models.defaults import FEATURES_AMX, describe_features
-
-    features = FEATURES_AMX if args.features == "amx" else None
-    model = Vgg16(args.weights, precision=args.precision, features=features)
-    print(describe_features(model.features_spec), flush=True)
+    model = Vgg16(args.weights, precision=args.precision, features=chosen_features(args))
+    print(model.features_spec.describe(), flush=True)
     t0 = time.perf_counter()
     feats, ok, errors = model.attach().extract_paths(paths)
     seconds_features = time.perf_counter() - t0
@@ -102,7 +93,7 @@ def main(argv=None) -> int:
         "min_auc": float(min(r["auc"] for r in runs)),
         "seconds_features_800": seconds_features,
         "precision": describe_precision(args.precision),
-        "features": describe_features(model.features_spec),
+        "features": model.features_spec.describe(),
         "cpu": _cpu_name(),
         "runs": runs,
         "command": "python bench/bench_splits.py " + " ".join(argv or sys.argv[1:]),

@@ -102,3 +102,26 @@ def git_rev() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+def add_features_option(parser) -> None:
+    """``--features default|amx``: this CPU's default block features, or the AMX CPUs' default (224+320 px) measured
+    on any CPU (the same bf16 arithmetic; only the speed differs)."""
+    parser.add_argument(
+        "--features",
+        choices=("default", "amx"),
+        default="default",
+        help="the block features: this CPU's default, or the AMX CPUs' default (224+320 px) on any CPU",
+    )
+
+
+def chosen_features(args):
+    """The FeatureSpec ``--features`` asks for (None: the model's own default)."""
+    from vggtransfer.models.defaults import FEATURES_AMX
+
+    return FEATURES_AMX if args.features == "amx" else None
+
+
+def results_file(name: str, args) -> Path:
+    """``bench/results/NAME.json``, or ``NAME_amx_features.json`` with ``--features amx``."""
+    return RESULTS / (f"{name}.json" if args.features == "default" else f"{name}_amx_features.json")

@@ -188,11 +188,10 @@ def main(argv=None) -> int:
     )
 
     from vggtransfer.core.runtime import describe_precision
-    from vggtransfer.models.defaults import describe_features
 
     print(describe_precision(args.precision))
     model = Vgg16(args.weights, precision=args.precision)
-    print(describe_features(model.features_spec))
+    print(model.features_spec.describe())
     report = model.train(
         [paths[i] for i in train], y[train], seed=args.seed, progress=None if not args.quiet else False
     )

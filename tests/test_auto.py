@@ -276,9 +276,7 @@ def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
     assert defaults.default_features("auto") == defaults.FEATURES
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])
     assert defaults.default_features("auto").scales == (224,)
-    assert defaults.describe_features(defaults.FEATURES_AMX) == (
-        "features: pool3+pool4+pool5 avg+max, whole image at 224+320 px"
-    )
+    assert defaults.FEATURES_AMX.describe() == ("features: pool3+pool4+pool5 avg+max, whole image at 224+320 px")
 
 
 def test_precision_auto_follows_the_cpu_flags(monkeypatch):

@@ -101,11 +101,10 @@ def announce_precision(args, spec=None) -> None:
     """Say once per process what ``--precision`` resolves to on this CPU, and the block features ``spec`` when given
     (stderr; not with --quiet)."""
     from vggtransfer.core.runtime import describe_precision
-    from vggtransfer.models import defaults
 
     announce(args, describe_precision(args.precision))
     if spec is not None:
-        announce(args, defaults.describe_features(spec))
+        announce(args, spec.describe())
 
 
 def hidden_sizes(text) -> tuple:

@@ -110,14 +110,10 @@ def run_extract(args) -> int:
             threads=args.threads,
         )
     else:
-        announce_precision(args, block_spec(args))
+        spec = block_spec(args)
+        announce_precision(args, spec)
         fx = BlockExtractor(
-            weights,
-            block_spec(args),
-            arch=arch,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            threads=args.threads,
+            weights, spec, arch=arch, batch_size=args.batch_size, precision=args.precision, threads=args.threads
         )
     with fx:
         build_store(args.store, ds, fx, chunk_rows=args.chunk_rows, progress=progress(args))

@@ -80,6 +80,15 @@ class FeatureSpec:
         """Length of a feature row."""
         return self.blocks(arch)[-1][2]
 
+    def describe(self) -> str:
+        """One line naming the blocks and scales (printed once by ``train``, ``extract`` and the main job)."""
+        view = "whole image" if self.view == "whole" else "centre crop"
+        flip = ", averaged with the mirror image" if self.flip else ""
+        return (
+            f"features: {'+'.join(self.end_points)} {'+'.join(self.poolings)}, {view} at "
+            f"{'+'.join(map(str, self.scales))} px{flip}"
+        )
+
     def to_dict(self) -> dict:
         """Plain JSON-ready data."""
         d = dataclasses.asdict(self)

@@ -7,7 +7,7 @@ table); the classifier's are the SIGNS recipe; fine-tuning's are the hymenoptera
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from vggtransfer.features.spec import FeatureSpec
 
@@ -75,9 +75,7 @@ FEATURES = FeatureSpec(
 #: 7x fp32): 3x the pixels of :data:`FEATURES`, extracted in about half the time one fp32 224 px pass takes.
 #: Cross-validation then chooses the scale (224, 320 or both stacked) with the rest of the recipe
 #: (``models.select.candidate_groups``).
-FEATURES_AMX = FeatureSpec(
-    end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224, 320), view="whole", flip=False
-)
+FEATURES_AMX = replace(FEATURES, scales=(224, 320))
 
 
 def default_features(precision: str = "auto", task: str = "classification") -> FeatureSpec:
@@ -95,16 +93,6 @@ def default_features(precision: str = "auto", task: str = "classification") -> F
     if task == "classification" and resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
         return FEATURES_AMX
     return FEATURES
-
-
-def describe_features(spec: FeatureSpec) -> str:
-    """One line naming the blocks and scales of ``spec`` (printed once by ``train`` and ``extract``)."""
-    view = "whole image" if spec.view == "whole" else "centre crop"
-    flip = ", averaged with the mirror image" if spec.flip else ""
-    return (
-        f"features: {'+'.join(spec.end_points)} {'+'.join(spec.poolings)}, {view} at "
-        f"{'+'.join(map(str, spec.scales))} px{flip}"
-    )
 
 
 IMAGE_SIZE = 224
@@ -126,7 +114,6 @@ __all__ = [
     "FEATURES",
     "FEATURES_AMX",
     "default_features",
-    "describe_features",
     "HeadDefaults",
     "FineTuneDefaults",
     "REGRESSOR",
