@@ -178,6 +178,81 @@ def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
     assert after < before / 2
 
 
+# --- the Dense head's ensemble ------------------------------------------------------------------------------------
+def _trained_weights(task, members, inits, x, y, epochs=6):
+    """Weights of a head with ``members`` members started from ``inits`` (one single-head init per member) and
+    trained ``epochs`` epochs on the same minibatches (HeadGraph.fit with seed 7), and its predictions."""
+    from vggtransfer.models.dense import DenseHead
+    from vggtransfer.models.heads import HeadSpec
+
+    classes = ("a", "b", "c") if task == "classification" else ()
+    spec = HeadSpec(task=task, hidden=(4,), l2=0.3, classes=classes, members=members)
+    head = DenseHead(x.shape[1], spec)
+    if members == 1:
+        head.head.set_weights(head.session, inits[0])
+    else:  # biases of a member layer are (M, 1, units)
+        stacked = [np.stack([init[i] for init in inits]) for i in range(len(inits[0]))]
+        head.head.set_weights(head.session, [v if v.ndim == 3 else v[:, None, :] for v in stacked])
+    head.head.fit(head.session, x, y, epochs=epochs, patience=epochs, seed=7, batch_size=8, progress=False)
+    weights, members_out, pred = (
+        head.head.get_weights(head.session),
+        head.session.run(head.head.end_points.get("members", head.head.output), {head.head.features: x}),
+        head.predict(x),
+    )
+    head.close()
+    return weights, members_out, pred
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_each_ensemble_member_trains_as_a_single_head_would(task):
+    """Members share the minibatches but nothing else: each ends where a single head from its init ends (the loss is
+    the members' mean, the L2 penalty scaled alike, Adam is scale-free); the ensemble predicts the members' mean."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = x @ rng.normal(size=6)
+    y = (np.digitize(y, np.quantile(y, [1 / 3, 2 / 3])) if task == "classification" else y).astype(
+        np.int64 if task == "classification" else np.float32
+    )
+    inits = [
+        [
+            rng.uniform(-0.5, 0.5, s).astype(np.float32)
+            for s in ((6, 4), (4,), (4, 3 if task == "classification" else 1), (3 if task == "classification" else 1,))
+        ]
+        for _ in range(2)
+    ]
+    singles = [_trained_weights(task, 1, [init], x, y) for init in inits]
+    together, members_out, pred = _trained_weights(task, 2, inits, x, y)
+    for m, (alone, _, _) in enumerate(singles):
+        for got, want in zip(together, alone):
+            np.testing.assert_allclose(got[m].reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(alone[0], inits[m][0])  # it did train
+    if task == "regression":
+        np.testing.assert_allclose(pred, members_out[:, :, 0].mean(1), rtol=1e-5)
+    else:
+        probs = np.exp(members_out - members_out.max(2, keepdims=True))
+        np.testing.assert_allclose(pred, (probs / probs.sum(2, keepdims=True)).mean(1), rtol=1e-5, atol=1e-7)
+
+
+def test_the_dense_winner_is_refitted_as_an_ensemble_and_restored(scaled_npy, folder, tmp_path):
+    from vggtransfer.models.auto import AutoRegressor
+
+    ds = datasets.from_folder(folder)
+    y = np.where(ds.labels == 0, 40.0, 100.0) + np.random.default_rng(0).normal(0, 3, len(ds))
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    model = AutoRegressor(scaled_npy, features=spec, models=("dense",), members=3, folds=3, epochs=30, precision="fp32")
+    report = model.train(ds.paths, y)
+    assert report.members == 3 and "3 members" in report.describe()
+    assert model.dense is not None and model.dense.spec.members == 3
+    pred = model.predict(ds.paths)
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 15
+    model.save(tmp_path / "bag")
+    again = AutoRegressor(scaled_npy, restore_from=tmp_path / "bag", precision="fp32")
+    assert again.dense is not None and again.dense.spec.members == 3
+    np.testing.assert_allclose(again.predict(ds.paths), pred, rtol=1e-6)
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        AutoRegressor(scaled_npy, members=0)
+
+
 # --- the models ---------------------------------------------------------------------------------------------------
 def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_path):
     from vggtransfer.models.auto import AutoClassifier

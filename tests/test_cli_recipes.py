@@ -29,7 +29,19 @@ def test_help_names_every_command(capsys):
         assert cmd in out
 
 
-def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
+def _train_dense_ensemble(capsys, monkeypatch, tmp_path, scaled_npy):
+    """``train --members 2`` with auto's candidates narrowed to the Dense head (so that it wins)."""
+    from vggtransfer.models import select
+
+    monkeypatch.setitem(select.MODELS, "classification", ("dense",))
+    return run(
+        capsys,
+        *("train", "--store", tmp_path / "s.h5", "--model", tmp_path / "bag", "--folds", 3, "--members", 2),
+        *("--l2", 1, "--epochs", 5, "--weights", scaled_npy),
+    )
+
+
+def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path, monkeypatch):
     feats = ["--weights", scaled_npy, "--image-size", 32]
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
@@ -67,6 +79,10 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path):
         scaled_npy,
     )
     assert code == 0 and "3-fold CV accuracy" in out and "chose pool5 max" in out, err
+    code, out, err = _train_dense_ensemble(capsys, monkeypatch, tmp_path, scaled_npy)
+    saved = json.loads((tmp_path / "bag" / "vggtransfer.json").read_text())
+    assert code == 0 and "dense (L2 1, 2 members)" in out, err
+    assert saved["head"]["members"] == 2 and saved["model"]["members"] == 2
     code, out, err = run(
         capsys,
         "train",

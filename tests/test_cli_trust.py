@@ -462,6 +462,7 @@ def test_options_of_another_recipe_are_refused(capsys, models, folder, tmp_path)
         (["--data", folder, "--recipe", "finetune", "--end-point", "pool4"], "--end-point"),
         (["--data", folder, "--val-data", folder, "--val-fraction", "0.3"], "--val-fraction"),
         (["--data", folder, "--split", "test"], "--split"),
+        (["--data", folder, "--recipe", "head", "--members", "3"], "--members"),
     ]
     for argv, name in cases:
         code, out, err = run(capsys, "train", *argv, "--model", tmp_path / "m")

@@ -106,6 +106,18 @@ def models(scaled_npy, photos, tmp_path_factory):
     )
     m.train_dataset(ds, progress=False)
     out["auto-classifier"] = m.save(root / "auto_clf")
+    m = AutoClassifier(
+        scaled_npy,
+        features=FeatureSpec(end_points=("pool5",), scales=(48,)),
+        models=("dense",),
+        members=3,
+        hidden=(8,),
+        folds=3,
+        epochs=10,
+        precision="fp32",
+    )
+    m.train_dataset(ds, progress=False)
+    out["auto-dense-ensemble"] = m.save(root / "auto_bag")
     m = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(64,)), models=("ridge",), folds=3, precision="fp32")
     m.train(ds.paths, y)
     out["auto-ridge"] = m.save(root / "auto_ridge")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from vggtransfer.data.images import ImageError
 from vggtransfer.data.splits import split_indices
+from vggtransfer.models import defaults
 from vggtransfer.models.modeldir import CHECKPOINT, MODEL_FILE, ModelError
 from vggtransfer.models.vgg16 import Vgg16
 
@@ -68,7 +69,11 @@ def test_train_learns_and_reports(trained, dataset):
 
 def test_checkpoint_holds_only_the_head(trained):
     _, _, out = trained
-    names = {name for name, _ in tf.train.list_variables(str(out / CHECKPOINT))}
+    shapes = dict(tf.train.list_variables(str(out / CHECKPOINT)))
+    names = set(shapes)
+    # the head is an ensemble of AUTO.members copies of the card's fc6 (here 16 units) + 1 output
+    assert shapes["head/fc6/weights"][0] == shapes["head/output/weights"][0] == defaults.AUTO.members
+    assert shapes["head/fc6/weights"][-1] == 16 and shapes["head/output/weights"][1:] == [16, 1]
     assert names == {
         "head/fc6/weights",
         "head/fc6/biases",

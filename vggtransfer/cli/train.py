@@ -107,6 +107,13 @@ def add_parser(sub, parents):
         help=f"auto: cross-validation folds, >= 2 (default {defaults.AUTO.folds}; fewer where a class has fewer items)",
     )
     p.add_argument(
+        "--members",
+        type=positive_int,
+        default=None,
+        help=f"auto: the Dense head is refitted as this many independently initialised heads, outputs averaged, "
+        f">= 1 (default {defaults.AUTO.members}; 1 for a single head)",
+    )
+    p.add_argument(
         "--task",
         choices=("classification", "regression"),
         default=None,
@@ -207,7 +214,7 @@ def check_options(args) -> None:
     if args.recipe != "finetune":
         refuse(FINETUNE_OPTIONS, f"fine-tuning options; they apply to --recipe finetune only (not {args.recipe})")
     if args.recipe != "auto":
-        refuse(("folds",), f"applies to --recipe auto only (not {args.recipe})")
+        refuse(("folds", "members"), f"applies to --recipe auto only (not {args.recipe})")
         refuse(
             ("scales", "flip"),
             f"block features are --recipe auto's (not {args.recipe}); {args.recipe} reads one "
@@ -458,6 +465,7 @@ def _auto_model(args, task, classes, arch):
         features=spec,
         arch=arch,
         folds=args.folds or defaults.AUTO.folds,
+        members=args.members or defaults.AUTO.members,
         hidden=args.hidden,
         dropout=args.dropout,
         learning_rate=args.learning_rate,

@@ -3,13 +3,18 @@
 :class:`AutoClassifier` and :class:`AutoRegressor` extract several feature blocks in one pass
 (:class:`~vggtransfer.features.blocks.BlockExtractor`), choose block group x model x regularisation by stratified k-fold
 cross-validation on the training data only (:func:`vggtransfer.models.select.select`), refit the winner on every training
-item and calibrate its outputs from the out-of-fold predictions. ``train`` reports the choice and the CV estimate
+item and calibrate its outputs from the out-of-fold predictions. A Dense head winner is refitted as a deep ensemble:
+``members`` (default 5) copies of the head, each initialised on its own and trained on its own loss, outputs averaged
+(cross-validation scores one head, so selection costs what it did; the refit costs about ``members`` fits, in one
+batched graph). On the main job's 5 splits the ensemble lowered the mean RMSE ratio from 1.101 to 1.077 and the worst
+from 1.135 to 1.118 (README, "Measured accuracy"). ``train`` reports the choice and the CV estimate
 (mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
 
 Models on disk (``kind: auto``): ``vggtransfer.json`` (feature spec, chosen blocks, model, calibration, CV table) and
 either ``linear.npz`` (the linear model's coefficients: no pickle) or ``head.ckpt.*`` (the Dense head, saved by a
 Saver). The card's :class:`~vggtransfer.models.vgg16.Vgg16` is an :class:`AutoRegressor` whose model is always its Dense
-head (fc6 256 ReLU + 1 output); auto then chooses its input block group and its L2 weight.
+head (fc6 256 ReLU + 1 output; each ensemble member has that shape, ``members=1`` keeps one); auto then chooses its
+input block group and its L2 weight.
 
 The module is over 400 lines because :class:`AutoModel` is one unit: its training entry points, the selection, the
 refit, the calibration and the persistence share the fitted state; the pieces that stand alone are apart
@@ -79,6 +84,7 @@ class AutoReport:
     seconds_features: float = 0.0
     seconds_select: float = 0.0
     seconds_refit: float = 0.0
+    members: int = 1  # the refitted Dense head's ensemble members (1 for the linear models)
 
     def describe(self) -> str:
         """One line: the choice and the CV estimate."""
@@ -90,13 +96,16 @@ class AutoReport:
             else f"{s['cv_mean']:.4g} ± {s['cv_std']:.2g}"
         )
         reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[s["model"]]
+        bag = f", {self.members} members" if s["model"] == "dense" and self.members > 1 else ""
         cal = self.calibration.get("kind", "")
         cal = (
             f", calibration {cal}"
             if cal
             else (f", temperature {self.calibration['temperature']:.3g}" if "temperature" in self.calibration else "")
         )
-        return f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}){cal}; {s['folds']}-fold CV {metric} {value}"
+        return (
+            f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}{bag}){cal}; {s['folds']}-fold CV {metric} {value}"
+        )
 
 
 def legacy_spec(config: dict) -> FeatureSpec:
@@ -139,6 +148,7 @@ class AutoModel(Model):
         dropout: float | None = None,
         learning_rate: float | None = None,
         l2s=None,
+        members: int = AUTO.members,
         epochs: int | None = None,
         patience: int | None = None,
         precision: str = "auto",
@@ -159,6 +169,9 @@ class AutoModel(Model):
         self.hidden = tuple(head.hidden if hidden is None else ((hidden,) if isinstance(hidden, int) else hidden))
         self.dropout = head.dropout if dropout is None else float(dropout)
         self.learning_rate = head.learning_rate if learning_rate is None else float(learning_rate)
+        if int(members) < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.members = int(members)
         self.l2s = tuple(AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else l2s))
         self.epochs = epochs or head.epochs
         self.patience = patience or head.patience
@@ -359,7 +372,9 @@ class AutoModel(Model):
             self.dense.close()
             self.dense = None
         if best.model == "dense":
-            self.dense = DenseHead(x.shape[1], self._head_spec(best.reg), self.learning_rate, self.threads)
+            self.dense = DenseHead(
+                x.shape[1], self._head_spec(best.reg, self.members), self.learning_rate, self.threads
+            )
             final = max(1, int(round(statistics.median(sel.best_epochs))))
             history = self.dense.fit(
                 x,
@@ -371,7 +386,7 @@ class AutoModel(Model):
                 batch_size=batch_size,
                 class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
             )
-            fitted["epochs"] = final
+            fitted["epochs"], fitted["members"] = final, self.members
         elif best.model == "ridge":
             fitted.update(fit_ridge(x, y, best.reg))
         else:
@@ -392,14 +407,26 @@ class AutoModel(Model):
         self.feature_config = dict(config)
         self.features_spec = spec
         report = AutoReport(
-            self.selection, calibration, history=history, seconds_select=t1 - t0, seconds_refit=time.perf_counter() - t1
+            self.selection,
+            calibration,
+            history=history,
+            seconds_select=t1 - t0,
+            seconds_refit=time.perf_counter() - t1,
+            members=fitted.get("members", 1),
         )
         if log:
             log(report.describe())
         return report
 
-    def _head_spec(self, l2: float) -> HeadSpec:
-        return HeadSpec(task=self.task, hidden=self.hidden, dropout=self.dropout, l2=float(l2), classes=self.classes)
+    def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
+        return HeadSpec(
+            task=self.task,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            l2=float(l2),
+            classes=self.classes,
+            members=members,
+        )
 
     def _encode(self, targets) -> np.ndarray:
         return encode_targets(targets, self.task, self.classes)

@@ -57,11 +57,13 @@ FINETUNE = FineTuneDefaults(
 @dataclass(frozen=True)
 class AutoDefaults:
     """``--recipe auto``: cross-validation folds, the power normalisation of every block, the Dense head's L2 grid
-    (the linear models' grids are in :mod:`vggtransfer.models.select`)."""
+    (the linear models' grids are in :mod:`vggtransfer.models.select`) and its ensemble members at the refit (5: the
+    deep-ensembles convention, Lakshminarayanan et al. 2017; not tuned here)."""
 
     folds: int = 5
     power: float = 0.5
     dense_l2s: tuple = (0.1, 1.0, 10.0)
+    members: int = 5
 
 
 AUTO = AutoDefaults()

@@ -37,6 +37,7 @@ class HeadSpec:
     classes: tuple = ()
     target_mean: float = 0.0
     target_scale: float = 1.0
+    members: int = 1  # independently initialised copies of the layers, outputs averaged (a deep ensemble)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -48,6 +49,9 @@ class HeadSpec:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        self.members = int(self.members)
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
         self.classes = tuple(str(c) for c in self.classes)
         if self.task == "classification":
             if len(self.classes) < 2:
@@ -90,15 +94,24 @@ class HeadSpec:
         return cls(**d)
 
 
-def dense(x: tf.Tensor, units: int, name: str, activation=None) -> tf.Tensor:
-    """A fully connected layer from ``get_variable`` + ``matmul`` (Glorot-uniform weights, zero biases)."""
+def dense(x: tf.Tensor, units: int, name: str, activation=None, members: int = 1) -> tf.Tensor:
+    """A fully connected layer from ``get_variable`` + ``matmul`` (Glorot-uniform weights, zero biases).
+
+    With ``members`` = M > 1 it is M independent layers in one batched matmul: weights (M, in, units), biases
+    (M, 1, units), inputs (n, in) (shared by the members) or (M, n, in), outputs (M, n, units)."""
     in_dim = x.shape[-1]
     if in_dim is None:
         raise ValueError(f"dense layer {name} needs a known input width; got shape {x.shape}")
+    lead = [members] if members > 1 else []
     with tf1.variable_scope(name):
-        w = tf1.get_variable("weights", [int(in_dim), units], tf.float32, tf1.glorot_uniform_initializer())
-        b = tf1.get_variable("biases", [units], tf.float32, tf1.zeros_initializer())
-    y = tf.nn.bias_add(tf.matmul(x, w), b)
+        w = tf1.get_variable("weights", lead + [int(in_dim), units], tf.float32, tf1.glorot_uniform_initializer())
+        b = tf1.get_variable("biases", lead + ([1] if lead else []) + [units], tf.float32, tf1.zeros_initializer())
+    if members == 1:
+        y = tf.nn.bias_add(tf.matmul(x, w), b)
+    else:
+        if len(x.shape) == 2:
+            x = tf.broadcast_to(x[None], tf.concat([[members], tf.shape(x)], 0))
+        y = tf.matmul(x, w) + b
     return activation(y) if activation is not None else y
 
 
@@ -114,17 +127,23 @@ def build_head(
     For regression the output is the normalised target; for classification it is the logits. Dropout is
     stateless, keyed by ``dropout_seed`` (an int64 [2] tensor the training loop feeds from its seeded generator), so
     a seed reproduces a run exactly.
+
+    With ``spec.members`` = M > 1 every layer holds M independently initialised copies (a leading member axis in
+    its weights, one batched matmul) and ``output`` is the members' average: the mean of the normalised targets, or logits whose softmax is the mean of the
+    members' probabilities. ``end_points["members"]`` holds the members' own outputs, shape (n, M, outputs), which
+    the loss trains independently (a deep ensemble in one graph: one Saver, one exported graph).
     """
     if training is None:
         training = tf.constant(False)
     if dropout_seed is None:
         dropout_seed = tf.constant([0, 0], tf.int64)
-    end_points = {}
+    end_points: dict = {}
+    members = spec.members
     net = features
     with tf1.variable_scope(scope):
         for i, units in enumerate(spec.hidden):
             name = f"fc{6 + i}"
-            net = dense(net, units, name, tf.nn.relu)
+            net = dense(net, units, name, tf.nn.relu, members)
             end_points[name] = net
             if spec.dropout > 0:
                 rate, layer_seed = spec.dropout, dropout_seed + tf.constant([0, i], tf.int64)
@@ -133,7 +152,14 @@ def build_head(
                     lambda n=net, s=layer_seed: tf.nn.experimental.stateless_dropout(n, rate, seed=s),
                     lambda n=net: n,
                 )
-        out = dense(net, spec.outputs, "output")
+        out = dense(net, spec.outputs, "output", members=members)
+        if members > 1:
+            stacked = tf.transpose(out, [1, 0, 2])  # (n, M, outputs)
+            end_points["members"] = stacked
+            if spec.task == "regression":
+                out = tf.reduce_mean(stacked, axis=1)
+            else:
+                out = tf.reduce_logsumexp(tf.nn.log_softmax(stacked), axis=1) - math.log(members)
         end_points["output"] = out
     return out, end_points
 
@@ -211,16 +237,22 @@ class HeadGraph:
         self.variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=scope + "/")
         self.backbone_variables = list(backbone_variables)
 
+        # Each ensemble member is trained on its own loss (their mean): the members stay independent.
+        outputs = self.end_points.get("members", self.output[:, None, :])
         if spec.task == "regression":
             self.targets = tf1.placeholder(tf.float32, [None], name="targets")  # normalised
-            per_example = tf.square(self.output[:, 0] - self.targets)
+            per_example = tf.reduce_mean(tf.square(outputs[:, :, 0] - self.targets[:, None]), axis=1)
         else:
             self.targets = tf1.placeholder(tf.int64, [None], name="targets")
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self.targets, logits=self.output)
+            labels = tf.tile(self.targets[:, None], [1, spec.members])
+            per_example = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs), axis=1
+            )
         self.sample_weights = tf1.placeholder_with_default(tf.ones_like(per_example), [None], name="sample_weights")
         self.data_loss = tf.reduce_sum(per_example * self.sample_weights) / tf.reduce_sum(self.sample_weights)
         penalty = tf.add_n([tf.nn.l2_loss(v) for v in self.variables if v.name.endswith("weights:0")])
-        self.loss = self.data_loss + spec.l2 * penalty
+        # Per member, as for a single head: the data loss is the members' mean, so is the penalty.
+        self.loss = self.data_loss + spec.l2 / spec.members * penalty
 
         self.learning_rate = learning_rate
         head_opt = tf1.train.AdamOptimizer(learning_rate)
@@ -266,8 +298,8 @@ class HeadGraph:
         values = []
         for v in self.variables:
             shape = v.shape.as_list()
-            if v.name.endswith("weights:0"):
-                limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+            if v.name.endswith("weights:0"):  # (in, out), or (members, in, out): Glorot per member
+                limit = np.sqrt(6.0 / (shape[-2] + shape[-1]))
                 values.append(rng.uniform(-limit, limit, shape).astype(np.float32))
             else:
                 values.append(np.zeros(shape, np.float32))
