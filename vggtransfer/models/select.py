@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vggtransfer.features.spec import parse_block_name
+from vggtransfer.nets.cfg import end_point_names
+
 #: Regularisation grids (per model); the features are L2-normalised per block, so the grids are fixed, not
 #: data-dependent. Wide enough that the chosen value is interior on every set we ran (the table says).
 LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -105,9 +108,6 @@ def candidate_groups(blocks) -> dict:
     (avg; avg+max) x, where the rows hold several scales, the scale of the image (each scale alone, then all of them
     stacked): which resolution suits a data set is chosen by cross-validation like the rest. ``blocks`` is
     ``[(name, start, stop), ...]``."""
-    from vggtransfer.features.blocks import parse_block_name
-    from vggtransfer.nets.vgg import end_point_names
-
     parsed = [(n,) + parse_block_name(n) for n, _, _ in blocks]
     order = end_point_names("vgg19")
     eps = sorted({p[1] for p in parsed}, key=lambda e: order.index(e) if e in order else 0)
