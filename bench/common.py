@@ -111,7 +111,7 @@ def add_features_option(parser) -> None:
         "--features",
         choices=("default", "amx"),
         default="default",
-        help="the block features: this CPU's default, or the AMX CPUs' default (224+320 px) on any CPU",
+        help="the block features: this CPU's default, or the AMX CPUs' default for classes (112+224+320 px) on any CPU",
     )
 
 

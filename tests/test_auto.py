@@ -339,8 +339,8 @@ def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
 
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["amx_bf16", "avx512_bf16"])
     assert defaults.default_features("auto") == defaults.FEATURES_AMX
-    assert defaults.default_features("bf16").scales == (224, 320)
-    assert defaults.default_features("fp32") == defaults.FEATURES
+    assert defaults.default_features("bf16").scales == (112, 224, 320)
+    assert defaults.default_features("fp32") == defaults.FEATURES_CLASSES
     assert defaults.default_features("auto", "regression") == defaults.FEATURES
     from vggtransfer import Vgg16
     from vggtransfer.models.auto import AutoClassifier, AutoRegressor
@@ -348,10 +348,12 @@ def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
     assert AutoClassifier(None, classes=("a", "b")).features_spec == defaults.FEATURES_AMX
     assert AutoRegressor(None).features_spec == Vgg16(None).features_spec == defaults.FEATURES
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["avx512_bf16"])
-    assert defaults.default_features("auto") == defaults.FEATURES
+    assert defaults.default_features("auto") == defaults.FEATURES_CLASSES
+    assert AutoClassifier(None, classes=("a", "b")).features_spec.scales == (112, 224)
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])
-    assert defaults.default_features("auto").scales == (224,)
-    assert defaults.FEATURES_AMX.describe() == ("features: pool3+pool4+pool5 avg+max, whole image at 224+320 px")
+    assert defaults.default_features("auto").scales == (112, 224)
+    assert defaults.default_features("auto", "regression").scales == (224,)
+    assert defaults.FEATURES_AMX.describe() == "features: pool3+pool4+pool5 avg+max, whole image at 112+224+320 px"
 
 
 def test_precision_auto_follows_the_cpu_flags(monkeypatch):

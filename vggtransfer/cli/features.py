@@ -48,10 +48,11 @@ def add_feature_args(p, recipes_note: str = "") -> None:
         type=scales,
         default=None,
         metavar="PX",
-        help="block features (the default): short side(s) of the whole image, comma-separated (default "
-        f"{','.join(map(str, defaults.FEATURES.scales))}; "
-        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} for classes where bf16 runs on AMX, the scale then "
-        "chosen by cross-validation); blocks: global avg and max of "
+        help="block features (the default): short side(s) of the whole image, comma-separated (default: "
+        f"{','.join(map(str, defaults.FEATURES.scales))} for targets, "
+        f"{','.join(map(str, defaults.FEATURES_CLASSES.scales))} for classes, "
+        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} for classes where bf16 runs on AMX; with several, "
+        "cross-validation chooses the scale or the stack); blocks: global avg and max of "
         f"{', '.join(defaults.FEATURES.end_points)}",
     )
     g.add_argument(

@@ -67,34 +67,39 @@ class AutoDefaults:
 
 
 AUTO = AutoDefaults()
-#: What ``--recipe auto`` and ``vggtransfer extract`` compute by default: global average and max of pool3, pool4
-#: and pool5, from one pass over the whole image with its short side at 224 px (no crop): 1.3x the pixels of one 224 px crop
-#: (README, "The main job's figures").
+#: What ``--recipe auto`` computes by default for targets (and ``Vgg16``): global average and max of pool3, pool4 and
+#: pool5, from one pass over the whole image with its short side at 224 px (no crop): 1.3x the pixels of one 224 px
+#: crop (README, "The main job's figures").
 FEATURES = FeatureSpec(
     end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224,), view="whole", flip=False
 )
-#: The same blocks at two scales of the whole image, 224 and 320 px, for classifiers where the CPU has AMX (bf16 about
-#: 7x fp32): 3x the pixels of :data:`FEATURES`, extracted in about half the time one fp32 224 px pass takes.
-#: Cross-validation then chooses the scale (224, 320 or both stacked) with the rest of the recipe
-#: (``models.select.candidate_groups``).
-FEATURES_AMX = replace(FEATURES, scales=(224, 320))
+#: For classes (``--recipe auto`` classifiers and ``vggtransfer extract``) on every CPU: the same blocks at 112 and
+#: 224 px. The half scale costs a quarter of the 224 px pass and cross-validation chooses between 112, 224 and both
+#: stacked (``models.select.candidate_groups``): on SIGNS (64 px photos, upsampled) the stacked pair raised the CV
+#: accuracy, on ants/bees CV kept 224 px alone (bench/results/explore_scales.jsonl, BENCHMARKS.md).
+FEATURES_CLASSES = replace(FEATURES, scales=(112, 224))
+#: For classes where the CPU has AMX (bf16 about 7x fp32): 112, 224 and 320 px, 3.3x the pixels of :data:`FEATURES`,
+#: extracted in about half the time one fp32 224 px pass takes. CV again chooses the scale or the stack.
+FEATURES_AMX = replace(FEATURES, scales=(112, 224, 320))
 
 
 def default_features(precision: str = "auto", task: str = "classification") -> FeatureSpec:
-    """The block features extracted when none are given: :data:`FEATURES_AMX` for a classifier where ``precision``
-    runs bf16 on an AMX CPU, :data:`FEATURES` elsewhere.
+    """The block features extracted when none are given: for targets :data:`FEATURES`; for classes
+    :data:`FEATURES_AMX` where ``precision`` runs bf16 on an AMX CPU, :data:`FEATURES_CLASSES` elsewhere.
 
-    Why not on other CPUs: AVX512-BF16 runs bf16 at about 2x fp32, which pays for the whole view and the two poolings
-    of three end points, not for a second scale. Why not for targets: on the main job's 5 splits the second scale made
-    the regressor worse (mean RMSE ratio 1.144 against 1.101, worst 1.333 against 1.135;
-    ``bench/results/splits_amx_features.json``): with noisy targets the Dense head's refit varies more than the
-    second scale gains, and three times the candidate groups give cross-validation more ways to be fooled. Reads
-    /proc/cpuinfo (no TensorFlow here: ``core.runtime`` is imported on call)."""
+    Why no 320 px on other CPUs: AVX512-BF16 runs bf16 at about 2x fp32, which pays for the whole view, the two
+    poolings of three end points and the cheap half scale, not for 2x the pixels more. Why one scale for targets:
+    on the main job's 5 splits a second scale made the regressor worse (mean RMSE ratio 1.144 against 1.101, worst
+    1.333 against 1.135 with a single Dense head; ``bench/results/splits_amx_features.json``): with noisy targets
+    three times the candidate groups give cross-validation more ways to be fooled, and the main job's time budget
+    (README) has no room for them. Reads /proc/cpuinfo (no TensorFlow here: ``core.runtime`` is imported on call)."""
     from vggtransfer.core.runtime import cpu_bf16_flags, resolve_precision
 
-    if task == "classification" and resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
+    if task != "classification":
+        return FEATURES
+    if resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
         return FEATURES_AMX
-    return FEATURES
+    return FEATURES_CLASSES
 
 
 IMAGE_SIZE = 224
@@ -114,6 +119,7 @@ __all__ = [
     "AutoDefaults",
     "AUTO",
     "FEATURES",
+    "FEATURES_CLASSES",
     "FEATURES_AMX",
     "default_features",
     "HeadDefaults",
