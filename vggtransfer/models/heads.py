@@ -94,24 +94,29 @@ class HeadSpec:
         return cls(**d)
 
 
-def dense(x: tf.Tensor, units: int, name: str, activation=None, members: int = 1) -> tf.Tensor:
+def dense(x: tf.Tensor, units: int, name: str, activation=None, members: int = 1, shared_input: bool = True):
     """A fully connected layer from ``get_variable`` + ``matmul`` (Glorot-uniform weights, zero biases).
 
-    With ``members`` = M > 1 it is M independent layers in one batched matmul: weights (M, in, units), biases
-    (M, 1, units), inputs (n, in) (shared by the members) or (M, n, in), outputs (M, n, units)."""
+    With ``members`` = M > 1 it is M independent layers: weights (M, in, units), biases (M, 1, units), outputs side by
+    side, (n, M * units). Their input is either shared (n, in) (the features) or the previous member layers' outputs
+    side by side (n, M * in), multiplied by the block-diagonal matrix of the members' weights. Either way it is one
+    plain 2-D matmul, so a row's result does not depend on the other rows of its batch (as with one layer)."""
     in_dim = x.shape[-1]
     if in_dim is None:
         raise ValueError(f"dense layer {name} needs a known input width; got shape {x.shape}")
+    in_dim = int(in_dim) if (members == 1 or shared_input) else int(in_dim) // members
     lead = [members] if members > 1 else []
     with tf1.variable_scope(name):
-        w = tf1.get_variable("weights", lead + [int(in_dim), units], tf.float32, tf1.glorot_uniform_initializer())
+        w = tf1.get_variable("weights", lead + [in_dim, units], tf.float32, tf1.glorot_uniform_initializer())
         b = tf1.get_variable("biases", lead + ([1] if lead else []) + [units], tf.float32, tf1.zeros_initializer())
-    if members == 1:
-        y = tf.nn.bias_add(tf.matmul(x, w), b)
-    else:
-        if len(x.shape) == 2:
-            x = tf.broadcast_to(x[None], tf.concat([[members], tf.shape(x)], 0))
-        y = tf.matmul(x, w) + b
+    if members > 1:
+        if shared_input:  # (in, M * units): member m's columns are m * units ... (m + 1) * units - 1
+            w = tf.reshape(tf.transpose(w, [1, 0, 2]), [in_dim, members * units])
+        else:  # block diagonal (M * in, M * units)
+            eye = tf.eye(members, dtype=tf.float32)
+            w = tf.reshape(w[:, :, None, :] * eye[:, None, :, None], [members * in_dim, members * units])
+        b = tf.reshape(b, [members * units])
+    y = tf.nn.bias_add(tf.matmul(x, w), b)
     return activation(y) if activation is not None else y
 
 
@@ -129,7 +134,7 @@ def build_head(
     a seed reproduces a run exactly.
 
     With ``spec.members`` = M > 1 every layer holds M independently initialised copies (a leading member axis in
-    its weights, one batched matmul) and ``output`` is the members' average: the mean of the normalised targets, or logits whose softmax is the mean of the
+    its weights; see :func:`dense`) and ``output`` is the members' average: the mean of the normalised targets, or logits whose softmax is the mean of the
     members' probabilities. ``end_points["members"]`` holds the members' own outputs, shape (n, M, outputs), which
     the loss trains independently (a deep ensemble in one graph: one Saver, one exported graph).
     """
@@ -143,7 +148,7 @@ def build_head(
     with tf1.variable_scope(scope):
         for i, units in enumerate(spec.hidden):
             name = f"fc{6 + i}"
-            net = dense(net, units, name, tf.nn.relu, members)
+            net = dense(net, units, name, tf.nn.relu, members, shared_input=i == 0)
             end_points[name] = net
             if spec.dropout > 0:
                 rate, layer_seed = spec.dropout, dropout_seed + tf.constant([0, i], tf.int64)
@@ -152,9 +157,9 @@ def build_head(
                     lambda n=net, s=layer_seed: tf.nn.experimental.stateless_dropout(n, rate, seed=s),
                     lambda n=net: n,
                 )
-        out = dense(net, spec.outputs, "output", members=members)
+        out = dense(net, spec.outputs, "output", members=members, shared_input=not spec.hidden)
         if members > 1:
-            stacked = tf.transpose(out, [1, 0, 2])  # (n, M, outputs)
+            stacked = tf.reshape(out, [-1, members, spec.outputs])  # (n, M, outputs)
             end_points["members"] = stacked
             if spec.task == "regression":
                 out = tf.reduce_mean(stacked, axis=1)
