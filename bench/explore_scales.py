@@ -13,7 +13,8 @@ TF32 off) reading the same weights; the views come from the library's one prepro
         --flips 0 --triple 112,224,320                                 # there (second run)
 
 Results (one JSON line per configuration): bench/results/explore_scales.jsonl, written on 2026-11-25 by this script's
-scratch draft (the same computation and commands; an H100, 14 worker processes). What it informed:
+scratch draft (the same computation and commands; an H100, 14 worker processes); this script reproduced its
+SIGNS 112 px line exactly (`run --signs 112 --hym '' --results check.jsonl`). What it informed:
 ``models.defaults.FEATURES_CLASSES`` (112+224 px for classes), read from the ``cv`` column.
 """
 
@@ -30,9 +31,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-STACK = ["conv1_1", "conv1_2", "p", "conv2_1", "conv2_2", "p", "conv3_1", "conv3_2", "conv3_3", "pool3"]
-STACK += ["conv4_1", "conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2", "conv5_3", "pool5"]
 
 
 def bundle(out: Path) -> None:
@@ -62,36 +60,39 @@ def bundle(out: Path) -> None:
 
 
 class Mirror:
-    """The conv stack in PyTorch (3x3 SAME convs + ReLU, 2x2 max pools; Caffe BGR mean), global avg+max of pool3-5."""
+    """The conv stack in PyTorch (``nets.cfg``'s blocks: 3x3 SAME convs + ReLU, then a 2x2 max pool; the Caffe BGR mean),
+    then global avg and max of pool3, pool4 and pool5, in the library's block order."""
 
     def __init__(self, w16: Path):
         import torch
 
+        from vggtransfer.nets.cfg import VGG_MEAN_BGR, conv_blocks
+
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         w = np.load(w16)
         self.torch = torch
+        self.blocks = [[name for name, _, _ in block] for block in conv_blocks("vgg16")]
         self.p = {
             k: (
                 torch.tensor(w[k + "_W"].astype(np.float32)).permute(3, 2, 0, 1).contiguous().cuda(),
                 torch.tensor(w[k + "_b"]).cuda(),
             )
-            for k in STACK
-            if k.startswith("conv")
+            for block in self.blocks
+            for k in block
         }
-        self.mean = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1).cuda()
+        self.mean = torch.tensor(VGG_MEAN_BGR).view(1, 3, 1, 1).cuda()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch, F = self.torch, self.torch.nn.functional
         with torch.no_grad():
             t = torch.from_numpy(x).cuda().permute(0, 3, 1, 2)[:, [2, 1, 0]] * 255.0 - self.mean
             out = []
-            for layer in STACK:
-                if layer.startswith("conv"):
+            for i, block in enumerate(self.blocks, start=1):
+                for layer in block:
                     t = torch.relu(F.conv2d(t, self.p[layer][0], self.p[layer][1], padding=1))
-                else:
-                    t = F.max_pool2d(t, 2, 2)
-                    if layer != "p":
-                        out += [t.mean((2, 3)), t.amax((2, 3))]
+                t = F.max_pool2d(t, 2, 2)
+                if i >= 3:  # pool3, pool4, pool5
+                    out += [t.mean((2, 3)), t.amax((2, 3))]
             return torch.cat(out, 1).cpu().numpy()
 
 
@@ -143,7 +144,7 @@ def datasets(root: Path, signs_scales, hym_scales):
 
 def run(args) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    out = Path(os.environ.get("OUT", "bench/results")) / "explore_scales.jsonl"
+    out = Path(os.environ.get("OUT", "bench/results")) / args.results
     net = Mirror(args.bundle / "w16.npz")
     ints = lambda s: tuple(int(v) for v in s.split(",") if v)  # noqa: E731
     flips, triple = [bool(int(f)) for f in args.flips.split(",")], ints(args.triple)
@@ -189,6 +190,7 @@ def main(argv=None) -> int:
     r.add_argument("--flips", default="0")
     r.add_argument("--triple", default="")
     r.add_argument("--workers", type=int, default=14)
+    r.add_argument("--results", default="explore_scales.jsonl", help="file name under $OUT (or bench/results)")
     args = p.parse_args(argv)
     bundle(args.out) if args.cmd == "bundle" else run(args)
     return 0

@@ -134,9 +134,10 @@ def build_head(
     a seed reproduces a run exactly.
 
     With ``spec.members`` = M > 1 every layer holds M independently initialised copies (a leading member axis in
-    its weights; see :func:`dense`) and ``output`` is the members' average: the mean of the normalised targets, or logits whose softmax is the mean of the
-    members' probabilities. ``end_points["members"]`` holds the members' own outputs, shape (n, M, outputs), which
-    the loss trains independently (a deep ensemble in one graph: one Saver, one exported graph).
+    its weights; see :func:`dense`) and ``output`` is the members' average: the mean of the normalised targets, or
+    logits whose softmax is the mean of the members' probabilities. ``end_points["members"]`` holds the members' own
+    outputs, shape (n, M, outputs), which the loss trains independently (a deep ensemble in one graph: one Saver, one
+    exported graph).
     """
     if training is None:
         training = tf.constant(False)
