@@ -25,22 +25,50 @@ sys.path.insert(0, str(ROOT))
 from bench.common import HYMENOPTERA, SHARED, WEIGHTS, add_features_option, chosen_features, environment, results_file  # noqa: E402
 
 
-def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds, features=None):
-    from vggtransfer.core.runtime import describe_precision
-    from vggtransfer.models.auto import AutoClassifier
-
-    model = AutoClassifier(weights, classes=classes, features=features)
-    print(model.features_spec.describe(), flush=True)
+def _extract(model, train_paths, test_images):
     t0 = time.perf_counter()
     feats, ok, errors = model.attach().extract_paths(train_paths, progress=False)
     t_train = time.perf_counter() - t0
-    y = np.asarray(train_labels)[ok]
     t0 = time.perf_counter()
     if isinstance(test_images, np.ndarray):
         test_feats, test_ok, _ = model.attach().extract_images(test_images, progress=False)
     else:
         test_feats, test_ok, _ = model.attach().extract_paths(test_images, progress=False)
     t_test = time.perf_counter() - t0
+    return feats, np.asarray(ok), len(errors), test_feats, np.asarray(test_ok), t_train, t_test
+
+
+def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds, features=None, cache=None):
+    from vggtransfer.core.runtime import describe_precision
+    from vggtransfer.models.auto import AutoClassifier
+
+    model = AutoClassifier(weights, classes=classes, features=features)
+    print(model.features_spec.describe(), flush=True)
+    # --cache: the features (and their extraction times) of an earlier run with the same spec and precision, so that
+    # a change to selection is measured without extracting again.
+    key = f"{name}|{model.features_spec.describe()}|{describe_precision('auto')}"
+    path = cache / (name.replace("/", "_") + ".npz") if cache else None
+    if path is not None and path.exists() and str(np.load(path)["key"]) == key:
+        z = np.load(path)
+        feats, ok, n_errors, test_feats, test_ok = (z[k] for k in ("feats", "ok", "errors", "test_feats", "test_ok"))
+        t_train, t_test = float(z["t_train"]), float(z["t_test"])
+        model.attach()
+    else:
+        feats, ok, n_errors, test_feats, test_ok, t_train, t_test = _extract(model, train_paths, test_images)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                path,
+                key=key,
+                feats=feats,
+                ok=ok,
+                errors=n_errors,
+                test_feats=test_feats,
+                test_ok=test_ok,
+                t_train=t_train,
+                t_test=t_test,
+            )
+    y = np.asarray(train_labels)[ok]
     y_test = np.asarray(test_labels)[test_ok]
     runs = []
     for seed in seeds:
@@ -61,7 +89,7 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
         print(f"{name} seed {seed}: test {acc:.4f}; {report.describe()} ({seconds:.1f} s)", flush=True)
     return {
         "train_items": int(len(y)),
-        "unreadable": len(errors),
+        "unreadable": int(n_errors),
         "test_items": int(len(y_test)),
         "seconds_extract_train": t_train,
         "seconds_extract_test": t_test,
@@ -80,6 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     add_features_option(p)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None, help="keep the extracted features here and reuse them")
     args = p.parse_args(argv)
     features = chosen_features(args)
     args.out = args.out or results_file("auto_datasets", args)
@@ -102,6 +131,7 @@ def main(argv=None) -> int:
         args.weights,
         seeds,
         features,
+        args.cache,
     )
     hym = {}
     for split in ("train", "val"):
@@ -122,6 +152,7 @@ def main(argv=None) -> int:
         args.weights,
         seeds,
         features,
+        args.cache,
     )
     result["env"] = environment()
     result["command"] = "python bench/bench_auto_datasets.py " + " ".join(argv or sys.argv[1:])

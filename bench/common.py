@@ -105,21 +105,21 @@ def git_rev() -> str:
 
 
 def add_features_option(parser) -> None:
-    """``--features default|amx``: this CPU's default block features, or the AMX CPUs' default (224+320 px) measured
-    on any CPU (the same bf16 arithmetic; only the speed differs)."""
+    """``--features default|amx``: the model's default block features, or the three scales 112+224+320 px for every
+    task (once the AMX CPUs' default for classes, now every CPU's; for targets the set measured against one scale)."""
     parser.add_argument(
         "--features",
         choices=("default", "amx"),
         default="default",
-        help="the block features: this CPU's default, or the AMX CPUs' default for classes (112+224+320 px) on any CPU",
+        help="the block features: the default, or 112+224+320 px for every task (targets too)",
     )
 
 
 def chosen_features(args):
     """The FeatureSpec ``--features`` asks for (None: the model's own default)."""
-    from vggtransfer.models.defaults import FEATURES_AMX
+    from vggtransfer.models.defaults import FEATURES_CLASSES
 
-    return FEATURES_AMX if args.features == "amx" else None
+    return FEATURES_CLASSES if args.features == "amx" else None
 
 
 def results_file(name: str, args) -> Path:

@@ -145,6 +145,44 @@ def test_ridge_path_matches_scikit_learn():
             np.testing.assert_allclose(row, Ridge(alpha=alpha).fit(x, y).predict(xt), rtol=1e-7, atol=1e-9)
 
 
+def test_ridge_out_of_fold_path_matches_scikit_learn_per_fold():
+    # Several outputs (one-hot codes), both the kernel (d > n) and the cross-product (d < n) forms, the Gram matrix
+    # shared by the folds: every fold's predictions are a Ridge fitted on that fold's training rows alone.
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(1)
+    for n, d in [(90, 20), (30, 70)]:
+        x, y = rng.normal(1.0, 1.0, (n, d)), np.eye(4)[rng.integers(0, 4, n)]
+        folds = select.make_folds(y.argmax(1), "classification", 3)
+        oof = select.ridge_oof(x, y, folds, [0.05, 3.0])
+        assert oof.shape == (2, n, 4)
+        for i, alpha in enumerate([0.05, 3.0]):
+            for tr, te in folds:
+                want = Ridge(alpha=alpha).fit(x[tr], y[tr]).predict(x[te])
+                np.testing.assert_allclose(oof[i, te], want, rtol=1e-7, atol=1e-9)
+    fitted = select.fit_ridge(x, y[:, 2], 0.5)
+    sk = Ridge(alpha=0.5).fit(x, y[:, 2])
+    np.testing.assert_allclose(fitted["coef"], sk.coef_, rtol=1e-7, atol=1e-9)
+    assert fitted["intercept"] == pytest.approx(sk.intercept_)
+
+
+def test_logistic_regression_converges_on_many_classes_of_normalised_blocks():
+    # 100 classes of L2-normalised rows: the gradient of the mean log loss at zero is below scikit-learn's usual
+    # tol=1e-3, where the solver stops before its first step (chance: 1 %). The tolerance is relative to it.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(100), 20)
+    x = np.maximum(0.25 * rng.normal(size=(100, 512))[y] + rng.normal(size=(len(y), 512)), 0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    tr, te = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
+    fixed = LogisticRegression(C=10.0, tol=1e-3).fit(x[tr], y[tr])
+    assert fixed.n_iter_[0] == 0 and fixed.score(x[te], y[te]) < 0.05  # the trap this guards against
+    path = select.logreg_path(x[tr], y[tr], x[te], [1.0, 10.0], 100)
+    assert np.mean(path[-1].argmax(1) == y[te]) > 0.5
+    assert select.fit_logreg(x[tr], y[tr], 10.0).score(x[te], y[te]) > 0.5
+
+
 def test_folds_are_stratified_and_small_sets_refused():
     y = np.r_[np.zeros(10, int), np.ones(5, int)]
     folds = select.make_folds(y, "classification", 5)
@@ -264,7 +302,7 @@ def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_
     lines = []
     report = model.train_dataset(ds, log=lines.append)
     sel = report.selection
-    assert sel["folds"] == 3 and sel["model"] in ("logreg", "dense") and sel["cv_mean"] > 0.9
+    assert sel["folds"] == 3 and sel["model"] in ("logreg", "ridge", "dense") and sel["cv_mean"] > 0.9
     assert {c["group"] for c in sel["table"]} == {
         "pool5 avg",
         "pool5 avg+max",
@@ -334,26 +372,20 @@ def test_the_scale_is_a_cross_validated_choice():
     assert sel.best.group.endswith("@320") and sel.best.mean > 0.95, sel.best
 
 
-def test_default_features_are_richer_where_bf16_runs_on_amx(monkeypatch):
-    from vggtransfer.models import defaults
-
-    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["amx_bf16", "avx512_bf16"])
-    assert defaults.default_features("auto") == defaults.FEATURES_AMX
-    assert defaults.default_features("bf16").scales == (112, 224, 320)
-    assert defaults.default_features("fp32") == defaults.FEATURES_CLASSES
-    assert defaults.default_features("auto", "regression") == defaults.FEATURES
+def test_default_features_are_the_same_on_every_cpu(monkeypatch):
     from vggtransfer import Vgg16
+    from vggtransfer.models import defaults
     from vggtransfer.models.auto import AutoClassifier, AutoRegressor
 
-    assert AutoClassifier(None, classes=("a", "b")).features_spec == defaults.FEATURES_AMX
-    assert AutoRegressor(None).features_spec == Vgg16(None).features_spec == defaults.FEATURES
-    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ["avx512_bf16"])
-    assert defaults.default_features("auto") == defaults.FEATURES_CLASSES
-    assert AutoClassifier(None, classes=("a", "b")).features_spec.scales == (112, 224)
-    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: [])
-    assert defaults.default_features("auto").scales == (112, 224)
-    assert defaults.default_features("auto", "regression").scales == (224,)
-    assert defaults.FEATURES_AMX.describe() == "features: pool3+pool4+pool5 avg+max, whole image at 112+224+320 px"
+    for flags in (["amx_bf16", "avx512_bf16"], ["avx512_bf16"], []):
+        monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: flags)
+        for precision in ("auto", "fp32", "bf16"):
+            assert AutoClassifier(None, classes=("a", "b"), precision=precision).features_spec.scales == (112, 224, 320)
+            assert AutoRegressor(None, precision=precision).features_spec == defaults.FEATURES
+        assert Vgg16(None).features_spec.scales == (224,)
+    assert defaults.default_features() == defaults.FEATURES_CLASSES
+    assert defaults.default_features("regression") == defaults.FEATURES
+    assert defaults.FEATURES_CLASSES.describe() == "features: pool3+pool4+pool5 avg+max, whole image at 112+224+320 px"
 
 
 def test_precision_auto_follows_the_cpu_flags(monkeypatch):

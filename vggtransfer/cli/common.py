@@ -171,6 +171,25 @@ def add_runtime_args(p) -> None:
     )
 
 
+def add_scale_out_args(p, workers_help: str) -> None:
+    """The "scale-out" option group of ``extract`` and ``predict``: ``--workers N``, ``--ray [ADDRESS]`` and
+    ``--shard-size`` (one definition, so both commands read them alike)."""
+    g = p.add_argument_group("scale-out")
+    g.add_argument("--workers", type=positive_int, default=None, help=workers_help)
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running "
+        "cluster (`ray start --head`), or HOST:PORT (needs pip install 'vggtransfer[ray]')",
+    )
+    g.add_argument(
+        "--shard-size", type=positive_int, default=None, help="items per shard with --workers/--ray (default 256)"
+    )
+
+
 def explicit(args, name: str) -> bool:
     """True when the user gave option ``name`` (options whose default is None)."""
     return getattr(args, name, None) is not None

@@ -7,7 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from vggtransfer.cli.common import announce_precision, positive_int, progress
+from vggtransfer.cli.common import add_scale_out_args, announce_precision, positive_int, progress
 from vggtransfer.cli.features import add_feature_args, block_spec, check_end_point, classic_features
 from vggtransfer.data.datasets import DATA_HELP
 from vggtransfer.models import defaults
@@ -45,26 +45,11 @@ def add_parser(sub, parents):
         help="CSV only: label column (classification, the default) or target column (regression)",
     )
     p.add_argument("--chunk-rows", type=positive_int, default=256, help="rows buffered per write (default 256)")
-    g = p.add_argument_group("scale-out")
-    g.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="extract with N worker processes (spawned, each with its own TensorFlow session; threads "
+    add_scale_out_args(
+        p,
+        "extract with N worker processes (spawned, each with its own TensorFlow session; threads "
         "per worker = cores / N unless --threads), in shards written beside the store and merged "
         "into it; a rerun skips finished shards",
-    )
-    g.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
-        help="run the workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running "
-        "cluster (`ray start --head`), or HOST:PORT (needs pip install 'vggtransfer[ray]')",
-    )
-    g.add_argument(
-        "--shard-size", type=positive_int, default=None, help="items per shard with --workers/--ray (default 256)"
     )
     add_feature_args(p, f"{defaults.STORE_POOLING} with --end-point or --image-size")
     p.set_defaults(func=run_extract)

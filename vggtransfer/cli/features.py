@@ -50,8 +50,7 @@ def add_feature_args(p, recipes_note: str = "") -> None:
         metavar="PX",
         help="block features (the default): short side(s) of the whole image, comma-separated (default: "
         f"{','.join(map(str, defaults.FEATURES.scales))} for targets, "
-        f"{','.join(map(str, defaults.FEATURES_CLASSES.scales))} for classes, "
-        f"{','.join(map(str, defaults.FEATURES_AMX.scales))} for classes where bf16 runs on AMX; with several, "
+        f"{','.join(map(str, defaults.FEATURES_CLASSES.scales))} for classes; with several, "
         "cross-validation chooses the scale or the stack); blocks: global avg and max of "
         f"{', '.join(defaults.FEATURES.end_points)}",
     )
@@ -110,7 +109,7 @@ def block_spec(args, task: str = "classification"):
     store made by ``extract`` takes the classifiers' default)."""
     import dataclasses
 
-    spec = defaults.default_features(args.precision, task)
+    spec = defaults.default_features(task)
     changes = {}
     if args.scales is not None:
         changes["scales"] = args.scales

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggtransfer.cli.common import UsageError, add_runtime_args, positive_int
+from vggtransfer.cli.common import UsageError, add_runtime_args, add_scale_out_args, positive_int
 from vggtransfer.models.predictions import ResultsPathError, check_results_path, predict_rows, write_results
 
 
@@ -36,23 +36,10 @@ def add_parser(sub, parents):
         help="write the results to a file instead: .csv (path,prediction,error, or path,rank,class,"
         "probability,error) or .jsonl (one JSON object per image), in input order, atomically",
     )
-    g = p.add_argument_group("scale-out")
-    g.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="predict with N worker processes in shards beside --out (needed with --workers); a rerun "
-        "skips finished shards",
+    add_scale_out_args(
+        p,
+        "predict with N worker processes in shards beside --out (needed with --workers); a rerun skips finished shards",
     )
-    g.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
-        help="workers as Ray actors: no ADDRESS starts a local Ray, 'auto' joins a running cluster",
-    )
-    g.add_argument("--shard-size", type=positive_int, default=None, help="images per shard (default 256)")
     add_runtime_args(p)
     p.set_defaults(func=run_predict, interrupted="interrupted; rerun the same command")
     return p

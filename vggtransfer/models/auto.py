@@ -157,7 +157,7 @@ class AutoModel(Model):
     ):
         head = defaults.for_recipe("head", self.task)
         self.classes = tuple(str(c) for c in classes)
-        self.features_spec = features or defaults.default_features(precision, self.task)
+        self.features_spec = features or defaults.default_features(self.task)
         self.arch = arch
         self.models = tuple(models or MODELS[self.task])
         unknown = [m for m in self.models if m not in MODELS[self.task]]
@@ -387,8 +387,10 @@ class AutoModel(Model):
                 class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
             )
             fitted["epochs"], fitted["members"] = final, self.members
-        elif best.model == "ridge":
+        elif best.model == "ridge" and self.task == "regression":
             fitted.update(fit_ridge(x, y, best.reg))
+        elif best.model == "ridge":  # the least-squares classifier: weights in logistic regression's layout (softmax)
+            fitted.update(fit_ridge(x, np.eye(n_classes)[y], best.reg))
         else:
             clf = fit_logreg(x, y, best.reg, cw, seed)
             coef, intercept = clf.coef_, clf.intercept_
@@ -456,7 +458,7 @@ class AutoModel(Model):
         if model == "dense":
             assert self.dense is not None  # fitted or restored with the model
             raw = self.dense.predict(x)
-        elif model == "ridge":
+        elif model == "ridge" and self.task == "regression":
             raw = x.astype(np.float64) @ np.asarray(self.fitted["coef"]) + self.fitted["intercept"]
         else:
             logits = x.astype(np.float64) @ np.asarray(self.fitted["coef"]).T + np.asarray(self.fitted["intercept"])
@@ -572,7 +574,7 @@ class AutoModel(Model):
                     self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelError(f"{npz}: cannot be read ({exc})") from None
-            if self.fitted["model"] == "ridge":
+            if self.fitted["model"] == "ridge" and self.task == "regression":
                 self.fitted["intercept"] = float(self.fitted["intercept"])
         self.restored_from = str(folder)
         self.attach()  # checks the conv weights' fingerprint now, not at the first prediction
@@ -585,7 +587,8 @@ class AutoRegressor(AutoModel):
 
 
 class AutoClassifier(ClassifierAPI, AutoModel):
-    """The auto recipe for classes: logistic regression or the softmax head, temperature-calibrated probabilities.
+    """The auto recipe for classes: logistic regression, the least-squares (ridge) classifier or the softmax head,
+    temperature-calibrated probabilities.
     ``predict`` gives probabilities (n, K); ``predict_top_k`` class names with probabilities."""
 
     task = "classification"

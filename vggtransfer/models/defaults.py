@@ -73,33 +73,24 @@ AUTO = AutoDefaults()
 FEATURES = FeatureSpec(
     end_points=("pool3", "pool4", "pool5"), poolings=("avg", "max"), scales=(224,), view="whole", flip=False
 )
-#: For classes (``--recipe auto`` classifiers and ``vggtransfer extract``) on every CPU: the same blocks at 112 and
-#: 224 px. The half scale costs a quarter of the 224 px pass and cross-validation chooses between 112, 224 and both
-#: stacked (``models.select.candidate_groups``): on SIGNS (64 px photos, upsampled) the stacked pair raised the CV
-#: accuracy, on ants/bees CV kept 224 px alone (bench/results/explore_scales.jsonl, BENCHMARKS.md).
-FEATURES_CLASSES = replace(FEATURES, scales=(112, 224))
-#: For classes where the CPU has AMX (bf16 about 7x fp32): 112, 224 and 320 px, 3.3x the pixels of :data:`FEATURES`,
-#: extracted in about half the time one fp32 224 px pass takes. CV again chooses the scale or the stack.
-FEATURES_AMX = replace(FEATURES, scales=(112, 224, 320))
+#: For classes (``--recipe auto`` classifiers and ``vggtransfer extract``), on every CPU: the same blocks at 112, 224
+#: and 320 px, 3.3x the pixels of :data:`FEATURES` on square photos. Cross-validation chooses one scale or the stack
+#: (``models.select.candidate_groups``). Why these: small photos upsampled (SIGNS, 64 px) gain from the half scale
+#: (CV 97.1 -> 98.0 %), photos of objects from the larger one (ants/bees CV 93.9 -> 95.5 % at 320 px, 95.9 % at
+#: 384: bench/results/explore_scales.jsonl), as the VGG paper's whole-image scales 256-512 did on Caltech; 320
+#: rather than 384 keeps extraction near 2.6x the 112+224 pair on every CPU instead of 3.4x.
+FEATURES_CLASSES = replace(FEATURES, scales=(112, 224, 320))
 
 
-def default_features(precision: str = "auto", task: str = "classification") -> FeatureSpec:
-    """The block features extracted when none are given: for targets :data:`FEATURES`; for classes
-    :data:`FEATURES_AMX` where ``precision`` runs bf16 on an AMX CPU, :data:`FEATURES_CLASSES` elsewhere.
+def default_features(task: str = "classification") -> FeatureSpec:
+    """The block features extracted when none are given: :data:`FEATURES_CLASSES` for classes, :data:`FEATURES` for
+    targets. The same on every CPU (a model's features never depend on the machine it was trained on).
 
-    Why no 320 px on other CPUs: AVX512-BF16 runs bf16 at about 2x fp32, which pays for the whole view, the two
-    poolings of three end points and the cheap half scale, not for 2x the pixels more. Why one scale for targets:
-    on the main job's 5 splits a second scale made the regressor worse (mean RMSE ratio 1.144 against 1.101, worst
-    1.333 against 1.135 with a single Dense head; ``bench/results/splits_amx_features.json``): with noisy targets
-    three times the candidate groups give cross-validation more ways to be fooled, and the main job's time budget
-    (README) has no room for them. Reads /proc/cpuinfo (no TensorFlow here: ``core.runtime`` is imported on call)."""
-    from vggtransfer.core.runtime import cpu_bf16_flags, resolve_precision
-
-    if task != "classification":
-        return FEATURES
-    if resolve_precision(precision) == "bf16" and "amx_bf16" in cpu_bf16_flags():
-        return FEATURES_AMX
-    return FEATURES_CLASSES
+    Why one scale for targets: on the main job's 5 splits a second scale made the regressor worse (mean RMSE ratio
+    1.144 against 1.101, worst 1.333 against 1.135 with a single Dense head; ``bench/results/splits_amx_features.json``):
+    with noisy targets three times the candidate groups give cross-validation more ways to be fooled, and the main
+    job's time budget (README) has no room for them."""
+    return FEATURES_CLASSES if task == "classification" else FEATURES
 
 
 IMAGE_SIZE = 224
@@ -120,7 +111,6 @@ __all__ = [
     "AUTO",
     "FEATURES",
     "FEATURES_CLASSES",
-    "FEATURES_AMX",
     "default_features",
     "HeadDefaults",
     "FineTuneDefaults",

@@ -4,11 +4,13 @@ set.
 
 The search is staged so that it costs less than extracting the features it runs on:
 
-1. **Block group** (which end points, which poolings) with the closed-form or warm-started linear model: ridge
-   regression for targets (one SVD per fold gives every alpha), logistic regression for classes (one warm-started
-   lbfgs path over C per fold).
-2. **Model** on the winning group: the linear model against the Dense head (TensorFlow, early-stopped on the fold's
-   held-out part), each over its own small regularisation grid.
+1. **Block group** (which end points, poolings and scales) with closed-form ridge over its whole alpha path: ridge
+   regression for targets, the least-squares classifier (ridge on one-hot codes) for classes. Each group's Gram
+   matrix is computed once and shared by the folds (the kernel when the group is wider than the folds are long),
+   so a group costs about as much for 2 classes as for 200.
+2. **Model** on the winning group: for classes logistic regression over C (one warm-started lbfgs path per fold,
+   stopped relative to its gradient at zero) against the Dense head; for targets ridge against the Dense head
+   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid.
 3. **Calibration** of the winner from its out-of-fold outputs: regression, identity vs a fitted linear map vs
    isotonic regression, chosen by a second cross-validation over the out-of-fold pairs (undoes the shrinkage toward
    the mean that regularised models have); classification, a temperature on the log-probabilities fitted by
@@ -35,7 +37,7 @@ from vggtransfer.nets.cfg import end_point_names
 LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DENSE_L2S = (0.01, 0.1, 1.0)
-MODELS = {"classification": ("logreg", "dense"), "regression": ("ridge", "dense")}
+MODELS = {"classification": ("logreg", "ridge", "dense"), "regression": ("ridge", "dense")}
 CALIBRATIONS = ("identity", "linear", "isotonic")
 #: Slope added to the isotonic map (target units per unit of prediction): keeps the order of predictions.
 TIE_BREAK = 1e-6
@@ -163,44 +165,101 @@ def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
 
 
 # --- the linear models ---------------------------------------------------------------------------------------------
-def _ridge_basis(x_train, y_train):
-    """Eigen-decomposition of the smaller Gram matrix of the centred training features (primal d x d when d < n,
-    else the kernel n x n): every alpha then costs one matrix-vector product."""
-    x = np.asarray(x_train, np.float64)
-    xm, ym = x.mean(0), float(np.mean(y_train))
-    xc, yc = x - xm, np.asarray(y_train, np.float64) - ym
-    primal = xc.shape[1] < xc.shape[0]
-    lam, vec = np.linalg.eigh(xc.T @ xc if primal else xc @ xc.T)
-    proj_y = vec.T @ (xc.T @ yc if primal else yc)
-    return xm, ym, xc, primal, np.maximum(lam, 0.0), vec, proj_y
+def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
+    """``[(coef (d, outputs), intercept (outputs,)), ...]`` per alpha: ridge on rows ``tr`` of ``x`` (centred, the
+    intercept unpenalised), one Cholesky factorisation per alpha of the smaller centred Gram matrix: the kernel
+    ``n_tr x n_tr`` when the rows have more columns than there are rows (then ``coef = Xc^T (Kc + a I)^-1 Yc``), else
+    the ``d x d`` cross-product.
+
+    ``gram`` is what the folds share, computed once over every row by :func:`ridge_oof`: the kernel ``x x^T`` (the
+    fold's kernel is a submatrix) or the cross-product ``x^T x`` (the fold's is it minus the ``held_out`` rows' own)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    xt = x[tr]
+    xm, ym = xt.mean(0), y[tr].mean(0)
+    yc = y[tr] - ym
+    eye = np.eye(min(xt.shape))
+    if xt.shape[1] > xt.shape[0]:
+        k = gram[np.ix_(tr, tr)] if gram is not None else xt @ xt.T
+        r = k.mean(0)
+        kc = k - r[:, None] - r[None, :] + r.mean()
+        xc = xt - xm
+
+        def solve(a):
+            return xc.T @ cho_solve(cho_factor(kc + a * eye), yc)
+    else:
+        c = gram - x[held_out].T @ x[held_out] if gram is not None else xt.T @ xt
+        c = c - len(tr) * np.outer(xm, xm)
+        b = xt.T @ yc
+
+        def solve(a):
+            return cho_solve(cho_factor(c + a * eye), b)
+
+    out = []
+    for a in alphas:
+        w = solve(float(a))
+        out.append((w, ym - xm @ w))
+    return out
 
 
-def _ridge_coef(basis, alpha: float) -> np.ndarray:
-    xm, ym, xc, primal, lam, vec, proj_y = basis
-    w = vec @ (proj_y / (lam + alpha))
-    return w if primal else xc.T @ w
+def ridge_oof(x, y, folds, alphas) -> np.ndarray:
+    """Out-of-fold ridge predictions ``(len(alphas), n, outputs)`` for every fold and alpha. ``y`` is ``(n,)`` or
+    ``(n, outputs)`` (e.g. one-hot class codes: the least-squares classifier). The Gram matrix is computed once for
+    all folds (see :func:`_ridge_fit`), which is what makes a grid of block groups cheap on many classes."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(len(x), -1)
+    n_train = max(len(tr) for tr, _ in folds)
+    gram = x @ x.T if x.shape[1] > n_train else x.T @ x
+    out = np.zeros((len(alphas), len(x), y.shape[1]))
+    for tr, te in folds:
+        shared = gram if (x.shape[1] > len(tr)) == (x.shape[1] > n_train) else None
+        for i, (w, b) in enumerate(_ridge_fit(x, y, tr, alphas, shared, te)):
+            out[i, te] = x[te] @ w + b
+    return out
 
 
 def ridge_path(x_train, y_train, x_test, alphas) -> np.ndarray:
-    """Ridge predictions (len(alphas), n_test) for every alpha from one eigen-decomposition."""
-    basis = _ridge_basis(x_train, y_train)
-    xt = np.asarray(x_test, np.float64) - basis[0]
-    return np.stack([xt @ _ridge_coef(basis, a) + basis[1] for a in alphas])
+    """Ridge predictions (len(alphas), n_test) of one target for every alpha."""
+    x = np.concatenate([np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)])
+    y = np.concatenate([np.asarray(y_train, np.float64), np.zeros(len(x_test))])
+    n = len(x_train)
+    return ridge_oof(x, y, [(np.arange(n), np.arange(n, len(x)))], alphas)[:, n:, 0]
 
 
 def fit_ridge(x, y, alpha: float) -> dict:
-    """Closed-form ridge: ``{'coef', 'intercept'}``."""
-    basis = _ridge_basis(x, y)
-    coef = _ridge_coef(basis, alpha)
-    return {"coef": coef, "intercept": float(basis[1] - basis[0] @ coef)}
+    """Closed-form ridge: ``{'coef', 'intercept'}``; one target ``(n,)`` gives ``coef (d,)`` and a float, several
+    ``(n, outputs)`` (one-hot codes) give scikit-learn's layout ``coef (outputs, d)``, ``intercept (outputs,)``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ((w, b),) = _ridge_fit(x, y.reshape(len(x), -1), np.arange(len(x)), [alpha])
+    if y.ndim == 1:
+        return {"coef": w[:, 0], "intercept": float(b[0])}
+    return {"coef": w.T, "intercept": b}
+
+
+#: Logistic regression stops when the largest gradient component has fallen to this fraction of its value at zero
+#: (cross-validation; the refit goes 10x further). scikit-learn's ``tol`` is absolute, and on L2-normalised blocks
+#: with many classes the gradient at zero is itself below a fixed 1e-3 (about 5e-4 on 102 classes): the solver
+#: would stop before its first step and every candidate would score chance.
+LOGREG_REL_TOL = 0.02
+
+
+def _logreg_tol(x, y, rel: float, class_weight=None) -> float:
+    """``rel`` x the largest gradient component of the mean multinomial log loss at zero weights."""
+    y = np.asarray(y)
+    classes, codes = np.unique(y, return_inverse=True)
+    w = np.ones(len(y)) if class_weight is None else np.array([class_weight.get(int(c), 1.0) for c in y])
+    onehot = np.eye(len(classes))[codes]
+    resid = (1.0 / max(len(classes), 2) - onehot) * (w / w.sum())[:, None]
+    return rel * float(np.abs(np.asarray(x, np.float64).T @ resid).max()) or 1e-8
 
 
 def logreg_path(x_train, y_train, x_test, cs, n_classes: int, class_weight=None, seed: int = 0) -> np.ndarray:
     """Log-probabilities (len(cs), n_test, K) of multinomial logistic regression along ``cs`` (warm-started)."""
     from sklearn.linear_model import LogisticRegression
 
+    tol = _logreg_tol(x_train, y_train, LOGREG_REL_TOL, class_weight)
     clf = LogisticRegression(
-        C=cs[0], max_iter=300, tol=1e-3, warm_start=True, class_weight=class_weight, random_state=seed
+        C=cs[0], max_iter=300, tol=tol, warm_start=True, class_weight=class_weight, random_state=seed
     )
     out = np.full((len(cs), len(x_test), n_classes), -np.inf)
     with warnings.catch_warnings():
@@ -216,9 +275,17 @@ def fit_logreg(x, y, c: float, class_weight=None, seed: int = 0):
     """A fitted multinomial LogisticRegression at ``C=c``."""
     from sklearn.linear_model import LogisticRegression
 
+    tol = _logreg_tol(x, y, LOGREG_REL_TOL / 10, class_weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return LogisticRegression(C=c, max_iter=1000, tol=1e-4, class_weight=class_weight, random_state=seed).fit(x, y)
+        return LogisticRegression(C=c, max_iter=1000, tol=tol, class_weight=class_weight, random_state=seed).fit(x, y)
+
+
+def scores_to_log_probs(scores, temperature: float = 1.0) -> np.ndarray:
+    """Log-softmax of ``scores / temperature`` (rows): a least-squares classifier's scores as class log-probabilities."""
+    z = np.asarray(scores, np.float64) / temperature
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------
@@ -275,44 +342,56 @@ def select(
     groups = groups or candidate_groups(blocks)
     folds = make_folds(y, task, k, seed)
     table = []
-    linear = "logreg" if task == "classification" else "ridge"
 
-    def oof_linear(cols):
-        x = features[:, cols]
-        grid = logreg_cs if task == "classification" else ridge_alphas
-        shape = (len(grid), len(y), n_classes) if task == "classification" else (len(grid), len(y))
-        out = np.zeros(shape)
-        for tr, te in folds:
-            if task == "classification":
-                out[:, te] = logreg_path(x[tr], y[tr], x[te], grid, n_classes, class_weight, seed)
-            else:
-                out[:, te] = ridge_path(x[tr], y[tr], x[te], grid)
-        return grid, out
-
-    # Stage 1: the block group, with the linear model (its whole regularisation path per fold). Where only the Dense
-    # head is allowed (``Vgg16``), the linear model still chooses the group, as a cheap proxy.
+    # Stage 1: the block group, with closed-form ridge over its whole alpha path (one Gram matrix per group, shared
+    # by the folds). For classes it is the least-squares classifier on one-hot codes (the linear SVM's squared-loss
+    # cousin): it costs about the same for 2 or 200 classes, where a logistic regression per group and fold would
+    # cost a solver run growing with the classes. Its scores become log-probabilities through a temperature fitted
+    # on the out-of-fold scores (only where the accuracy ties the best: it breaks ties).
+    classes = task == "classification"
+    codes = np.eye(n_classes or int(y.max()) + 1)[y] if classes else y
     best, best_out, best_group_label = None, None, None
-    stage1_model = linear if linear in models else None
     for label, names in groups.items():
-        cols = columns(blocks, names)
-        grid, out = oof_linear(cols)
-        for reg, o in zip(grid, out):
-            cand = Candidate(label, linear, float(reg), [_score(task, y, o, te) for _, te in folds], _loss(task, y, o))
+        out = ridge_oof(features[:, columns(blocks, names)], codes, folds, ridge_alphas)
+        for reg, o in zip(ridge_alphas, out):
+            o = o if classes else o[:, 0]
+            cand = Candidate(label, "ridge", float(reg), [_score(task, y, o, te) for _, te in folds])
+            if classes and best is not None and round(cand.mean, 6) < round(best.mean, 6):
+                table.append(cand)  # cannot win: no log loss needed
+                continue
+            if classes:  # the raw output is the log-softmax of the scores; the loss is taken at the fitted temperature
+                o = scores_to_log_probs(o)
+                cand.loss = _loss(task, y, scores_to_log_probs(o, fit_temperature(o, y)))
+            else:
+                cand.loss = _loss(task, y, o)
             table.append(cand)
             if _better(task, cand, best):
                 best, best_out, best_group_label = cand, o, label
     assert best is not None and best_group_label is not None, "at least one block group and regularisation"
     if log:
-        log(f"block group {best_group_label} ({best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g})")
-
-    # Stage 2: the Dense head on that group.
-    best_epochs = []
-    if stage1_model is None:
+        log(f"block group {best_group_label} (ridge {best.reg:g}: {best.mean:.4g} ± {best.std:.2g})")
+    x = features[:, columns(blocks, groups[best_group_label])]
+    if "ridge" not in models or (classes and class_weight is not None):  # ridge ignores class weights
         best, best_out = None, None
+
+    # Stage 2: logistic regression over C (classes; warm-started along the path) and the Dense head, on that group.
+    if task == "classification" and "logreg" in models:
+        out = np.zeros((len(logreg_cs), len(y), n_classes))
+        for tr, te in folds:
+            out[:, te] = logreg_path(x[tr], y[tr], x[te], logreg_cs, n_classes, class_weight, seed)
+        for reg, o in zip(logreg_cs, out):
+            cand = Candidate(best_group_label, "logreg", float(reg), [_score(task, y, o, te) for _, te in folds])
+            cand.loss = _loss(task, y, o)
+            table.append(cand)
+            if _better(task, cand, best):
+                best, best_out = cand, o
+        assert best is not None, "at least one C for logistic regression"
+        if log:
+            log(f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}")
+    best_epochs = []
     if "dense" in models:
         if dense is None:
             raise ValueError("models include 'dense' but no Dense head trainer was given")
-        x = features[:, columns(blocks, groups[best_group_label])]
         for l2 in dense_l2s:
             shape = (len(y), n_classes) if task == "classification" else (len(y),)
             out, epochs = np.zeros(shape), []
@@ -390,7 +469,8 @@ def fit_temperature(log_probs, y) -> float:
         z = z - z.max(1, keepdims=True)
         return float(-np.mean(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))))
 
-    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    # Wide bounds: a least-squares classifier's scores differ by about 1 between classes, so they need T near 0.05.
+    res = minimize_scalar(nll, bounds=(math.log(0.005), math.log(100.0)), method="bounded")
     return float(math.exp(res.x))
 
 
@@ -422,10 +502,12 @@ __all__ = [
     "candidate_groups",
     "columns",
     "make_folds",
+    "ridge_oof",
     "ridge_path",
     "fit_ridge",
     "logreg_path",
     "fit_logreg",
+    "scores_to_log_probs",
     "fit_regression_calibration",
     "apply_regression_calibration",
     "fit_temperature",

@@ -152,7 +152,7 @@ def _plan_auto(model) -> ServingPlan:
     if fitted["model"] == "dense":
         values = head_values_of(model.dense.session, model.dense.graph)
         core = _dense_head(model.dense.spec, values)
-    elif fitted["model"] == "ridge":
+    elif fitted["model"] == "ridge" and task == "regression":
         w, b = np.asarray(fitted["coef"], np.float64), float(fitted["intercept"])
         core = lambda x: tf.linalg.matvec(tf.cast(x, tf.float64), w, transpose_a=False) + b  # noqa: E731
     else:
