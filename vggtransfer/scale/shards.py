@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,28 @@ def default_threads(workers: int) -> int:
     return max(1, cpu_count() // max(1, workers))
 
 
+@dataclass(frozen=True)
+class Engine:
+    """How the shards run, the same for a store and for predictions: ``workers`` processes (or Ray actors where
+    ``use_ray``; ``ray_address`` None starts a local Ray, 'auto' joins a cluster) of ``threads`` intra-op threads each,
+    a failed shard retried ``retries`` times, one progress bar, ``log`` for the notices."""
+
+    workers: int
+    threads: int
+    use_ray: bool
+    ray_address: str | None
+    retries: int
+    progress: bool | None
+    log: object
+
+    @classmethod
+    def of(cls, workers, threads, use_ray, ray_address, retries, progress, log) -> Engine:
+        """Checked (``workers >= 1``), with ``threads`` defaulting to cores / workers."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return cls(workers, threads or default_threads(workers), use_ray, ray_address, retries, progress, log)
+
+
 def build_store_sharded(
     path,
     dataset: Dataset,
@@ -128,11 +151,9 @@ def build_store_sharded(
 
     t0 = time.perf_counter()
     path = Path(path)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    engine = Engine.of(workers, threads, use_ray, ray_address, retries, progress, log)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    threads = threads or default_threads(workers)
     n = len(dataset)
     n_shards = (n + shard_size - 1) // shard_size
     out_dir = shard_dir(path)
@@ -162,14 +183,8 @@ def build_store_sharded(
         n,
         shard_job,
         report,
-        workers=workers,
-        threads=threads,
-        use_ray=use_ray,
-        ray_address=ray_address,
-        retries=retries,
-        progress=progress,
+        engine,
         desc=f"store {path.name}",
-        log=log,
     )
     _merge(path, dataset, out_dir, n_shards)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -185,15 +200,9 @@ def run_shards(
     n_items: int,
     shard_job,
     report: ShardReport,
+    engine: Engine,
     *,
-    workers: int,
-    threads: int,
-    use_ray: bool,
-    ray_address,
-    retries: int,
-    progress,
     desc: str,
-    log,
     need_npz: bool = True,
 ) -> dict:
     """Run every shard not yet done (one progress bar over the items); returns ``{shard: stats}`` of all shards."""
@@ -202,7 +211,7 @@ def run_shards(
     report.skipped = len(done)
     todo = [s for s in range(n_shards) if s not in done]
     with progress_bar(
-        total=n_items, initial=sum(st["rows"] for st in done.values()), desc=desc, unit="img", progress=progress
+        total=n_items, initial=sum(st["rows"] for st in done.values()), desc=desc, unit="img", progress=engine.progress
     ) as bar:
 
         def finished(stats):
@@ -211,8 +220,21 @@ def run_shards(
             bar.update(stats["rows"])
 
         if todo:
-            run = _run_ray if use_ray else _run_local
-            run(todo, shard_job, job, workers, threads, str(out_dir), retries, finished, report, ray_address, log)
+            e = engine
+            run = _run_ray if e.use_ray else _run_local
+            run(
+                todo,
+                shard_job,
+                job,
+                e.workers,
+                e.threads,
+                str(out_dir),
+                e.retries,
+                finished,
+                report,
+                e.ray_address,
+                e.log,
+            )
     return done
 
 
@@ -386,11 +408,9 @@ def predict_sharded(
 
     t0 = time.perf_counter()
     out = check_results_path(out)  # before any shard runs
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    engine = Engine.of(workers, threads, use_ray, ray_address, retries, progress, log)
     cfg = read_kind(model_dir)
     paths = [str(p) for p in paths]
-    threads = threads or default_threads(workers)
     n = len(paths)
     n_shards = (n + shard_size - 1) // shard_size
     out_dir = shard_dir(out)
@@ -419,22 +439,7 @@ def predict_sharded(
         "top_k": top_k,
     }
     done = run_shards(
-        job,
-        manifest,
-        out_dir,
-        n_shards,
-        n,
-        shard_job,
-        report,
-        workers=workers,
-        threads=threads,
-        use_ray=use_ray,
-        ray_address=ray_address,
-        retries=retries,
-        progress=progress,
-        desc=f"predict {out.name}",
-        log=log,
-        need_npz=False,
+        job, manifest, out_dir, n_shards, n, shard_job, report, engine, desc=f"predict {out.name}", need_npz=False
     )
     rows = [r for s in range(n_shards) for r in done[s]["results"]]
     write_results(out, rows)
