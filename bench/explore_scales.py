@@ -15,7 +15,7 @@ TF32 off) reading the same weights; the views come from the library's one prepro
 Results (one JSON line per configuration): bench/results/explore_scales.jsonl, written on 2026-11-25 by this script's
 scratch draft (the same computation and commands; an H100, 14 worker processes); this script reproduced its
 SIGNS 112 px line exactly (`run --signs 112 --hym '' --results check.jsonl`). What it informed:
-``models.defaults.FEATURES_CLASSES`` (112+224 px for classes), read from the ``cv`` column.
+``models.defaults.FEATURES_CLASSES`` (112+224 px for classes, then 112+224+320), read from the ``cv`` column.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from vggtransfer.data import datasets
 from vggtransfer.data.images import load_image, prepare_array, view_geometry
 from vggtransfer.features.blocks import BlockExtractor
 from vggtransfer.features.spec import FeatureSpec, normalise_blocks, parse_block_name
-from vggtransfer.models import select
+from vggtransfer.models import calibration, select
 
 
 @pytest.fixture(scope="module")
@@ -197,22 +197,22 @@ def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
     rng = np.random.default_rng(0)
     y = rng.normal(50, 20, 400)
     shrunk = 50 + 0.5 * (y - 50) + rng.normal(0, 2, 400)  # a regularised model's out-of-fold outputs
-    cal = select.fit_regression_calibration(shrunk, y)
+    cal = calibration.fit_regression_calibration(shrunk, y)
     assert cal["kind"] in ("linear", "isotonic") and cal["cv_rmse"][cal["kind"]] < 0.5 * cal["cv_rmse"]["identity"]
-    fixed = select.apply_regression_calibration(cal, shrunk)
+    fixed = calibration.apply_regression_calibration(cal, shrunk)
     assert np.std(fixed) == pytest.approx(np.std(y), rel=0.1)
     # isotonic maps keep the ranking (no ties from flat steps)
-    iso = select.apply_regression_calibration({"kind": "isotonic", "x": [0, 1], "y": [5, 5]}, np.array([0.2, 0.8]))
+    iso = calibration.apply_regression_calibration({"kind": "isotonic", "x": [0, 1], "y": [5, 5]}, np.array([0.2, 0.8]))
     assert iso[0] < iso[1]
     labels = rng.integers(0, 3, 600)
     logits = rng.normal(0, 1, (600, 3))
     logits[np.arange(600), labels] += 1.0
     overconfident = 8 * logits
     log_probs = overconfident - np.log(np.exp(overconfident).sum(1, keepdims=True))
-    t = select.fit_temperature(log_probs, labels)
+    t = calibration.fit_temperature(log_probs, labels)
     assert 4 < t < 16
-    before = select.expected_calibration_error(np.exp(log_probs), labels)
-    after = select.expected_calibration_error(select.apply_temperature(np.exp(log_probs), t), labels)
+    before = calibration.expected_calibration_error(np.exp(log_probs), labels)
+    after = calibration.expected_calibration_error(calibration.apply_temperature(np.exp(log_probs), t), labels)
     assert after < before / 2
 
 
@@ -330,7 +330,7 @@ def test_auto_regressor_linear_model_has_no_pickle(scaled_npy, folder, tmp_path)
     y = np.where(ds.labels == 0, 40.0, 100.0) + np.random.default_rng(0).normal(0, 3, len(ds))
     model = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(32,)), models=("ridge",), folds=4, precision="fp32")
     report = model.train(ds.paths, y)
-    assert report.selection["model"] == "ridge" and report.calibration["kind"] in select.CALIBRATIONS
+    assert report.selection["model"] == "ridge" and report.calibration["kind"] in calibration.CALIBRATIONS
     pred = model.predict(ds.paths)
     assert np.sqrt(np.mean((pred - y) ** 2)) < 15
     model.save(tmp_path / "r")

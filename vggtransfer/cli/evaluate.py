@@ -133,9 +133,9 @@ def _evaluate_regressor(args, model, store) -> int:
 def _evaluate_classifier(args, model, store) -> int:
     from sklearn.metrics import classification_report
 
+    from vggtransfer.models.calibration import expected_calibration_error
     from vggtransfer.models.classifier_api import confusion_matrix
     from vggtransfer.models.linear import format_confusion, save_confusion_png
-    from vggtransfer.models.select import expected_calibration_error
 
     classes = list(model.classes)
     if store is not None:

@@ -49,8 +49,8 @@ Recipes:
   auto      the default: block features of the whole image (global avg and max of pool3, pool4, pool5), then
             stratified k-fold cross-validation on the training data chooses the block group, the model
             (logistic regression, the least-squares classifier or the softmax head for classes; ridge or the
-            Dense head for targets) and its regularisation; the winner is refit on all of the data and its outputs calibrated. The choice and the
-            CV estimate (mean ± std) are printed and saved with the model
+            Dense head for targets) and its regularisation; the winner is refit on all of the data and its
+            outputs calibrated. The choice and the CV estimate (mean ± std) are printed and saved with the model
   head      a Dense head on one block of frozen features, early-stopped on a held-out split: a classifier for
             labelled data (class folders, SIGNS .h5, CSV path,label), a regressor for CSV targets
   linear    logistic regression with a cross-validated grid search over C, on a feature store (--store)

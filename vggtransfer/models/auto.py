@@ -41,6 +41,12 @@ from vggtransfer.features.blocks import BlockExtractor, FeatureSpec, normalise_b
 from vggtransfer.features.extractor import predict_paths
 from vggtransfer.models import defaults
 from vggtransfer.models.base import Model
+from vggtransfer.models.calibration import (
+    apply_regression_calibration,
+    apply_temperature,
+    fit_regression_calibration,
+    fit_temperature,
+)
 from vggtransfer.models.classifier_api import ClassifierAPI
 from vggtransfer.models.dense import DenseHead
 from vggtransfer.models.heads import HeadSpec, History
@@ -52,18 +58,7 @@ from vggtransfer.models.modeldir import (
     load_model_json,
     write_model_dir,
 )
-from vggtransfer.models.select import (
-    MODELS,
-    apply_regression_calibration,
-    apply_temperature,
-    candidate_groups,
-    columns,
-    fit_logreg,
-    fit_regression_calibration,
-    fit_ridge,
-    fit_temperature,
-    select,
-)
+from vggtransfer.models.select import MODELS, candidate_groups, columns, fit_logreg, fit_ridge, select
 from vggtransfer.weights.sources import resolve_weights
 
 AUTO = defaults.AUTO

@@ -11,10 +11,7 @@ The search is staged so that it costs less than extracting the features it runs 
 2. **Model** on the winning group: for classes logistic regression over C (one warm-started lbfgs path per fold,
    stopped relative to its gradient at zero) against the Dense head; for targets ridge against the Dense head
    (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid.
-3. **Calibration** of the winner from its out-of-fold outputs: regression, identity vs a fitted linear map vs
-   isotonic regression, chosen by a second cross-validation over the out-of-fold pairs (undoes the shrinkage toward
-   the mean that regularised models have); classification, a temperature on the log-probabilities fitted by
-   minimising the out-of-fold negative log-likelihood.
+3. **Calibration** of the winner from its out-of-fold outputs (:mod:`vggtransfer.models.calibration`).
 
 Folds are stratified: by class, or by quantile bin of the target. Every feature block is power- and L2-normalised
 first (:func:`vggtransfer.features.blocks.normalise_blocks`), so blocks of different depth weigh alike.
@@ -30,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vggtransfer.features.spec import parse_block_name
+from vggtransfer.models.calibration import fit_temperature
 from vggtransfer.nets.cfg import end_point_names
 
 #: Regularisation grids (per model); the features are L2-normalised per block, so the grids are fixed, not
@@ -38,9 +36,6 @@ LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DENSE_L2S = (0.01, 0.1, 1.0)
 MODELS = {"classification": ("logreg", "ridge", "dense"), "regression": ("ridge", "dense")}
-CALIBRATIONS = ("identity", "linear", "isotonic")
-#: Slope added to the isotonic map (target units per unit of prediction): keeps the order of predictions.
-TIE_BREAK = 1e-6
 
 
 @dataclass
@@ -369,7 +364,10 @@ def select(
                 best, best_out, best_group_label = cand, o, label
     assert best is not None and best_group_label is not None, "at least one block group and regularisation"
     if log:
-        log(f"block group {best_group_label} (ridge {best.reg:g}: {best.mean:.4g} ± {best.std:.2g})")
+        log(
+            f"block group {best_group_label} (ridge {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}; "
+            f"{len(groups)} groups, {time.perf_counter() - t0:.0f} s)"
+        )
     x = features[:, columns(blocks, groups[best_group_label])]
     if "ridge" not in models or (classes and class_weight is not None):  # ridge ignores class weights
         best, best_out = None, None
@@ -387,7 +385,9 @@ def select(
                 best, best_out = cand, o
         assert best is not None, "at least one C for logistic regression"
         if log:
-            log(f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}")
+            log(
+                f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g} (logistic regression done, {time.perf_counter() - t0:.0f} s)"
+            )
     best_epochs = []
     if "dense" in models:
         if dense is None:
@@ -408,91 +408,11 @@ def select(
                 best, best_out, best_epochs = cand, out, epochs
         assert best is not None, "at least one L2 weight for the Dense head"
         if log:
-            log(f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}")
+            log(
+                f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g} (Dense head done, {time.perf_counter() - t0:.0f} s)"
+            )
     assert best is not None and best_out is not None
     return Selection(task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds))
-
-
-# --- calibration --------------------------------------------------------------------------------------------------
-def fit_regression_calibration(pred, y, k: int = 5, seed: int = 0) -> dict:
-    """Choose identity, linear or isotonic by ``k``-fold CV on out-of-fold (pred, y) pairs; fit it on all pairs.
-
-    Returns ``{'kind', 'cv_rmse': {kind: rmse}, ...params}``; apply with :func:`apply_regression_calibration`.
-    """
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.model_selection import KFold
-
-    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
-
-    def fit(kind, p, t):
-        if kind == "identity":
-            return {"kind": "identity"}
-        if kind == "linear":
-            slope, intercept = np.polyfit(p, t, 1)
-            return {"kind": "linear", "slope": float(slope), "intercept": float(intercept)}
-        iso = IsotonicRegression(out_of_bounds="clip").fit(p, t)
-        return {"kind": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-
-    sq = {kind: 0.0 for kind in CALIBRATIONS}
-    for tr, te in KFold(min(k, len(y)), shuffle=True, random_state=seed).split(pred):
-        for kind in CALIBRATIONS:
-            sq[kind] += float(np.sum((apply_regression_calibration(fit(kind, pred[tr], y[tr]), pred[te]) - y[te]) ** 2))
-    cv = {kind: math.sqrt(v / len(y)) for kind, v in sq.items()}
-    best = min(CALIBRATIONS, key=lambda kind: (round(cv[kind], 9), CALIBRATIONS.index(kind)))
-    return {**fit(best, pred, y), "cv_rmse": cv}
-
-
-def apply_regression_calibration(cal: dict, pred) -> np.ndarray:
-    """The calibration map of :func:`fit_regression_calibration` applied to predictions (NaN stays NaN)."""
-    pred = np.asarray(pred, np.float64)
-    kind = cal["kind"]
-    if kind == "identity":
-        return pred
-    if kind == "linear":
-        return cal["slope"] * pred + cal["intercept"]
-    if kind == "isotonic":
-        x, y = np.asarray(cal["x"]), np.asarray(cal["y"])
-        # Plus a vanishing slope: the map is strictly increasing, so tied steps never lose the ranking (AUC).
-        return np.where(np.isnan(pred), np.nan, np.interp(pred, x, y) + TIE_BREAK * (pred - x.mean()))
-    raise ValueError(f"unknown calibration kind {kind!r}")
-
-
-def fit_temperature(log_probs, y) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(log_probs / T) (out-of-fold log-probabilities)."""
-    from scipy.optimize import minimize_scalar
-
-    lp = np.maximum(np.asarray(log_probs, np.float64), -50.0)
-    y = np.asarray(y)
-
-    def nll(log_t):
-        z = lp / math.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        return float(-np.mean(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))))
-
-    # Wide bounds: a least-squares classifier's scores differ by about 1 between classes, so they need T near 0.05.
-    res = minimize_scalar(nll, bounds=(math.log(0.005), math.log(100.0)), method="bounded")
-    return float(math.exp(res.x))
-
-
-def apply_temperature(probs, temperature: float) -> np.ndarray:
-    """Probabilities re-calibrated with a temperature (rows of NaN stay NaN)."""
-    lp = np.log(np.maximum(np.asarray(probs, np.float64), 1e-300)) / temperature
-    lp = lp - np.nanmax(lp, axis=1, keepdims=True)
-    e = np.exp(lp)
-    return e / e.sum(1, keepdims=True)
-
-
-def expected_calibration_error(probs, y, bins: int = 15) -> float:
-    """ECE: the confidence-weighted gap between the top probability and the accuracy, over ``bins`` equal bins."""
-    probs, y = np.asarray(probs), np.asarray(y)
-    conf, pred = probs.max(1), probs.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += m.mean() * abs(float(np.mean(pred[m] == y[m])) - float(conf[m].mean()))
-    return float(ece)
 
 
 __all__ = [
@@ -508,10 +428,5 @@ __all__ = [
     "logreg_path",
     "fit_logreg",
     "scores_to_log_probs",
-    "fit_regression_calibration",
-    "apply_regression_calibration",
-    "fit_temperature",
-    "apply_temperature",
-    "expected_calibration_error",
     "MODELS",
 ]

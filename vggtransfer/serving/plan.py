@@ -103,7 +103,7 @@ def _interp(x, xp, fp):
 
 
 def _regression_calibration(cal: dict):
-    from vggtransfer.models.select import TIE_BREAK
+    from vggtransfer.models.calibration import TIE_BREAK
 
     kind = cal["kind"]
     if kind == "identity":
