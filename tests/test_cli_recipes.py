@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from recipe_data import colour_folder
 
@@ -129,6 +130,9 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path, mo
     )
     res = json.loads(out)
     assert code == 0 and res["n"] == 16 and res["folds"] == 3 and 0 <= res["ece"] <= 1 and "cv_mean" in res, err
+    cm = np.asarray(res["confusion"])
+    present = cm.sum(1) > 0
+    assert res["mean_class_recall"] == pytest.approx(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
 
 
 def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path):

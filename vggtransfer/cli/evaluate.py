@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,7 @@ def _evaluate_regressor(args, model, store) -> int:
 
 
 def _evaluate_classifier(args, model, store) -> int:
-    from sklearn.metrics import classification_report
+    from sklearn.metrics import balanced_accuracy_score, classification_report
 
     from vggtransfer.models.calibration import expected_calibration_error
     from vggtransfer.models.classifier_api import confusion_matrix
@@ -155,6 +156,10 @@ def _evaluate_classifier(args, model, store) -> int:
         probs = res["probabilities"][~np.isnan(res["probabilities"]).any(axis=1)]
     cm = confusion_matrix(y, pred, len(classes))
     acc = float(np.mean(pred == y)) if len(y) else math.nan
+    with warnings.catch_warnings():  # a class predicted but absent from the test items is no error here
+        warnings.simplefilter("ignore")
+        # The mean of the per-class recalls over the classes present: the VGG paper's Caltech figure.
+        recall = float(balanced_accuracy_score(y, pred)) if len(y) else math.nan
     ece = expected_calibration_error(probs, y) if len(y) else math.nan
     cv = _cv_estimate(model)
     if args.png:
@@ -164,6 +169,7 @@ def _evaluate_classifier(args, model, store) -> int:
             json.dumps(
                 {
                     "accuracy": None if math.isnan(acc) else acc,
+                    "mean_class_recall": None if math.isnan(recall) else recall,
                     "n": int(len(y)),
                     "failed": int(failed),
                     "ece": None if math.isnan(ece) else ece,
@@ -182,7 +188,7 @@ def _evaluate_classifier(args, model, store) -> int:
         )
         print(format_confusion(cm, classes))
         print(
-            f"accuracy {100 * acc:.2f} % on {len(y)} items"
+            f"accuracy {100 * acc:.2f} % (mean class recall {100 * recall:.2f} %) on {len(y)} items"
             + (f" ({failed} unreadable, left out)" if failed else "")
             + f"; expected calibration error {100 * ece:.2f} %"
         )
