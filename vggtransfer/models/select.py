@@ -46,7 +46,7 @@ class Candidate:
     model: str
     reg: float
     scores: list  # per fold: accuracy (classification) or RMSE (regression)
-    loss: float = math.nan  # out-of-fold log loss (classification) or MSE (regression)
+    loss: float = math.nan  # out-of-fold log loss at the fitted temperature (classification) or MSE (regression)
 
     @property
     def mean(self) -> float:
@@ -291,8 +291,10 @@ def _score(task, y, out, idx) -> float:
 
 
 def _loss(task, y, out) -> float:
+    """Out-of-fold MSE (regression) or log loss (classes) at the temperature calibration would fit: the tie-breaker
+    between candidates of equal accuracy compares them as they would be served, whatever their logits' scale."""
     if task == "classification":
-        lp = out[np.arange(len(y)), y]
+        lp = scores_to_log_probs(out, fit_temperature(out, y))[np.arange(len(y)), y]
         return float(-np.mean(np.maximum(lp, -50)))
     return float(np.mean((out - y) ** 2))
 
@@ -354,11 +356,9 @@ def select(
             if classes and best is not None and round(cand.mean, 6) < round(best.mean, 6):
                 table.append(cand)  # cannot win: no log loss needed
                 continue
-            if classes:  # the raw output is the log-softmax of the scores; the loss is taken at the fitted temperature
+            if classes:  # the raw output is the log-softmax of the scores
                 o = scores_to_log_probs(o)
-                cand.loss = _loss(task, y, scores_to_log_probs(o, fit_temperature(o, y)))
-            else:
-                cand.loss = _loss(task, y, o)
+            cand.loss = _loss(task, y, o)
             table.append(cand)
             if _better(task, cand, best):
                 best, best_out, best_group_label = cand, o, label
