@@ -67,7 +67,7 @@ class Candidate:
             "mean": self.mean,
             "std": self.std,
             "scores": [float(s) for s in self.scores],
-            "loss": float(self.loss),
+            "loss": None if math.isnan(self.loss) else float(self.loss),  # JSON has no NaN: not computed
         }
 
 
