@@ -22,7 +22,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import HYMENOPTERA, SHARED, WEIGHTS, add_features_option, chosen_features, environment, results_file  # noqa: E402
+from bench.common import (  # noqa: E402
+    HYMENOPTERA,
+    SHARED,
+    WEIGHTS,
+    add_features_option,
+    chosen_features,
+    environment,
+    features_key,
+    load_cached,
+    results_file,
+    save_cached,
+)
 
 
 def _extract(model, train_paths, test_images):
@@ -44,22 +55,20 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
 
     model = AutoClassifier(weights, classes=classes, features=features)
     print(model.features_spec.describe(), flush=True)
-    # --cache: the features (and their extraction times) of an earlier run with the same spec and precision, so that
-    # a change to selection is measured without extracting again.
-    key = f"{name}|{model.features_spec.describe()}|{describe_precision('auto')}"
+    # --cache: the features (and their extraction times) of an earlier run with the same items, spec, precision and
+    # weights, so that a change to selection is measured without extracting again.
+    key = features_key(model, name)
     path = cache / (name.replace("/", "_") + ".npz") if cache else None
-    if path is not None and path.exists() and str(np.load(path)["key"]) == key:
-        z = np.load(path)
+    z = load_cached(path, key)
+    if z is not None:
         feats, ok, n_errors, test_feats, test_ok = (z[k] for k in ("feats", "ok", "errors", "test_feats", "test_ok"))
         t_train, t_test = float(z["t_train"]), float(z["t_test"])
-        model.attach()
     else:
         feats, ok, n_errors, test_feats, test_ok, t_train, t_test = _extract(model, train_paths, test_images)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(
+            save_cached(
                 path,
-                key=key,
+                key,
                 feats=feats,
                 ok=ok,
                 errors=n_errors,

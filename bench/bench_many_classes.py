@@ -30,15 +30,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (
+from bench.common import (  # noqa: E402
     HYMENOPTERA,
     TIGER_CAT,
     WEIGHTS,
     add_features_option,
     chosen_features,
     environment,
+    features_key,
+    load_cached,
     results_file,
-)  # noqa: E402
+    save_cached,
+)
 
 
 def photos() -> list:
@@ -70,9 +73,9 @@ def main(argv=None) -> int:
     model = AutoClassifier(args.weights, classes=classes, features=chosen_features(args))
     print(model.features_spec.describe(), flush=True)
     fx = model.attach()
-    key = f"{n}|{model.features_spec.describe()}|{describe_precision('auto')}"
-    if args.cache and args.cache.exists() and str(np.load(args.cache)["key"]) == key:
-        z = np.load(args.cache)  # an earlier run's features and extraction time, to measure a change to selection
+    key = features_key(model, f"{n} photos")
+    z = load_cached(args.cache, key)  # an earlier run's features and extraction time, to measure a change to selection
+    if z is not None:
         feats, t_extract = z["feats"], float(z["seconds"])
     else:
         t0 = time.perf_counter()
@@ -81,8 +84,7 @@ def main(argv=None) -> int:
         if errors:
             raise SystemExit(f"{len(errors)} photos could not be read: {errors[:3]}")
         if args.cache:
-            args.cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(args.cache, key=key, feats=feats, seconds=t_extract)
+            save_cached(args.cache, key, feats=feats, seconds=t_extract)
     print(f"extraction of {n} photos: {t_extract:.1f} s", flush=True)
 
     rng = np.random.default_rng(args.seed)

@@ -125,3 +125,34 @@ def chosen_features(args):
 def results_file(name: str, args) -> Path:
     """``bench/results/NAME.json``, or ``NAME_amx_features.json`` with ``--features amx``."""
     return RESULTS / (f"{name}.json" if args.features == "default" else f"{name}_amx_features.json")
+
+
+def features_key(model, what: str) -> str:
+    """What a cached feature file must match to be reused: the items (``what``), the feature spec, the precision and
+    the conv weights' fingerprint (builds the model's extractor)."""
+    from vggtransfer.core.runtime import describe_precision
+
+    sha = model.attach().config["weights_sha256"]
+    return f"{what}|{model.features_spec.describe()}|{describe_precision('auto')}|{sha}"
+
+
+def load_cached(path, key: str) -> dict | None:
+    """The arrays :func:`save_cached` wrote at ``path`` under the same ``key`` (``--cache`` of the benches, to
+    re-measure a change to selection without extracting again), else None."""
+    import numpy as np
+
+    if path is None or not Path(path).exists():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k != "key"} if str(z["key"]) == key else None
+
+
+def save_cached(path, key: str, **arrays) -> None:
+    """Write ``arrays`` and ``key`` to ``path`` (.npz) atomically."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, key=key, **arrays)
+    os.replace(tmp, path)

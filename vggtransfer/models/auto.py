@@ -382,10 +382,8 @@ class AutoModel(Model):
                 class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
             )
             fitted["epochs"], fitted["members"] = final, self.members
-        elif best.model == "ridge" and self.task == "regression":
-            fitted.update(fit_ridge(x, y, best.reg))
-        elif best.model == "ridge":  # the least-squares classifier: weights in logistic regression's layout (softmax)
-            fitted.update(fit_ridge(x, np.eye(n_classes)[y], best.reg))
+        elif best.model == "ridge":  # for classes, the least-squares classifier: one-hot codes, (K, d) weights
+            fitted.update(fit_ridge(x, y if self.task == "regression" else np.eye(n_classes)[y], best.reg))
         else:
             clf = fit_logreg(x, y, best.reg, cw, seed)
             coef, intercept = clf.coef_, clf.intercept_
@@ -453,9 +451,9 @@ class AutoModel(Model):
         if model == "dense":
             assert self.dense is not None  # fitted or restored with the model
             raw = self.dense.predict(x)
-        elif model == "ridge" and self.task == "regression":
+        elif self.task == "regression":  # ridge, the one linear model for targets
             raw = x.astype(np.float64) @ np.asarray(self.fitted["coef"]) + self.fitted["intercept"]
-        else:
+        else:  # classes' linear models (logistic regression, least squares): softmax of the scores
             logits = x.astype(np.float64) @ np.asarray(self.fitted["coef"]).T + np.asarray(self.fitted["intercept"])
             logits -= logits.max(1, keepdims=True)
             raw = np.exp(logits)
@@ -569,7 +567,7 @@ class AutoModel(Model):
                     self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelError(f"{npz}: cannot be read ({exc})") from None
-            if self.fitted["model"] == "ridge" and self.task == "regression":
+            if self.task == "regression":
                 self.fitted["intercept"] = float(self.fitted["intercept"])
         self.restored_from = str(folder)
         self.attach()  # checks the conv weights' fingerprint now, not at the first prediction

@@ -347,70 +347,59 @@ def select(
     # on the out-of-fold scores (only where the accuracy ties the best: it breaks ties).
     classes = task == "classification"
     codes = np.eye(n_classes or int(y.max()) + 1)[y] if classes else y
-    best, best_out, best_group_label = None, None, None
+    best, best_out, best_group, best_epochs = None, None, None, []
+
+    def consider(group, model, reg, out, epochs=(), lazy_loss=False) -> None:
+        """Score one candidate's out-of-fold outputs, add it to the table, keep it if it beats the best so far.
+        ``lazy_loss``: skip the log loss (the tie-breaker; a temperature fit each) where the accuracy cannot win."""
+        nonlocal best, best_out, best_group, best_epochs
+        cand = Candidate(group, model, float(reg), [_score(task, y, out, te) for _, te in folds])
+        table.append(cand)
+        if lazy_loss and best is not None and round(cand.mean, 6) < round(best.mean, 6):
+            return
+        cand.loss = _loss(task, y, out)
+        if _better(task, cand, best):
+            best, best_out, best_group, best_epochs = cand, out, group, list(epochs)
+
+    def report(stage: str) -> None:
+        """One log line: the best so far after ``stage`` ('block group' names the group), and the time taken."""
+        assert best is not None, f"no candidate in stage {stage}"
+        if log:
+            head = f"block group {best_group} (" if stage == "block group" else "model "
+            tail = f"; {len(groups)} groups, " if stage == "block group" else f" ({stage} done, "
+            log(
+                f"{head}{best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}{tail}{time.perf_counter() - t0:.0f} s)"
+            )
+
     for label, names in groups.items():
-        out = ridge_oof(features[:, columns(blocks, names)], codes, folds, ridge_alphas)
-        for reg, o in zip(ridge_alphas, out):
-            o = o if classes else o[:, 0]
-            cand = Candidate(label, "ridge", float(reg), [_score(task, y, o, te) for _, te in folds])
-            if classes and best is not None and round(cand.mean, 6) < round(best.mean, 6):
-                table.append(cand)  # cannot win: no log loss needed
-                continue
-            if classes:  # the raw output is the log-softmax of the scores
-                o = scores_to_log_probs(o)
-            cand.loss = _loss(task, y, o)
-            table.append(cand)
-            if _better(task, cand, best):
-                best, best_out, best_group_label = cand, o, label
-    assert best is not None and best_group_label is not None, "at least one block group and regularisation"
-    if log:
-        log(
-            f"block group {best_group_label} (ridge {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}; "
-            f"{len(groups)} groups, {time.perf_counter() - t0:.0f} s)"
-        )
-    x = features[:, columns(blocks, groups[best_group_label])]
+        for reg, o in zip(ridge_alphas, ridge_oof(features[:, columns(blocks, names)], codes, folds, ridge_alphas)):
+            # Classes: the raw output is the log-softmax of the scores (same argmax, so the same accuracy).
+            consider(label, "ridge", reg, scores_to_log_probs(o) if classes else o[:, 0], lazy_loss=classes)
+    assert best is not None and best_group is not None, "at least one block group and regularisation"
+    group = best_group
+    report("block group")
+    x = features[:, columns(blocks, groups[group])]
     if "ridge" not in models or (classes and class_weight is not None):  # ridge ignores class weights
         best, best_out = None, None
 
     # Stage 2: logistic regression over C (classes; warm-started along the path) and the Dense head, on that group.
-    if task == "classification" and "logreg" in models:
+    if classes and "logreg" in models:
         out = np.zeros((len(logreg_cs), len(y), n_classes))
         for tr, te in folds:
             out[:, te] = logreg_path(x[tr], y[tr], x[te], logreg_cs, n_classes, class_weight, seed)
         for reg, o in zip(logreg_cs, out):
-            cand = Candidate(best_group_label, "logreg", float(reg), [_score(task, y, o, te) for _, te in folds])
-            cand.loss = _loss(task, y, o)
-            table.append(cand)
-            if _better(task, cand, best):
-                best, best_out = cand, o
-        assert best is not None, "at least one C for logistic regression"
-        if log:
-            log(
-                f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g} (logistic regression done, {time.perf_counter() - t0:.0f} s)"
-            )
-    best_epochs = []
+            consider(group, "logreg", reg, o)
+        report("logistic regression")
     if "dense" in models:
         if dense is None:
             raise ValueError("models include 'dense' but no Dense head trainer was given")
         for l2 in dense_l2s:
-            shape = (len(y), n_classes) if task == "classification" else (len(y),)
-            out, epochs = np.zeros(shape), []
+            out, epochs = np.zeros((len(y), n_classes) if classes else (len(y),)), []
             for i, (tr, te) in enumerate(folds):
                 out[te], ep = dense(x[tr], y[tr], x[te], y[te], l2, seed + i)
                 epochs.append(ep)
-            if task == "classification":
-                out = np.log(np.maximum(out, 1e-30))
-            cand = Candidate(
-                best_group_label, "dense", float(l2), [_score(task, y, out, te) for _, te in folds], _loss(task, y, out)
-            )
-            table.append(cand)
-            if _better(task, cand, best):
-                best, best_out, best_epochs = cand, out, epochs
-        assert best is not None, "at least one L2 weight for the Dense head"
-        if log:
-            log(
-                f"model {best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g} (Dense head done, {time.perf_counter() - t0:.0f} s)"
-            )
+            consider(group, "dense", l2, np.log(np.maximum(out, 1e-30)) if classes else out, epochs)
+        report("Dense head")
     assert best is not None and best_out is not None
     return Selection(task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds))
 

@@ -152,10 +152,10 @@ def _plan_auto(model) -> ServingPlan:
     if fitted["model"] == "dense":
         values = head_values_of(model.dense.session, model.dense.graph)
         core = _dense_head(model.dense.spec, values)
-    elif fitted["model"] == "ridge" and task == "regression":
+    elif task == "regression":  # ridge, the one linear model for targets
         w, b = np.asarray(fitted["coef"], np.float64), float(fitted["intercept"])
         core = lambda x: tf.linalg.matvec(tf.cast(x, tf.float64), w, transpose_a=False) + b  # noqa: E731
-    else:
+    else:  # classes' linear models (logistic regression, least squares): softmax of the scores
         coef, intercept = np.asarray(fitted["coef"], np.float64), np.asarray(fitted["intercept"], np.float64)
         core = lambda x: _softmax64(tf.matmul(tf.cast(x, tf.float64), coef.T) + intercept)  # noqa: E731
     calibrate = (
