@@ -6,6 +6,11 @@ the real test_signs.h5 (120 images). Ants/bees: train on hymenoptera_data/train 
 features of each set are extracted once (the seed changes only the CV folds and the Dense head's initialisation);
 selection time is reported against extraction time. Writes bench/results/auto_datasets.json.
 
+SIGNS' training JPEGs are PIL quality-75 encodings of the original pixels, which test_signs.h5 holds; the same 120 test
+photos in that encoding are 64x64_SIGNS/test_signs. Each seed's model is also scored on those (``also_on``), and
+``encoding_check`` measures how close a quality-75 re-encoding of each h5 image is to its JPEG copy, so that the gap
+between the two test figures is a measured fact (the encoding), not a guess. Neither figure chooses anything.
+
     python bench/bench_auto_datasets.py
 """
 
@@ -49,34 +54,82 @@ def _extract(model, train_paths, test_images):
     return feats, np.asarray(ok), len(errors), test_feats, np.asarray(test_ok), t_train, t_test
 
 
-def run(name, train_paths, train_labels, test_images, test_labels, classes, weights, seeds, features=None, cache=None):
+def _cached_extract(model, name, cache, extract):
+    """``extract()`` -> dict of arrays, or the arrays an earlier run cached under the same key (``--cache``)."""
+    key = features_key(model, name)
+    path = cache / (name.replace("/", "_") + ".npz") if cache else None
+    z = load_cached(path, key)
+    if z is None:
+        z = extract()
+        if path is not None:
+            save_cached(path, key, **z)
+    return z
+
+
+def signs_encoding_check(h5_images, jpg_paths, quality=75) -> dict:
+    """Mean squared error (0-255 scale, median over the 120 photos) between each h5 test image and its nearest JPEG
+    copy, and between a PIL quality-``quality`` re-encoding of it and that copy: near zero if the copies are such
+    re-encodings."""
+    import io
+
+    from PIL import Image
+
+    jpg = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in jpg_paths])
+    x = h5_images.astype(np.float64)
+    d = np.stack([((jpg - xi) ** 2).mean(axis=(1, 2, 3)) for xi in x])
+    nearest = d.argmin(1)
+    again = []
+    for xi in h5_images:
+        buf = io.BytesIO()
+        Image.fromarray(xi).save(buf, "JPEG", quality=quality)
+        again.append(np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64))
+    again = np.stack(again)
+    return {
+        "jpeg_quality": quality,
+        "median_mse_h5_vs_jpg_copy": float(np.median(d.min(1))),
+        "median_mse_reencoded_h5_vs_jpg_copy": float(np.median(((again - jpg[nearest]) ** 2).mean(axis=(1, 2, 3)))),
+        "distinct_nearest_copies": int(len(set(nearest.tolist()))),
+    }
+
+
+def run(
+    name,
+    train_paths,
+    train_labels,
+    test_images,
+    test_labels,
+    classes,
+    weights,
+    seeds,
+    features=None,
+    cache=None,
+    also_on=None,
+):
     from vggtransfer.core.runtime import describe_precision
     from vggtransfer.models.auto import AutoClassifier
 
     model = AutoClassifier(weights, classes=classes, features=features)
     print(model.features_spec.describe(), flush=True)
+
     # --cache: the features (and their extraction times) of an earlier run with the same items, spec, precision and
     # weights, so that a change to selection is measured without extracting again.
-    key = features_key(model, name)
-    path = cache / (name.replace("/", "_") + ".npz") if cache else None
-    z = load_cached(path, key)
-    if z is not None:
-        feats, ok, n_errors, test_feats, test_ok = (z[k] for k in ("feats", "ok", "errors", "test_feats", "test_ok"))
-        t_train, t_test = float(z["t_train"]), float(z["t_test"])
-    else:
-        feats, ok, n_errors, test_feats, test_ok, t_train, t_test = _extract(model, train_paths, test_images)
-        if path is not None:
-            save_cached(
-                path,
-                key,
-                feats=feats,
-                ok=ok,
-                errors=n_errors,
-                test_feats=test_feats,
-                test_ok=test_ok,
-                t_train=t_train,
-                t_test=t_test,
-            )
+    def extract():
+        names = ("feats", "ok", "errors", "test_feats", "test_ok", "t_train", "t_test")
+        return dict(zip(names, _extract(model, train_paths, test_images)))
+
+    z = _cached_extract(model, name, cache, extract)
+    feats, ok, n_errors, test_feats, test_ok = (z[k] for k in ("feats", "ok", "errors", "test_feats", "test_ok"))
+    t_train, t_test = float(z["t_train"]), float(z["t_test"])
+    also = None
+    if also_on is not None:
+        also_name, also_paths, also_labels = also_on
+
+        def extract_also():
+            f, good, _ = model.attach().extract_paths(also_paths, progress=False)
+            return {"feats": f, "ok": np.asarray(good)}
+
+        za = _cached_extract(model, f"{name} {also_name}", cache, extract_also)
+        also = (also_name, za["feats"], np.asarray(also_labels)[za["ok"]])
     y = np.asarray(train_labels)[ok]
     y_test = np.asarray(test_labels)[test_ok]
     runs = []
@@ -85,18 +138,24 @@ def run(name, train_paths, train_labels, test_images, test_labels, classes, weig
         report = model.train_on_features(feats, y, seed=seed)
         seconds = time.perf_counter() - t0
         acc = float(np.mean(model.predict_features(test_feats).argmax(1) == y_test))
+        extra = {}
+        if also is not None:
+            extra[f"accuracy_{also[0]}"] = float(np.mean(model.predict_features(also[1]).argmax(1) == also[2]))
         runs.append(
             {
                 "seed": seed,
                 "test_accuracy": acc,
+                **extra,
                 "cv_mean": report.selection["cv_mean"],
                 "cv_std": report.selection["cv_std"],
                 "choice": report.describe(),
                 "seconds_select_and_fit": seconds,
             }
         )
-        print(f"{name} seed {seed}: test {acc:.4f}; {report.describe()} ({seconds:.1f} s)", flush=True)
+        print(f"{name} seed {seed}: test {acc:.4f} {extra}; {report.describe()} ({seconds:.1f} s)", flush=True)
+    out = {} if also is None else {f"mean_accuracy_{also[0]}": float(np.mean([r[f"accuracy_{also[0]}"] for r in runs]))}
     return {
+        **out,
         "train_items": int(len(y)),
         "unreadable": int(n_errors),
         "test_items": int(len(y_test)),
@@ -130,6 +189,8 @@ def main(argv=None) -> int:
     with h5py.File(signs / "test_signs.h5", "r") as fh:
         test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
     classes = tuple(str(i) for i in range(6))
+    test_jpgs = sorted((signs / "64x64_SIGNS" / "test_signs").glob("*.jpg"))
+    also = ("test_jpeg_copies", [str(p) for p in test_jpgs], [int(p.name[0]) for p in test_jpgs])
     result["signs"] = run(
         "signs",
         [str(p) for p in jpgs],
@@ -141,7 +202,9 @@ def main(argv=None) -> int:
         seeds,
         features,
         args.cache,
+        also_on=also,
     )
+    result["signs"]["encoding_check"] = signs_encoding_check(test_x, test_jpgs)
     hym = {}
     for split in ("train", "val"):
         items = [
@@ -174,6 +237,10 @@ def main(argv=None) -> int:
             f"(train) + {r['seconds_extract_test']:.0f} s (test); selection "
             f"{np.median([x['seconds_select_and_fit'] for x in r['runs']]):.1f} s per seed"
         )
+    print(
+        f"signs, the same test photos as training's JPEG encoding: {result['signs']['mean_accuracy_test_jpeg_copies']:.4f}"
+    )
+    print(f"signs encoding check: {result['signs']['encoding_check']}")
     return 0
 
 
