@@ -216,6 +216,27 @@ def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
     assert after < before / 2
 
 
+
+def test_temperature_stays_finite_when_every_out_of_fold_prediction_is_right():
+    """A small separable set (30 per class, all out-of-fold predictions right): the plain likelihood's temperature runs
+    to its lower bound (certainty); Platt's corrected targets keep the mean confidence near (N + 1) / (N + 2)."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 30)
+    logits = rng.normal(0, 0.3, (90, 3))
+    logits[np.arange(90), labels] += 2.0  # every row's argmax is its label
+    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert np.all(log_probs.argmax(1) == labels)
+    t = calibration.fit_temperature(log_probs, labels)
+    assert t > 0.05  # the bound is 0.005
+    conf = calibration.apply_temperature(np.exp(log_probs), t).max(1).mean()
+    assert 0.9 < conf < 0.995  # (30 + 1) / (30 + 2) = 0.969
+    # with many items per class the correction fades: near the plain maximum-likelihood fit of the test above
+    many = np.repeat(np.arange(3), 3000)
+    noisy = rng.normal(0, 1, (9000, 3))
+    noisy[np.arange(9000), many] += 1.0
+    lp = 8 * noisy - np.log(np.exp(8 * noisy).sum(1, keepdims=True))
+    assert 6 < calibration.fit_temperature(lp, many) < 10
+
 # --- the Dense head's ensemble ------------------------------------------------------------------------------------
 def _trained_weights(task, members, inits, x, y, epochs=6):
     """Weights of a head with ``members`` members started from ``inits`` (one single-head init per member) and

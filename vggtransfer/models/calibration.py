@@ -2,8 +2,8 @@
 
 - regression: identity vs a fitted linear map vs isotonic regression, chosen by a second cross-validation over the
   out-of-fold pairs (undoes the shrinkage toward the mean that regularised models have);
-- classification: a temperature on the log-probabilities fitted by minimising the out-of-fold negative
-  log-likelihood, and the expected calibration error that ``vggtransfer evaluate`` reports.
+- classification: a temperature on the log-probabilities fitted to the out-of-fold predictions (cross-entropy against
+  Platt's prior-corrected targets), and the expected calibration error that ``vggtransfer evaluate`` reports.
 """
 
 from __future__ import annotations
@@ -61,19 +61,30 @@ def apply_regression_calibration(cal: dict, pred) -> np.ndarray:
 
 
 def fit_temperature(log_probs, y) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(log_probs / T) (out-of-fold log-probabilities)."""
+    """The temperature T > 0 minimising the cross-entropy of softmax(log_probs / T) (out-of-fold log-probabilities)
+    against Platt's prior-corrected targets: an item of class k puts (N_k + 1) / (N_k + 2) on k and the rest evenly
+    on the other classes, N_k being the class's count (Platt 1999, section 2.2; for two classes exactly his targets).
+
+    Why not the plain likelihood: when every out-of-fold prediction is right (a small or easy set), its optimum is
+    T -> 0, every prediction a certainty, which unseen photos then contradict. The corrected targets bound the
+    confidence by what N examples can show and leave large sets' fits nearly unchanged."""
     from scipy.optimize import minimize_scalar
 
     lp = np.maximum(np.asarray(log_probs, np.float64), -50.0)
     y = np.asarray(y)
+    n, k = lp.shape
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    hit = (counts[y] + 1.0) / (counts[y] + 2.0)
+    targets = np.repeat(((1.0 - hit) / max(k - 1, 1))[:, None], k, axis=1)
+    targets[np.arange(n), y] = hit
 
-    def nll(log_t):
+    def cross_entropy(log_t):
         z = lp / math.exp(log_t)
         z = z - z.max(1, keepdims=True)
-        return float(-np.mean(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))))
+        return float(-np.mean(np.sum(targets * (z - np.log(np.exp(z).sum(1, keepdims=True))), axis=1)))
 
     # Wide bounds: a least-squares classifier's scores differ by about 1 between classes, so they need T near 0.05.
-    res = minimize_scalar(nll, bounds=(math.log(0.005), math.log(100.0)), method="bounded")
+    res = minimize_scalar(cross_entropy, bounds=(math.log(0.005), math.log(100.0)), method="bounded")
     return float(math.exp(res.x))
 
 
