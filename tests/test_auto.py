@@ -216,7 +216,6 @@ def test_shrunk_predictions_are_stretched_and_overconfidence_is_tempered():
     assert after < before / 2
 
 
-
 def test_temperature_stays_finite_when_every_out_of_fold_prediction_is_right():
     """A small separable set (30 per class, all out-of-fold predictions right): the plain likelihood's temperature runs
     to its lower bound (certainty); Platt's corrected targets keep the mean confidence near (N + 1) / (N + 2)."""
@@ -236,6 +235,7 @@ def test_temperature_stays_finite_when_every_out_of_fold_prediction_is_right():
     noisy[np.arange(9000), many] += 1.0
     lp = 8 * noisy - np.log(np.exp(8 * noisy).sum(1, keepdims=True))
     assert 6 < calibration.fit_temperature(lp, many) < 10
+
 
 # --- the Dense head's ensemble ------------------------------------------------------------------------------------
 def _trained_weights(task, members, inits, x, y, epochs=6):
