@@ -133,6 +133,12 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path, mo
     cm = np.asarray(res["confusion"])
     present = cm.sum(1) > 0
     assert res["mean_class_recall"] == pytest.approx(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
+    from vggtransfer.data.store import open_store
+    from vggtransfer.models.registry import load_model
+
+    store = open_store(tmp_path / "s.h5")
+    probs, y = load_model(tmp_path / "auto", scaled_npy).predict_store(store, "s.h5"), store.labels.astype(int)
+    assert res["log_loss"] == pytest.approx(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-15, 1))), rel=1e-6)
 
 
 def test_regressor_from_csv_predicts_values(capsys, scaled_npy, folder, tmp_path):

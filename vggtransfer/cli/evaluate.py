@@ -132,7 +132,7 @@ def _evaluate_regressor(args, model, store) -> int:
 
 
 def _evaluate_classifier(args, model, store) -> int:
-    from sklearn.metrics import balanced_accuracy_score, classification_report
+    from sklearn.metrics import balanced_accuracy_score, classification_report, log_loss
 
     from vggtransfer.models.calibration import expected_calibration_error
     from vggtransfer.models.classifier_api import confusion_matrix
@@ -161,6 +161,8 @@ def _evaluate_classifier(args, model, store) -> int:
         # The mean of the per-class recalls over the classes present: the VGG paper's Caltech figure.
         recall = float(balanced_accuracy_score(y, pred)) if len(y) else math.nan
     ece = expected_calibration_error(probs, y) if len(y) else math.nan
+    # The mean negative log-probability of the true class: a proper score of the probabilities, beside the ECE.
+    nll = float(log_loss(y, probs, labels=list(range(len(classes))))) if len(y) else math.nan
     cv = _cv_estimate(model)
     if args.png:
         save_confusion_png(cm, classes, args.png, f"{args.model.name}: accuracy {100 * acc:.2f} %")
@@ -173,6 +175,7 @@ def _evaluate_classifier(args, model, store) -> int:
                     "n": int(len(y)),
                     "failed": int(failed),
                     "ece": None if math.isnan(ece) else ece,
+                    "log_loss": None if math.isnan(nll) else nll,
                     "classes": classes,
                     "confusion": cm.tolist(),
                     **cv,
@@ -190,7 +193,7 @@ def _evaluate_classifier(args, model, store) -> int:
         print(
             f"accuracy {100 * acc:.2f} % (mean class recall {100 * recall:.2f} %) on {len(y)} items"
             + (f" ({failed} unreadable, left out)" if failed else "")
-            + f"; expected calibration error {100 * ece:.2f} %"
+            + f"; expected calibration error {100 * ece:.2f} %, log loss {nll:.4f}"
         )
         if cv:
             print(
