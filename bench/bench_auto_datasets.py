@@ -32,12 +32,11 @@ from bench.common import (  # noqa: E402
     SHARED,
     WEIGHTS,
     add_features_option,
+    cached,
     chosen_features,
     environment,
     features_key,
-    load_cached,
     results_file,
-    save_cached,
 )
 
 
@@ -54,16 +53,10 @@ def _extract(model, train_paths, test_images):
     return feats, np.asarray(ok), len(errors), test_feats, np.asarray(test_ok), t_train, t_test
 
 
-def _cached_extract(model, name, cache, extract):
-    """``extract()`` -> dict of arrays, or the arrays an earlier run cached under the same key (``--cache``)."""
-    key = features_key(model, name)
-    path = cache / (name.replace("/", "_") + ".npz") if cache else None
-    z = load_cached(path, key)
-    if z is None:
-        z = extract()
-        if path is not None:
-            save_cached(path, key, **z)
-    return z
+def _cached(model, name, cache, extract) -> dict:
+    """``extract()`` -> dict of arrays, or what an earlier run cached for the same items (``--cache DIR``)."""
+    path = cache / (name.replace("/", "_").replace(" ", "_") + ".npz") if cache else None
+    return cached(path, features_key(model, name), extract)
 
 
 def signs_encoding_check(h5_images, jpg_paths, quality=75) -> dict:
@@ -117,7 +110,7 @@ def run(
         names = ("feats", "ok", "errors", "test_feats", "test_ok", "t_train", "t_test")
         return dict(zip(names, _extract(model, train_paths, test_images)))
 
-    z = _cached_extract(model, name, cache, extract)
+    z = _cached(model, name, cache, extract)
     feats, ok, n_errors, test_feats, test_ok = (z[k] for k in ("feats", "ok", "errors", "test_feats", "test_ok"))
     t_train, t_test = float(z["t_train"]), float(z["t_test"])
     also = None
@@ -128,7 +121,7 @@ def run(
             f, good, _ = model.attach().extract_paths(also_paths, progress=False)
             return {"feats": f, "ok": np.asarray(good)}
 
-        za = _cached_extract(model, f"{name} {also_name}", cache, extract_also)
+        za = _cached(model, f"{name} {also_name}", cache, extract_also)
         also = (also_name, za["feats"], np.asarray(also_labels)[za["ok"]])
     y = np.asarray(train_labels)[ok]
     y_test = np.asarray(test_labels)[test_ok]

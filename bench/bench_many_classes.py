@@ -35,12 +35,11 @@ from bench.common import (  # noqa: E402
     TIGER_CAT,
     WEIGHTS,
     add_features_option,
+    cached,
     chosen_features,
     environment,
     features_key,
-    load_cached,
     results_file,
-    save_cached,
 )
 
 
@@ -73,18 +72,16 @@ def main(argv=None) -> int:
     model = AutoClassifier(args.weights, classes=classes, features=chosen_features(args))
     print(model.features_spec.describe(), flush=True)
     fx = model.attach()
-    key = features_key(model, f"{n} photos")
-    z = load_cached(args.cache, key)  # an earlier run's features and extraction time, to measure a change to selection
-    if z is not None:
-        feats, t_extract = z["feats"], float(z["seconds"])
-    else:
+
+    def extract():
         t0 = time.perf_counter()
-        feats, ok, errors = fx.extract_paths(paths, progress=False)
-        t_extract = time.perf_counter() - t0
+        feats, _, errors = fx.extract_paths(paths, progress=False)
         if errors:
             raise SystemExit(f"{len(errors)} photos could not be read: {errors[:3]}")
-        if args.cache:
-            save_cached(args.cache, key, feats=feats, seconds=t_extract)
+        return {"feats": feats, "seconds": time.perf_counter() - t0}
+
+    z = cached(args.cache, features_key(model, f"{n} photos"), extract)
+    feats, t_extract = z["feats"], float(z["seconds"])
     print(f"extraction of {n} photos: {t_extract:.1f} s", flush=True)
 
     rng = np.random.default_rng(args.seed)

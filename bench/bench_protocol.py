@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import WEIGHTS, environment, features_key, load_cached, save_cached  # noqa: E402
+from bench.common import WEIGHTS, cached, environment, features_key  # noqa: E402
 
 
 def protocol_splits(labels, n_classes: int, train_per_class: int, test_per_class: int, splits: int, seed: int):
@@ -101,16 +101,15 @@ def main(argv=None) -> int:
     print(f"{len(data)} photos in {k} classes; {len(used)} used by {args.splits} splits", flush=True)
     print(model.features_spec.describe(), flush=True)
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-    key = features_key(model, f"protocol {digest}")
-    z = load_cached(args.cache, key)
-    if z is None:
+
+    def extract():
         t0 = time.perf_counter()
         feats, ok, errors = model.attach().extract_paths(paths, progress=False)
-        z = {"feats": feats, "ok": np.asarray(ok, dtype=np.int64), "seconds": time.perf_counter() - t0}
         for e in errors:
             print(f"unreadable: {e}", file=sys.stderr)
-        if args.cache is not None:
-            save_cached(args.cache, key, **z)
+        return {"feats": feats, "ok": np.asarray(ok, dtype=np.int64), "seconds": time.perf_counter() - t0}
+
+    z = cached(args.cache, features_key(model, f"protocol {digest}"), extract)
     row = np.full(len(data), -1)  # data index -> row of feats (-1: not extracted or unreadable)
     row[used[z["ok"]]] = np.arange(len(z["ok"]))  # ok: the indices (into paths) of the photos extracted
     runs = []

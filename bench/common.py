@@ -156,3 +156,15 @@ def save_cached(path, key: str, **arrays) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, key=key, **arrays)
     os.replace(tmp, path)
+
+
+def cached(path, key: str, compute) -> dict:
+    """The arrays cached at ``path`` under ``key`` (``--cache``: an earlier run's features and their extraction time,
+    to re-measure a change to selection without extracting again), else ``compute()``'s dict of arrays, saved there
+    when ``path`` is given."""
+    z = load_cached(path, key)
+    if z is None:
+        z = compute()
+        if path is not None:
+            save_cached(path, key, **z)
+    return z
