@@ -162,7 +162,9 @@ def _evaluate_classifier(args, model, store) -> int:
         recall = float(balanced_accuracy_score(y, pred)) if len(y) else math.nan
     ece = expected_calibration_error(probs, y) if len(y) else math.nan
     # The mean negative log-probability of the true class: a proper score of the probabilities, beside the ECE.
-    nll = float(log_loss(y, probs, labels=list(range(len(classes))))) if len(y) else math.nan
+    # (float32 rows sum to 1 within rounding only, which scikit-learn warns about: summed in float64 first)
+    p64 = np.asarray(probs, np.float64)
+    nll = float(log_loss(y, p64 / p64.sum(1, keepdims=True), labels=list(range(len(classes))))) if len(y) else math.nan
     cv = _cv_estimate(model)
     if args.png:
         save_confusion_png(cm, classes, args.png, f"{args.model.name}: accuracy {100 * acc:.2f} %")
