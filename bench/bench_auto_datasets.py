@@ -17,7 +17,6 @@ between the two test figures is a measured fact (the encoding), not a guess. Nei
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,9 +33,9 @@ from bench.common import (  # noqa: E402
     add_features_option,
     cached,
     chosen_features,
-    environment,
     features_key,
     results_file,
+    write_results,
 )
 
 
@@ -219,10 +218,7 @@ def main(argv=None) -> int:
         features,
         args.cache,
     )
-    result["env"] = environment()
-    result["command"] = "python bench/bench_auto_datasets.py " + " ".join(argv or sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     for k in ("signs", "ants_bees"):
         r = result[k]
         print(

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from bench.common import RESULTS, SHARED, TIGER_CAT, WEIGHTS, environment, median  # noqa: E402
+from bench.common import RESULTS, SHARED, TIGER_CAT, WEIGHTS, median, write_results  # noqa: E402
 
 CONSUMER = textwrap.dedent("""
     import json, sys
@@ -261,11 +261,8 @@ def main(argv=None) -> int:
             "throughput_224": tp,
             "bf16_export_vs_fp32_max_rel": bf16_err,
             "seconds": time.perf_counter() - t0,
-            "env": environment(),
-            "command": "python bench/bench_export.py " + " ".join(argv or sys.argv[1:]),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     print(f"wrote {args.out}")
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,9 @@ from bench.common import (  # noqa: E402
     add_features_option,
     cached,
     chosen_features,
-    environment,
     features_key,
     results_file,
+    write_results,
 )
 
 
@@ -108,11 +107,8 @@ def main(argv=None) -> int:
         "cv_accuracy": report.selection["cv_mean"],
         "choice": report.describe(),
         "log": lines,
-        "env": environment(),
-        "command": "python bench/bench_many_classes.py " + " ".join(argv or sys.argv[1:]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     print(
         f"extraction {t_extract:.0f} s; selection {report.seconds_select:.0f} s "
         f"({result['ratio_selection_to_extraction']:.2f}x); with refit and calibration {t_total:.0f} s "

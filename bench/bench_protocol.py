@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import WEIGHTS, cached, environment, features_key  # noqa: E402
+from bench.common import WEIGHTS, cached, features_key, write_results  # noqa: E402
 
 
 def protocol_splits(labels, n_classes: int, train_per_class: int, test_per_class: int, splits: int, seed: int):
@@ -157,11 +156,8 @@ def main(argv=None) -> int:
         "seconds_select_median": float(np.median([r["seconds_select_and_fit"] for r in runs])),
         "runs": runs,
         "features": model.features_spec.describe(),
-        "env": environment(),
-        "command": "python bench/bench_protocol.py " + " ".join(argv or sys.argv[1:]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     print(
         f"mean class recall {100 * result['mean_class_recall']:.2f} ± {100 * result['mean_class_recall_std']:.2f} % "
         f"over {args.splits} splits; extraction {result['seconds_extract']:.0f} s, selection + refit "

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from bench.common import RESULTS, TIGER_CAT, WEIGHTS, environment  # noqa: E402
+from bench.common import RESULTS, TIGER_CAT, WEIGHTS, write_results  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -95,12 +95,9 @@ def main(argv=None) -> int:
         "efficiency_2_workers": med["local 2x1"]["img_s"] / med["local 1x1"]["img_s"] / 2,
         "efficiency_2_workers_steady": med["local 2x1"]["steady_img_s"] / med["local 1x1"]["steady_img_s"] / 2,
         "ray_overhead_vs_local": med["ray 2x1"]["wall_s"] / med["local 2x1"]["wall_s"] - 1,
-        "env": environment(),
-        "command": "python bench/bench_scale.py " + " ".join(argv or sys.argv[1:]),
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "env")}, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     return 0
 
 

@@ -13,7 +13,6 @@ extracted once and shared by the splits (a photo's features do not depend on the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
     from train_length_regressor import fake_lengths, find_images
 
-    from bench.common import add_features_option, chosen_features, results_file
+    from bench.common import add_features_option, chosen_features, cpu_model, results_file, write_results
     from vggtransfer import Vgg16
     from vggtransfer.core.runtime import describe_precision
     from vggtransfer.data.splits import split_indices
@@ -94,27 +93,15 @@ def main(argv=None) -> int:
         "seconds_features_800": seconds_features,
         "precision": describe_precision(args.precision),
         "features": model.features_spec.describe(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "runs": runs,
-        "command": "python bench/bench_splits.py " + " ".join(argv or sys.argv[1:]),
     }
     print(
         f"mean ratio {summary['mean_ratio']:.3f}, worst {summary['worst_ratio']:.3f}, min AUC "
         f"{summary['min_auc']:.4f}; features of {len(paths)} photos {seconds_features:.0f} s"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
+    write_results(args.out, summary, __file__, argv)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

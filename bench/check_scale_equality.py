@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, TIGER_CAT, WEIGHTS, environment  # noqa: E402
+from bench.common import RESULTS, TIGER_CAT, WEIGHTS, write_results  # noqa: E402
 
 
 def read(path):
@@ -66,10 +66,7 @@ def main(argv=None) -> int:
                 ),
             }
             print(name, result[name], flush=True)
-    result["env"] = environment()
-    result["command"] = "python bench/check_scale_equality.py " + " ".join(argv or sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args.out, result, __file__, argv)
     return 0
 
 

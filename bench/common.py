@@ -72,6 +72,19 @@ def environment() -> dict:
     return env
 
 
+def write_results(path, result: dict, script: str, argv=None) -> Path:
+    """Write a bench's ``result`` to ``path`` (JSON, atomically) with the machine it ran on (``env``, unless the bench
+    recorded it already) and the command that reproduces it (``python bench/SCRIPT ARGS``)."""
+    result.setdefault("env", environment())
+    result["command"] = f"python bench/{Path(script).name} " + " ".join(argv or sys.argv[1:])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -60,6 +60,14 @@ def apply_regression_calibration(cal: dict, pred) -> np.ndarray:
     raise ValueError(f"unknown calibration kind {kind!r}")
 
 
+def scores_to_log_probs(scores, temperature: float = 1.0) -> np.ndarray:
+    """Log-softmax of ``scores / temperature`` (rows): a least-squares classifier's scores, or log-probabilities at
+    another temperature, as class log-probabilities."""
+    z = np.asarray(scores, np.float64) / temperature
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
 def fit_temperature(log_probs, y) -> float:
     """The temperature T > 0 minimising the cross-entropy of softmax(log_probs / T) (out-of-fold log-probabilities)
     against Platt's prior-corrected targets: an item of class k puts (N_k + 1) / (N_k + 2) on k and the rest evenly
@@ -79,9 +87,7 @@ def fit_temperature(log_probs, y) -> float:
     targets[np.arange(n), y] = hit
 
     def cross_entropy(log_t):
-        z = lp / math.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        return float(-np.mean(np.sum(targets * (z - np.log(np.exp(z).sum(1, keepdims=True))), axis=1)))
+        return float(-np.mean(np.sum(targets * scores_to_log_probs(lp, math.exp(log_t)), axis=1)))
 
     # Wide bounds: a least-squares classifier's scores differ by about 1 between classes, so they need T near 0.05.
     res = minimize_scalar(cross_entropy, bounds=(math.log(0.005), math.log(100.0)), method="bounded")
@@ -113,6 +119,7 @@ __all__ = [
     "CALIBRATIONS",
     "fit_regression_calibration",
     "apply_regression_calibration",
+    "scores_to_log_probs",
     "fit_temperature",
     "apply_temperature",
     "expected_calibration_error",

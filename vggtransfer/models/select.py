@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vggtransfer.features.spec import parse_block_name
-from vggtransfer.models.calibration import fit_temperature
+from vggtransfer.models.calibration import fit_temperature, scores_to_log_probs
 from vggtransfer.nets.cfg import end_point_names
 
 #: Regularisation grids (per model); the features are L2-normalised per block, so the grids are fixed, not
@@ -276,13 +276,6 @@ def fit_logreg(x, y, c: float, class_weight=None, seed: int = 0):
         return LogisticRegression(C=c, max_iter=1000, tol=tol, class_weight=class_weight, random_state=seed).fit(x, y)
 
 
-def scores_to_log_probs(scores, temperature: float = 1.0) -> np.ndarray:
-    """Log-softmax of ``scores / temperature`` (rows): a least-squares classifier's scores as class log-probabilities."""
-    z = np.asarray(scores, np.float64) / temperature
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
 # --- scoring ------------------------------------------------------------------------------------------------------
 def _score(task, y, out, idx) -> float:
     if task == "classification":
@@ -416,6 +409,5 @@ __all__ = [
     "fit_ridge",
     "logreg_path",
     "fit_logreg",
-    "scores_to_log_probs",
     "MODELS",
 ]
