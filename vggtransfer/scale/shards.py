@@ -220,21 +220,8 @@ def run_shards(
             bar.update(stats["rows"])
 
         if todo:
-            e = engine
-            run = _run_ray if e.use_ray else _run_local
-            run(
-                todo,
-                shard_job,
-                job,
-                e.workers,
-                e.threads,
-                str(out_dir),
-                e.retries,
-                finished,
-                report,
-                e.ray_address,
-                e.log,
-            )
+            run = _run_ray if engine.use_ray else _run_local
+            run(todo, shard_job, job, engine, str(out_dir), finished, report)
     return done
 
 
@@ -271,7 +258,7 @@ def _retry_or_fail(shard, attempts, retries, reason, report, log):
         )
 
 
-def _run_local(todo, shard_job, job, workers, threads, out_dir, retries, finished, report, ray_address, log):
+def _run_local(todo, shard_job, job, engine, out_dir, finished, report):
     import concurrent.futures as cf
     import multiprocessing as mp
     from concurrent.futures.process import BrokenProcessPool
@@ -281,10 +268,10 @@ def _run_local(todo, shard_job, job, workers, threads, out_dir, retries, finishe
     ctx = mp.get_context("spawn")
     while queue:
         with cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(queue)),
+            max_workers=min(engine.workers, len(queue)),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(job, threads, _worker_env()),
+            initargs=(job, engine.threads, _worker_env()),
         ) as pool:
             futures = {pool.submit(_run_local_shard, s, *shard_job(s), out_dir, attempts.get(s, 1)): s for s in queue}
             queue = []
@@ -295,7 +282,7 @@ def _run_local(todo, shard_job, job, workers, threads, out_dir, retries, finishe
                     finished(fut.result())
                 except BrokenProcessPool as exc:
                     broken = True
-                    _retry_or_fail(s, attempts, retries, f"process pool broken: {exc}", report, log)
+                    _retry_or_fail(s, attempts, engine.retries, f"process pool broken: {exc}", report, engine.log)
                     queue.append(s)
             if broken:
                 queue = sorted(set(queue))
@@ -307,22 +294,22 @@ def _ray_worker_class(threads: int):
     return ray.remote(num_cpus=threads, max_restarts=0)(ShardWorker)
 
 
-def _run_ray(todo, shard_job, job, workers, threads, out_dir, retries, finished, report, ray_address, log):
+def _run_ray(todo, shard_job, job, engine, out_dir, finished, report):
     try:
         import ray
     except ImportError:
         raise ScaleError("--ray needs Ray: pip install 'vggtransfer[ray]'") from None
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if ray_address:
-            ray.init(address=ray_address, **kwargs)
+        if engine.ray_address:
+            ray.init(address=engine.ray_address, **kwargs)
         else:
             from vggtransfer.core.runtime import cpu_count
 
-            ray.init(num_cpus=max(cpu_count(), workers * threads), **kwargs)
-    cls = _ray_worker_class(threads)
+            ray.init(num_cpus=max(cpu_count(), engine.workers * engine.threads), **kwargs)
+    cls = _ray_worker_class(engine.threads)
     env = _worker_env()
-    actors = [cls.remote(job, threads, env) for _ in range(min(workers, len(todo)))]
+    actors = [cls.remote(job, engine.threads, env) for _ in range(min(engine.workers, len(todo)))]
     queue = list(todo)
     attempts: dict = {}
     running = {}  # future -> (shard, actor index)
@@ -340,9 +327,9 @@ def _run_ray(todo, shard_job, job, workers, threads, out_dir, retries, finished,
             finished(ray.get(fut))
             idle.append(a)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-            _retry_or_fail(s, attempts, retries, f"{type(exc).__name__}", report, log)
+            _retry_or_fail(s, attempts, engine.retries, f"{type(exc).__name__}", report, engine.log)
             queue.append(s)
-            actors[a] = cls.remote(job, threads, env)  # a fresh worker in its place
+            actors[a] = cls.remote(job, engine.threads, env)  # a fresh worker in its place
             idle.append(a)
 
 
