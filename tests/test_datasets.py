@@ -79,10 +79,10 @@ def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
         datasets.from_signs_h5(good, split="test")
     bad_shape = tmp_path / "shape.h5"
     with h5py.File(bad_shape, "w") as fh:
-        fh["train_set_x"] = np.zeros((4, 32, 32), np.uint8)
+        fh["train_set_x"] = np.zeros((4, 32, 32, 2), np.uint8)
         fh["train_set_y"] = np.zeros(4, np.int64)
         fh["list_classes"] = np.array([0, 1])
-    with pytest.raises(DatasetError, match=r"train_set_x must have shape \(n, height, width, 3\)"):
+    with pytest.raises(DatasetError, match=r"train_set_x must hold images of shape \(n, height, width, 3\)"):
         datasets.from_signs_h5(bad_shape)
     bad_y = tmp_path / "y.h5"
     with h5py.File(bad_y, "w") as fh:
@@ -91,6 +91,7 @@ def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
         fh["list_classes"] = np.array([0, 1])
     ds = datasets.from_signs_h5(bad_y)
     assert len(ds) == 3 and "train_set_y[2]" in ds.bad[0].name and "7" in ds.bad[0].reason
+    assert "not a class index 0..1" in ds.bad[0].reason
     mismatch = tmp_path / "n.h5"
     with h5py.File(mismatch, "w") as fh:
         fh["train_set_x"] = np.zeros((4, 32, 32, 3), np.uint8)
@@ -102,3 +103,40 @@ def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
     not_h5.write_text("nope")
     with pytest.raises(DatasetError, match="cannot open as HDF5"):
         datasets.from_signs_h5(not_h5)
+
+
+def test_h5_other_layouts_grey_channels_first_float_labels_no_class_list(tmp_path):
+    """h5 sets written by other tools load as the same images: grey repeated to RGB, channels-first moved last,
+    [0, 1] floats and 16-bit pixels scaled to 0-255, whole float labels, (1, n) labels, classes 0..max label."""
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 8, 9, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    variants = {
+        "grey": (grey, np.repeat(grey[..., None], 3, -1)),
+        "grey1": (grey[..., None], np.repeat(grey[..., None], 3, -1)),
+        "chw": (np.moveaxis(rgb, -1, 1), rgb),
+        "float01": (rgb / 255.0, rgb),
+        "uint16": (rgb.astype(np.uint16) * 257, rgb),
+    }
+    labels = np.array([[0.0, 2.0, 1.0, 2.0, 0.5]])  # (1, n), floats, 0.5 is no class
+    for name, (stored, expected) in variants.items():
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as fh:
+            fh["train_set_x"] = stored
+            fh["train_set_y"] = labels
+        ds = datasets.from_signs_h5(path)
+        assert ds.classes == ("0", "1", "2"), name
+        assert ds.labels.tolist() == [0, 2, 1, 2], name
+        np.testing.assert_array_equal(ds.arrays, expected[:4], err_msg=name)
+        assert [b.name for b in ds.bad] == [f"{name}.h5:train_set_y[4]"], name
+    one_class = tmp_path / "one.h5"
+    with h5py.File(one_class, "w") as fh:
+        fh["train_set_x"] = rgb
+        fh["train_set_y"] = np.zeros(5)
+    with pytest.raises(DatasetError, match="no list_classes"):
+        datasets.from_signs_h5(one_class)
+    text = tmp_path / "text.h5"
+    with h5py.File(text, "w") as fh:
+        fh["train_set_x"] = np.array([b"a", b"b"])
+        fh["train_set_y"] = np.zeros(2)
+    with pytest.raises(DatasetError, match="train_set_x must"):
+        datasets.from_signs_h5(text)

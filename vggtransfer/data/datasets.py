@@ -261,8 +261,11 @@ SIGNS_KEYS = ("{split}_set_x", "{split}_set_y", "list_classes")
 def from_signs_h5(h5_path, split: str = "train") -> Dataset:
     """A SIGNS-style h5 file: ``{split}_set_x`` uint8 (n, h, w, 3), ``{split}_set_y`` (n,) int, ``list_classes``.
 
-    Wrong or missing keys and wrong shapes raise :class:`DatasetError` naming the key; labels outside
-    ``list_classes`` are reported per item (``file.h5:{split}_set_y[i]``).
+    Also read as such: grey images (n, h, w) or (n, h, w, 1), repeated to RGB; channels-first (n, 3, h, w) or
+    (n, 1, h, w); float pixels in [0, 1]; labels stored as whole floats (1.0) or as (1, n) / (n, 1); no
+    ``list_classes`` (the classes are then "0" .. the largest label). Wrong or missing keys and shapes raise
+    :class:`DatasetError` naming the key; labels outside the classes are reported per item
+    (``file.h5:{split}_set_y[i]``).
     """
     import h5py
 
@@ -273,29 +276,31 @@ def from_signs_h5(h5_path, split: str = "train") -> Dataset:
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{h5_path}: cannot open as HDF5 ({exc})") from None
     with fh:
-        missing = [k for k in (xk, yk, "list_classes") if k not in fh]
+        missing = [k for k in (xk, yk) if k not in fh]
         if missing:
             raise DatasetError(f"{h5_path}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(fh.keys()))})")
-        x, y, cls = fh[xk][()], fh[yk][()], fh["list_classes"][()]
-    if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 1:
-        raise DatasetError(f"{h5_path}: {xk} must have shape (n, height, width, 3), got {x.shape}")
-    if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0:
-            x = np.round(x * 255.0)
-        x = np.clip(x, 0, 255).astype(np.uint8)
-    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 2 and 1 in np.asarray(y).shape else np.asarray(y)
+        x, y = fh[xk][()], fh[yk][()]
+        cls = fh["list_classes"][()] if "list_classes" in fh else None
+    x = _rgb_uint8(h5_path, xk, np.asarray(x))
+    y = np.asarray(y)
+    y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"{h5_path}: {yk} must have shape ({len(x)},), got {np.asarray(y).shape}")
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(cls).reshape(-1)]
-    if not classes:
-        raise DatasetError(f"{h5_path}: list_classes is empty")
+    whole = _whole_labels(y)
+    if cls is not None:
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(cls).reshape(-1)]
+        if not classes:
+            raise DatasetError(f"{h5_path}: list_classes is empty")
+    else:
+        top = max((int(v) for v, w in zip(y, whole) if w and v >= 0), default=-1)
+        if top < 1:
+            raise DatasetError(f"{h5_path}: no list_classes and {yk} has no whole-number labels 0..K-1 with K >= 2")
+        classes = [str(i) for i in range(top + 1)]
     names = [f"{h5_path.name}:{xk}[{i}]" for i in range(len(x))]
     bad, keep = [], []
     for i, v in enumerate(y):
-        if not np.issubdtype(np.asarray(v).dtype, np.integer) or not 0 <= int(v) < len(classes):
-            bad.append(
-                BadItem(f"{h5_path.name}:{yk}[{i}]", f"label {v!r} is not in list_classes (0..{len(classes) - 1})")
-            )
+        if not whole[i] or not 0 <= int(v) < len(classes):
+            bad.append(BadItem(f"{h5_path.name}:{yk}[{i}]", f"label {v!r} is not a class index 0..{len(classes) - 1}"))
         else:
             keep.append(i)
     rows = np.array(keep, np.int64)
@@ -307,6 +312,40 @@ def from_signs_h5(h5_path, split: str = "train") -> Dataset:
         bad=bad,
         source=f"{h5_path}[{split}]",
     )
+
+
+def _rgb_uint8(h5_path, key: str, x: np.ndarray) -> np.ndarray:
+    """An h5 image array as uint8 (n, h, w, 3): grey repeated to RGB, channels-first moved last, [0, 1] floats
+    scaled to 0-255, 16-bit to 8; any other shape is a :class:`DatasetError` naming ``key``."""
+    if x.ndim == 4 and x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
+        x = np.moveaxis(x, 1, -1)  # channels-first
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim == 3:
+        x = np.repeat(x[..., None], 3, axis=-1)  # grey
+    if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 1:
+        raise DatasetError(
+            f"{h5_path}: {key} must hold images of shape (n, height, width, 3), (n, height, width) or "
+            f"(n, 3, height, width), got {x.shape}"
+        )
+    if x.dtype != np.uint8:
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DatasetError(f"{h5_path}: {key} must hold numbers (uint8 0-255 or floats 0-1), got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and x.size and np.nanmax(x) <= 1.0:
+            x = np.round(x * 255.0)
+        elif x.dtype == np.uint16:
+            x = np.round(x / 257.0)  # 16-bit pixels, as images.to_rgb converts I;16
+        x = np.clip(np.nan_to_num(x), 0, 255).astype(np.uint8)
+    return x
+
+
+def _whole_labels(y: np.ndarray) -> np.ndarray:
+    """Per label: is it a whole number (an int, or a float such as 1.0)?"""
+    if np.issubdtype(y.dtype, np.integer):
+        return np.ones(len(y), bool)
+    if np.issubdtype(y.dtype, np.floating):
+        return np.isfinite(y) & (y == np.round(y))
+    return np.zeros(len(y), bool)
 
 
 def signs_folder(folder) -> Dataset:
