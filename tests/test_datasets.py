@@ -24,6 +24,27 @@ def test_folder_classes_sorted_and_bad_files_named(tmp_path):
     assert all(reason for reason in bad.values())
 
 
+def test_images_in_sub_folders_belong_to_their_class_and_split_layouts_are_named(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=2)
+    (root / "red" / "batch2").mkdir()
+    (root / "red" / "batch2" / "x.png").write_bytes((root / "red" / "01.png").read_bytes())
+    (root / "red" / ".cache").mkdir()
+    (root / "red" / ".cache" / "y.png").write_bytes((root / "red" / "01.png").read_bytes())
+    ds = datasets.from_folder(root)
+    assert ds.class_counts().tolist() == [2, 3]  # batch2/x.png counted, the hidden .cache not
+    assert any(str(p).endswith("batch2/x.png") for p in ds.paths)
+    split_root = tmp_path / "splits"
+    colour_folder(split_root / "train", per_class=2)
+    colour_folder(split_root / "val", per_class=2)
+    with pytest.raises(DatasetError, match=r"holds split folders \(train/, val/\), not class folders.*splits/train"):
+        datasets.from_folder(split_root)
+    flat = tmp_path / "flat"  # classes that happen to be called train/test, images directly inside: classes
+    for name in ("test", "train"):
+        (flat / name).mkdir(parents=True)
+        (flat / name / "a.png").write_bytes((root / "red" / "01.png").read_bytes())
+    assert datasets.from_folder(flat).classes == ("test", "train")
+
+
 def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="no class folders"):
         datasets.from_folder(tmp_path)

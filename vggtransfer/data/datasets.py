@@ -129,11 +129,17 @@ def check_images(paths, size: int = 32):
     return ok, bad
 
 
+#: Folder names that mean a split, not a class: a root holding only these is a split layout (root/train/<class>/...).
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "dev")
+
+
 def from_folder(root, verify: bool = True) -> Dataset:
     """``root/<class>/<image>``: class names are the sorted sub-folder names; any image format the core loads.
 
-    With ``verify`` every image is decoded once and unreadable ones go to :attr:`Dataset.bad` (by path).
-    Files with other extensions are reported too.
+    Images in sub-folders of a class folder belong to that class (as torchvision's ``ImageFolder``); hidden files
+    and folders are skipped. A root that holds only split folders (``train/``, ``val/`` ... with class folders
+    inside) is a :class:`DatasetError` naming the folder to give instead. With ``verify`` every image is decoded
+    once and unreadable ones go to :attr:`Dataset.bad` (by path). Files with other extensions are reported too.
     """
     root = Path(root)
     if not root.is_dir():
@@ -141,11 +147,13 @@ def from_folder(root, verify: bool = True) -> Dataset:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    if all(d.name.lower() in SPLIT_NAMES for d in class_dirs) and all(_has_subfolders(d) for d in class_dirs):
+        names = ", ".join(d.name + "/" for d in class_dirs)
+        train = next((d for d in class_dirs if d.name.lower().startswith("train")), class_dirs[0])
+        raise DatasetError(f"{root}: holds split folders ({names}), not class folders; give one split, e.g. {train}")
     paths, labels, bad = [], [], []
     for c, d in enumerate(class_dirs):
-        for f in sorted(d.iterdir()):
-            if f.name.startswith(".") or not f.is_file():
-                continue
+        for f in _files_under(d):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 bad.append(BadItem(str(f), f"not an image file extension ({f.suffix or 'none'})"))
                 continue
@@ -164,6 +172,23 @@ def from_folder(root, verify: bool = True) -> Dataset:
             "sees. Add images or remove the folder(s)"
         )
     return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
+
+
+def _files_under(folder: Path) -> list:
+    """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path."""
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith("."):
+            continue
+        if f.is_dir():
+            out.extend(_files_under(f))
+        elif f.is_file():
+            out.append(f)
+    return out
+
+
+def _has_subfolders(folder: Path) -> bool:
+    return any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir())
 
 
 def from_paths(paths, labels, classes=None, verify: bool = True, source: str = "") -> Dataset:
