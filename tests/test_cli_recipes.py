@@ -113,6 +113,18 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path, mo
         capsys, "evaluate", "--model", tmp_path / "lin", folder, "--png", tmp_path / "cm.png", "--weights", scaled_npy
     )
     assert code == 0 and "accuracy" in out and (tmp_path / "cm.png").is_file(), err
+    # A test folder may hold some of the model's classes (matched by name); a class the model lacks is named.
+    only_red, unknown = tmp_path / "only_red", tmp_path / "unknown"
+    for root, name in ((only_red, "red"), (unknown, "green")):
+        (root / name).mkdir(parents=True)
+        for f in sorted((folder / "red").iterdir()):
+            (root / name / f.name).write_bytes(f.read_bytes())
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "lin", only_red, "--json", "--weights", scaled_npy)
+    res = json.loads(out)
+    assert code == 0 and res["n"] == 8 and np.asarray(res["confusion"])[0].sum() == 0, err  # row 0: blue, absent
+    assert np.asarray(res["confusion"])[1].sum() == 8 and res["accuracy"] > 0.5
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "lin", unknown, "--weights", scaled_npy)
+    assert code == 2 and "'green' are not among the model's classes (blue, red)" in err and "Traceback" not in err
     code, out, err = run(
         capsys, "evaluate", "--model", tmp_path / "clf", "--store", tmp_path / "s.h5", "--json", "--weights", scaled_npy
     )

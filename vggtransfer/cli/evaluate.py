@@ -134,16 +134,16 @@ def _evaluate_regressor(args, model, store) -> int:
 def _evaluate_classifier(args, model, store) -> int:
     from sklearn.metrics import balanced_accuracy_score, classification_report, log_loss
 
+    from vggtransfer.data.splits import class_index_map
     from vggtransfer.models.calibration import expected_calibration_error
     from vggtransfer.models.classifier_api import confusion_matrix
     from vggtransfer.models.linear import format_confusion, save_confusion_png
 
     classes = list(model.classes)
     if store is not None:
-        if tuple(store.label_names) != tuple(classes):
-            raise ValueError(f"{args.store}: classes {list(store.label_names)} differ from the model's {classes}")
+        to_model = class_index_map(store.label_names, classes, str(args.store))
         probs = _features_of_store(args, model, store)
-        y, failed = store.labels.astype(int), len(store.errors)
+        y, failed = to_model[store.labels.astype(int)], len(store.errors)
         pred = probs.argmax(1)
     else:
         from vggtransfer.cli.train import report_bad

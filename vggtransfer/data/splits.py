@@ -78,6 +78,19 @@ def encode_targets(targets, task: str, classes=()) -> np.ndarray:
     return y
 
 
+def class_index_map(data_classes, model_classes, source: str = "data") -> np.ndarray:
+    """For evaluation: the model's class index of each of the data's classes (by name), so that a test set may hold
+    a subset of the model's classes, in any order. A class the model does not know is a ValueError naming it."""
+    model_classes = [str(c) for c in model_classes]
+    unknown = [str(c) for c in data_classes if str(c) not in model_classes]
+    if unknown:
+        raise ValueError(
+            f"{source}: class(es) {', '.join(repr(c) for c in unknown)} are not among the model's classes "
+            f"({', '.join(model_classes)})"
+        )
+    return np.array([model_classes.index(str(c)) for c in data_classes], np.int64)
+
+
 def check_data_classes(task: str, data_classes, model_classes) -> None:
     """Refuse data that does not fit the model: classes given to a regressor, or other classes than the model's."""
     if task != "classification":

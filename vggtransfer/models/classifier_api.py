@@ -11,6 +11,7 @@ import numpy as np
 
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.data.images import ImageError
+from vggtransfer.data.splits import class_index_map
 
 
 def top_k(probs: np.ndarray, classes, k: int) -> list:
@@ -64,8 +65,7 @@ class ClassifierAPI:
 
     def evaluate_dataset(self, dataset: Dataset) -> dict:
         """Accuracy, confusion matrix and the per-item predictions on a labelled data set."""
-        if tuple(dataset.classes) != tuple(self.classes):
-            raise ValueError(f"data set classes {dataset.classes} differ from the model's {self.classes}")
+        to_model = class_index_map(dataset.classes, self.classes, dataset.source or "data set")
         if dataset.arrays is not None:
             probs = self.predict_arrays(dataset.arrays)
         else:
@@ -74,7 +74,7 @@ class ClassifierAPI:
                 probs = self.predict(dataset.paths, errors="report")
         good = ~np.isnan(probs).any(axis=1)
         pred = probs[good].argmax(1)
-        y = dataset.labels[good].astype(int)
+        y = to_model[dataset.labels[good].astype(int)]
         return {
             "accuracy": float(np.mean(pred == y)) if len(y) else float("nan"),
             "n": int(len(y)),
