@@ -43,6 +43,8 @@ def test_images_in_sub_folders_belong_to_their_class_and_split_layouts_are_named
         (flat / name).mkdir(parents=True)
         (flat / name / "a.png").write_bytes((root / "red" / "01.png").read_bytes())
     assert datasets.from_folder(flat).classes == ("test", "train")
+    (root / "blue" / "loop").symlink_to(root / "blue", target_is_directory=True)  # a link back up: read once
+    assert datasets.from_folder(root).class_counts().tolist() == [2, 3]
 
 
 def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
@@ -149,6 +151,7 @@ def test_h5_other_layouts_grey_channels_first_float_labels_no_class_list(tmp_pat
         assert ds.labels.tolist() == [0, 2, 1, 2], name
         np.testing.assert_array_equal(ds.arrays, expected[:4], err_msg=name)
         assert [b.name for b in ds.bad] == [f"{name}.h5:train_set_y[4]"], name
+        assert ds.bad[0].reason == "label 0.5 is not a class index 0..2", name
     one_class = tmp_path / "one.h5"
     with h5py.File(one_class, "w") as fh:
         fh["train_set_x"] = rgb

@@ -174,14 +174,20 @@ def from_folder(root, verify: bool = True) -> Dataset:
     return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
 
 
-def _files_under(folder: Path) -> list:
-    """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path."""
+def _files_under(folder: Path, seen: set | None = None) -> list:
+    """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path; a folder
+    reached twice through symbolic links is read once (no endless loop)."""
+    seen = set() if seen is None else seen
+    real = folder.resolve()
+    if real in seen:
+        return []
+    seen.add(real)
     out = []
     for f in sorted(folder.iterdir()):
         if f.name.startswith("."):
             continue
         if f.is_dir():
-            out.extend(_files_under(f))
+            out.extend(_files_under(f, seen))
         elif f.is_file():
             out.append(f)
     return out
@@ -325,7 +331,10 @@ def from_signs_h5(h5_path, split: str = "train") -> Dataset:
     bad, keep = [], []
     for i, v in enumerate(y):
         if not whole[i] or not 0 <= int(v) < len(classes):
-            bad.append(BadItem(f"{h5_path.name}:{yk}[{i}]", f"label {v!r} is not a class index 0..{len(classes) - 1}"))
+            label = np.asarray(v).item()  # 0.5, not np.float64(0.5)
+            bad.append(
+                BadItem(f"{h5_path.name}:{yk}[{i}]", f"label {label!r} is not a class index 0..{len(classes) - 1}")
+            )
         else:
             keep.append(i)
     rows = np.array(keep, np.int64)
