@@ -423,3 +423,42 @@ def test_precision_auto_follows_the_cpu_flags(monkeypatch):
     assert runtime.describe_precision("auto").startswith("precision auto: fp32 (this CPU has no native bf16")
     with pytest.raises(ValueError, match="precision must be one of"):
         runtime.resolve_precision("fp16")
+
+
+def test_selection_rows_are_a_stratified_sample_that_keeps_every_class_in_every_fold():
+    y = np.r_[np.zeros(900, int), np.ones(90, int), np.full(10, 2)]
+    assert select.selection_rows(y, "classification", 1000).tolist() == list(range(1000))
+    rows = select.selection_rows(y, "classification", 100, k=5, seed=0)
+    counts = np.bincount(y[rows], minlength=3)
+    assert counts.tolist() == [90, 10, 10]  # 10 % of each class, but at least 2 x 5 folds (or all) of each
+    assert np.all(np.diff(rows) > 0) and np.array_equal(rows, select.selection_rows(y, "classification", 100, k=5))
+    targets = np.random.default_rng(0).normal(50, 20, 5000)
+    rows = select.selection_rows(targets, "regression", 500, seed=1)
+    assert 480 <= len(rows) <= 520 and abs(np.median(targets[rows]) - np.median(targets)) < 3
+    with pytest.raises(ValueError, match="max_rows must be >= 1"):
+        select.selection_rows(y, "classification", 0)
+
+
+def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy, tmp_path):
+    """``select_rows``: CV sees the sample, the final model every row (its ridge weights are those of all rows)."""
+    from vggtransfer.models.auto import AutoRegressor
+
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    model = AutoRegressor(scaled_npy, features=spec, models=("ridge",), folds=3, select_rows=60, precision="fp32")
+    config = model.attach().config
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (200, spec.dim("vgg16"))).astype(np.float32)
+    y = 10 * x[:, 0] + rng.normal(0, 0.5, 200)
+    messages = []
+    report = model.fit_features(x, y, config, log=messages.append)
+    assert report.selection["rows"] == 60 and report.selection["rows_total"] == 200
+    assert "CV rmse on 60 of 200 rows" in report.describe()
+    assert any("stratified 60 of the 200 rows" in m for m in messages)
+    z = normalise_blocks(x, spec.blocks("vgg16"), model.power)
+    every_row = select.fit_ridge(z, y, report.selection["reg"])
+    np.testing.assert_allclose(model.fitted["coef"], every_row["coef"], rtol=1e-5, atol=1e-8)
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
+    assert saved["selection"]["rows"] == 60
+    with pytest.raises(ValueError, match="select_rows must be >= 1"):
+        AutoRegressor(scaled_npy, select_rows=0)

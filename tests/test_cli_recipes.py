@@ -80,6 +80,20 @@ def test_extract_train_evaluate_predict(capsys, scaled_npy, folder, tmp_path, mo
         scaled_npy,
     )
     assert code == 0 and "3-fold CV accuracy" in out and "chose pool5 max" in out, err
+    code, out, err = run(
+        capsys,
+        *("train", "--store", tmp_path / "s.h5", "--model", tmp_path / "sampled", "--folds", 3, "--select-rows", 12),
+        *("--weights", scaled_npy),
+    )
+    saved = json.loads((tmp_path / "sampled" / "vggtransfer.json").read_text())["selection"]
+    assert code == 0 and "3-fold CV accuracy on 12 of 16 rows" in out, err
+    assert (saved["rows"], saved["rows_total"]) == (12, 16)
+    code, out, err = run(
+        capsys,
+        *("train", "--store", tmp_path / "s.h5", "--model", tmp_path / "no", "--recipe", "linear"),
+        *("--select-rows", 12, "--weights", scaled_npy),
+    )
+    assert code == 2 and "--select-rows: applies to --recipe auto only" in err
     code, out, err = _train_dense_ensemble(capsys, monkeypatch, tmp_path, scaled_npy)
     saved = json.loads((tmp_path / "bag" / "vggtransfer.json").read_text())
     assert code == 0 and "dense (L2 1, 2 members)" in out, err

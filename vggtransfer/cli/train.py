@@ -107,6 +107,13 @@ def add_parser(sub, parents):
         help=f"auto: cross-validation folds, >= 2 (default {defaults.AUTO.folds}; fewer where a class has fewer items)",
     )
     p.add_argument(
+        "--select-rows",
+        type=positive_int,
+        default=None,
+        help=f"auto: cross-validate on at most N training rows, a stratified sample (default "
+        f"{defaults.AUTO.select_rows:,}); the winner is refitted on all of them",
+    )
+    p.add_argument(
         "--members",
         type=positive_int,
         default=None,
@@ -214,7 +221,7 @@ def check_options(args) -> None:
     if args.recipe != "finetune":
         refuse(FINETUNE_OPTIONS, f"fine-tuning options; they apply to --recipe finetune only (not {args.recipe})")
     if args.recipe != "auto":
-        refuse(("folds", "members"), f"applies to --recipe auto only (not {args.recipe})")
+        refuse(("folds", "members", "select_rows"), f"applies to --recipe auto only (not {args.recipe})")
         refuse(
             ("scales", "flip"),
             f"block features are --recipe auto's (not {args.recipe}); {args.recipe} reads one "
@@ -466,6 +473,7 @@ def _auto_model(args, task, classes, arch):
         arch=arch,
         folds=args.folds or defaults.AUTO.folds,
         members=args.members or defaults.AUTO.members,
+        select_rows=args.select_rows or defaults.AUTO.select_rows,
         hidden=args.hidden,
         dropout=args.dropout,
         learning_rate=args.learning_rate,

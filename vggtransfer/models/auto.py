@@ -57,7 +57,7 @@ from vggtransfer.models.modeldir import (
     load_model_json,
     write_model_dir,
 )
-from vggtransfer.models.select import MODELS, candidate_groups, columns, fit_logreg, fit_ridge, select
+from vggtransfer.models.select import MODELS, candidate_groups, columns, fit_logreg, fit_ridge, select, selection_rows
 from vggtransfer.weights.sources import resolve_weights
 
 AUTO = defaults.AUTO
@@ -97,8 +97,10 @@ class AutoReport:
             if cal
             else (f", temperature {self.calibration['temperature']:.3g}" if "temperature" in self.calibration else "")
         )
+        sample = f" on {s['rows']:,} of {s['rows_total']:,} rows" if s.get("rows", 0) < s.get("rows_total", 0) else ""
         return (
-            f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}{bag}){cal}; {s['folds']}-fold CV {metric} {value}"
+            f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}{bag}){cal}; "
+            f"{s['folds']}-fold CV {metric}{sample} {value}"
         )
 
 
@@ -143,6 +145,7 @@ class AutoModel(Model):
         learning_rate: float | None = None,
         l2s=None,
         members: int = AUTO.members,
+        select_rows: int = AUTO.select_rows,
         epochs: int | None = None,
         patience: int | None = None,
         precision: str = "auto",
@@ -166,6 +169,9 @@ class AutoModel(Model):
         if int(members) < 1:
             raise ValueError(f"members must be >= 1, got {members}")
         self.members = int(members)
+        if int(select_rows) < 1:
+            raise ValueError(f"select_rows must be >= 1, got {select_rows}")
+        self.select_rows = int(select_rows)
         self.l2s = tuple(AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else l2s))
         self.epochs = epochs or head.epochs
         self.patience = patience or head.patience
@@ -337,11 +343,16 @@ class AutoModel(Model):
             )
             return head.predict(x_te), h.best_epoch
 
+        # Large sets: cross-validation on a stratified sample (its time and memory grow with the rows), the refit on
+        # every row.
+        rows = selection_rows(y, self.task, self.select_rows, self.folds, seed)
+        if len(rows) < len(y) and log:
+            log(f"cross-validation on a stratified {len(rows):,} of the {len(y):,} rows; the refit on all of them")
         t0 = time.perf_counter()
         try:
             sel = select(
-                z,
-                y,
+                z[rows],
+                y[rows],
                 blocks,
                 self.task,
                 models=self.models,
@@ -394,10 +405,11 @@ class AutoModel(Model):
             full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
             fitted.update(coef=full_coef, intercept=full_int)
         if self.task == "regression":
-            calibration = fit_regression_calibration(sel.oof, y, seed=seed)
+            calibration = fit_regression_calibration(sel.oof, y[rows], seed=seed)
         else:
-            calibration = {"temperature": fit_temperature(sel.oof, y)}
-        self.fitted, self.calibration, self.selection = fitted, calibration, sel.summary()
+            calibration = {"temperature": fit_temperature(sel.oof, y[rows])}
+        self.fitted, self.calibration = fitted, calibration
+        self.selection = {**sel.summary(), "rows": int(len(rows)), "rows_total": int(len(y))}
         self.feature_config = dict(config)
         self.features_spec = spec
         report = AutoReport(

@@ -160,6 +160,30 @@ def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
 
 
 # --- the linear models ---------------------------------------------------------------------------------------------
+def selection_rows(y, task: str, max_rows: int, k: int = 5, seed: int = 0) -> np.ndarray:
+    """Sorted row indices for cross-validation: all rows when there are at most ``max_rows``, else a seeded sample
+    stratified like the folds (by class, or by decile of the target) of about ``max_rows``, keeping at least
+    ``2 * k`` rows (or all) of every class so that every fold still sees every class."""
+    y = np.asarray(y)
+    n = len(y)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    if n <= max_rows:
+        return np.arange(n)
+    if task == "classification":
+        strata = y
+    else:
+        edges = np.quantile(y, np.linspace(0, 1, 11)[1:-1])
+        strata = np.searchsorted(edges, y, side="right")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for s in np.unique(strata):
+        rows = np.flatnonzero(strata == s)
+        want = max(int(round(len(rows) * max_rows / n)), min(len(rows), 2 * k) if task == "classification" else 1)
+        keep.append(rng.choice(rows, size=min(want, len(rows)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
     """``[(coef (d, outputs), intercept (outputs,)), ...]`` per alpha: ridge on rows ``tr`` of ``x`` (centred, the
     intercept unpenalised), one Cholesky factorisation per alpha of the smaller centred Gram matrix: the kernel
@@ -404,6 +428,7 @@ __all__ = [
     "candidate_groups",
     "columns",
     "make_folds",
+    "selection_rows",
     "ridge_oof",
     "ridge_path",
     "fit_ridge",
