@@ -34,6 +34,7 @@ from bench.common import (  # noqa: E402
     cached,
     chosen_features,
     features_key,
+    jpeg_round_trip,
     results_file,
     write_results,
 )
@@ -62,20 +63,13 @@ def signs_encoding_check(h5_images, jpg_paths, quality=75) -> dict:
     """Mean squared error (0-255 scale, median over the 120 photos) between each h5 test image and its nearest JPEG
     copy, and between a PIL quality-``quality`` re-encoding of it and that copy: near zero if the copies are such
     re-encodings."""
-    import io
-
     from PIL import Image
 
     jpg = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in jpg_paths])
     x = h5_images.astype(np.float64)
     d = np.stack([((jpg - xi) ** 2).mean(axis=(1, 2, 3)) for xi in x])
     nearest = d.argmin(1)
-    again = []
-    for xi in h5_images:
-        buf = io.BytesIO()
-        Image.fromarray(xi).save(buf, "JPEG", quality=quality)
-        again.append(np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64))
-    again = np.stack(again)
+    again = np.stack([jpeg_round_trip(xi, quality) for xi in h5_images]).astype(np.float64)
     return {
         "jpeg_quality": quality,
         "median_mse_h5_vs_jpg_copy": float(np.median(d.min(1))),

@@ -16,7 +16,6 @@ copies. ants/bees: train vs val folders; tiger/cat: a seeded stratified 75/25 sp
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import HYMENOPTERA, RESULTS, TIGER_CAT, WEIGHTS, cpu_model, write_results  # noqa: E402
+from bench.common import HYMENOPTERA, RESULTS, TIGER_CAT, WEIGHTS, cpu_model, jpeg_round_trip, write_results  # noqa: E402
 
 
 def small(path, side: int) -> np.ndarray:
@@ -40,22 +39,13 @@ def small(path, side: int) -> np.ndarray:
     return np.asarray(im.crop(box).resize((side, side), Image.BICUBIC))
 
 
-def jpeg(a: np.ndarray, quality: int) -> np.ndarray:
-    """``a`` after a round trip through a PIL JPEG at ``quality``."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
 def run(name, train, test, classes, args) -> dict:
     from vggtransfer.models.auto import AutoClassifier
 
     (tr_paths, tr_y), (te_paths, te_y) = train, test
-    tr = [jpeg(small(p, args.side), args.quality) for p in tr_paths]
+    tr = [jpeg_round_trip(small(p, args.side), args.quality) for p in tr_paths]
     clean = [small(p, args.side) for p in te_paths]
-    copies = [jpeg(a, args.quality) for a in clean]
+    copies = [jpeg_round_trip(a, args.quality) for a in clean]
     model = AutoClassifier(args.weights, classes=classes)
     t0 = time.perf_counter()
     f_tr, ok, _ = model.attach().extract_images(tr, progress=False)

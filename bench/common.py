@@ -85,6 +85,18 @@ def write_results(path, result: dict, script: str, argv=None) -> Path:
     return path
 
 
+def jpeg_round_trip(array, quality: int):
+    """A uint8 RGB array after a round trip through a PIL JPEG at ``quality`` (uint8 RGB)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -6,8 +6,8 @@ cross-validation on the training data only (:func:`vggtransfer.models.select.sel
 item and calibrate its outputs from the out-of-fold predictions. A Dense head winner is refitted as a deep ensemble:
 ``members`` (default 5) copies of the head, each initialised on its own and trained on its own loss, outputs averaged
 (cross-validation scores one head, so selection costs what it did; the refit costs about ``members`` fits, in one
-graph). Its effect on the main job's 5 splits: README, "The main job's figures". ``train`` reports the choice and the CV estimate
-(mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
+graph). Its effect on the main job's 5 splits: README, "The main job's figures". ``train`` reports the choice and
+the CV estimate (mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
 
 Models on disk (``kind: auto``): ``vggtransfer.json`` (feature spec, chosen blocks, model, calibration, CV table) and
 either ``linear.npz`` (the linear model's coefficients: no pickle) or ``head.ckpt.*`` (the Dense head, saved by a

@@ -152,14 +152,18 @@ def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
     bins = min(5, len(y) // k)
     if bins < 2:
         return list(KFold(k, shuffle=True, random_state=seed).split(y))
-    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
-    strata = np.searchsorted(edges, y, side="right")
+    strata = quantile_bins(y, bins)
     if np.bincount(strata).min() < k:  # ties at the edges: fall back to plain shuffled folds
         return list(KFold(k, shuffle=True, random_state=seed).split(y))
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), strata))
 
 
-# --- the linear models ---------------------------------------------------------------------------------------------
+def quantile_bins(y, bins: int) -> np.ndarray:
+    """The quantile bin (0 .. ``bins`` - 1) of each target: the strata of regression folds and samples."""
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right")
+
+
 def selection_rows(y, task: str, max_rows: int, k: int = 5, seed: int = 0) -> np.ndarray:
     """Sorted row indices for cross-validation: all rows when there are at most ``max_rows``, else a seeded sample
     stratified like the folds (by class, or by decile of the target) of about ``max_rows``, keeping at least
@@ -173,8 +177,7 @@ def selection_rows(y, task: str, max_rows: int, k: int = 5, seed: int = 0) -> np
     if task == "classification":
         strata = y
     else:
-        edges = np.quantile(y, np.linspace(0, 1, 11)[1:-1])
-        strata = np.searchsorted(edges, y, side="right")
+        strata = quantile_bins(y, 10)
     rng = np.random.default_rng(seed)
     keep = []
     for s in np.unique(strata):
@@ -184,6 +187,7 @@ def selection_rows(y, task: str, max_rows: int, k: int = 5, seed: int = 0) -> np
     return np.sort(np.concatenate(keep))
 
 
+# --- the linear models ---------------------------------------------------------------------------------------------
 def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
     """``[(coef (d, outputs), intercept (outputs,)), ...]`` per alpha: ridge on rows ``tr`` of ``x`` (centred, the
     intercept unpenalised), one Cholesky factorisation per alpha of the smaller centred Gram matrix: the kernel
