@@ -241,6 +241,22 @@ def test_errors_are_one_line_exit_2(capsys, scaled_npy, tmp_path):
     (tmp_path / "empty").mkdir()
     code, out, err = run(capsys, "extract", tmp_path / "empty", "--store", tmp_path / "s.h5", "--weights", scaled_npy)
     assert code == 2 and "no class folders" in err
+    splits = tmp_path / "splits"  # a root of split folders: the error names the split to give, nothing is written
+    colour_folder(splits / "train", per_class=2)
+    colour_folder(splits / "val", per_class=2)
+    code, out, err = run(capsys, "train", "--data", splits, "--model", tmp_path / "sm", "--weights", scaled_npy)
+    assert code == 2 and f"give one split, e.g. {splits / 'train'}" in err and "Traceback" not in err
+    assert not (tmp_path / "sm").exists()
+    grey = tmp_path / "grey.h5"  # an h5 written by another tool: grey images, float labels, no list_classes
+    import h5py
+
+    with h5py.File(grey, "w") as fh:
+        fh["train_set_x"] = np.zeros((4, 32, 32), np.uint8)
+        fh["train_set_y"] = np.array([0.0, 1.0, 1.5, 1.0])
+    code, out, err = run(
+        capsys, "extract", grey, "--store", tmp_path / "g.h5", "--image-size", 32, "--weights", scaled_npy
+    )
+    assert code == 0 and "grey.h5:train_set_y[2]" in err and "label 1.5 is not a class index 0..1" in err, err
 
 
 def test_train_and_extract_say_which_block_features_they_compute(capsys, monkeypatch, scaled_npy, folder, tmp_path):
