@@ -60,6 +60,7 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
     from PIL import Image
 
     Image.open(cats[1]).save(tmp_path / "b.png")
+    (tmp_path / "paths.txt").write_text("# one path per line, relative to this file\na.jpg\n\nb.png\n")
     # the weights: already in the cache for fetch-weights, as a Keras .h5 for convert, $VGGTRANSFER_WEIGHTS else
     (tmp_path / "weights").mkdir()
     shutil.copy(real_weights, tmp_path / "weights" / "vgg16_conv_imagenet.npy")

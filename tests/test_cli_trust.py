@@ -309,6 +309,7 @@ def test_model_missing_its_checkpoint_data(capsys, models, tmp_path, folder, sca
         capsys, "predict", "--model", tmp_path / "damaged", folder / "red" / "00.jpg", "--weights", scaled_npy
     )
     assert code == 2 and "cannot be restored" in err and len(err.strip().splitlines()) == 1
+    assert "Graph execution error" not in err  # the cause, not TensorFlow's preamble
 
 
 def test_ctrl_c_prints_one_line(capsys, monkeypatch, folder, scaled_npy, tmp_path):
@@ -475,8 +476,12 @@ def test_stores_that_are_not_hdf5_are_named_and_kept(capsys, folder, tmp_path, s
     text = tmp_path / "notes.h5"
     text.write_text("my notes")
     code, out, err = run(capsys, "extract", folder, "--store", text, "--weights", scaled_npy, *TINY)
-    assert code == 2 and str(text) in err and "not a readable HDF5 feature store" in err
+    assert code == 2 and str(text) in err and "not a readable HDF5 feature store" in err and "another --store" in err
     assert text.read_text() == "my notes"
+    # read, not written: the advice is what a store is, not to choose another path
+    code, out, err = run(capsys, "train", "--store", text, "--model", tmp_path / "m")
+    assert code == 2 and "not a readable HDF5 feature store" in err and "written by `vggtransfer extract`" in err
+    assert "another --store" not in err and not (tmp_path / "m").exists()
     code, out, err = run(capsys, "extract", folder, "--store", tmp_path, "--weights", scaled_npy, *TINY)
     assert code == 2 and str(tmp_path) in err and "is a folder" in err
 
@@ -667,3 +672,35 @@ def test_public_functions_have_docstrings():
                     continue
                 missing.append(f"{path.relative_to(REPO)}:{n.lineno} {n.name}")
     assert not missing, "\n".join(sorted(set(missing)))
+
+
+def test_predict_takes_folders_and_a_list_file(capsys, tmp_path):
+    """A folder argument is every image file under it (sub-folders too, hidden and non-image files skipped, sorted);
+    --list adds paths from a file (relative to its folder); a folder without images, an unreadable list or nothing
+    to predict is a one-line usage error before the model is read."""
+    from vggtransfer.cli.predict import image_arguments
+
+    photos = tmp_path / "photos"
+    for rel in ("b.jpg", "a.PNG", "notes.txt", ".hidden.jpg", "sub/c.jpeg", ".cache/d.jpg"):
+        (photos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (photos / rel).write_bytes(b"x")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "paths.txt").write_text(f"# header\nx.jpg\n\n  {photos / 'b.jpg'}  \n")
+    got = image_arguments(["one.jpg", str(photos)], lists / "paths.txt")
+    assert got == [
+        "one.jpg",
+        str(photos / "a.PNG"),
+        str(photos / "b.jpg"),
+        str(photos / "sub" / "c.jpeg"),
+        str(lists / "x.jpg"),
+        str(photos / "b.jpg"),
+    ]
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    for argv, expected in (
+        (["predict", "--model", tmp_path / "nomodel", tmp_path / "empty"], "empty: folder holds no image files"),
+        (["predict", "--model", tmp_path / "nomodel", "--list", tmp_path / "no.txt"], "--list"),
+        (["predict", "--model", tmp_path / "nomodel"], "give IMAGE files or folders, or --list FILE"),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and expected in err and out == "" and len(err.strip().splitlines()) == 1, err

@@ -306,6 +306,12 @@ def test_cli_errors(tmp_path):
     lst.write_text("")
     res = run_cli("download", lst, "--out", tmp_path / "o", "--max-per-class", "zero")
     assert res.returncode == 2 and "--max-per-class" in res.stderr and "Traceback" not in res.stderr
+    # a list with lines but no URL at all is the wrong file (a labels CSV, say): refused, nothing made
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nphotos/a.jpg,cat\n")
+    res = run_cli("download", csv, "--out", tmp_path / "o2")
+    assert res.returncode == 2 and "labels.csv: none of its 2 lines is an http(s) URL (line 1" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "o2").exists()
 
 
 def test_cli_download(tmp_path):

@@ -510,3 +510,27 @@ def test_network_guard():
 
     with pytest.raises(ConnectionRefusedError, match="only 127.0.0.1"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_pip_output_never_goes_to_standard_output(monkeypatch, tty):
+    """pip's own output is shown (on standard error) only where a progress bar would be; `predict` writes its results
+    on standard output, which a weight download must not pollute (it did: pip's 'Collecting ...' lines)."""
+    calls = []
+
+    class Err:
+        def isatty(self):
+            return tty
+
+        def fileno(self):
+            return 2
+
+    monkeypatch.setattr(ws.sys, "stderr", Err())
+    monkeypatch.setattr(ws.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)))
+    ws._run_pip(["download", "x"], progress=True)
+    ((cmd, kw),) = calls
+    assert kw["stdout"] == (2 if tty else subprocess.DEVNULL) and kw["stdout"] is not None
+    assert ("--quiet" in cmd) is (not tty)
+    calls.clear()
+    ws._run_pip(["download", "x"], progress=False)
+    assert calls[0][1]["stdout"] == subprocess.DEVNULL

@@ -112,6 +112,12 @@ def run(args) -> int:
             why = f"same class name as {seen[cls]}" if cls in seen else "unusable class name"
             return error(f"{path}: {why} ({cls!r}); rename the file (its stem names the class folder)")
         seen[cls] = path
+        if urls.invalid and not urls:
+            lineno, text, why = urls.invalid[0]
+            return error(
+                f"{path}: none of its {len(urls.invalid)} lines is an http(s) URL (line {lineno}: {why}: "
+                f"{text[:60]!r}); expected one image URL per line"
+            )
         for lineno, text, why in urls.invalid[:5]:
             print(f"warning: {path}:{lineno}: {why}: {text[:80]}", file=sys.stderr)
         if len(urls.invalid) > 5:

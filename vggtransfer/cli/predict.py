@@ -16,13 +16,21 @@ def add_parser(sub, parents):
         "predict",
         parents=parents,
         help="predict image files with a saved model (any kind)",
-        description="Predict each IMAGE with a saved model. Regressor: 'path<TAB>value'. Classifier (head, "
+        description="Predict each IMAGE (a folder: every image file under it) with a saved model. Regressor: 'path<TAB>value'. Classifier (head, "
         "linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k best classes per image. A "
         "file that cannot be read prints 'path<TAB>error: ...' on stderr; the others are still "
         "predicted, and the exit code is 1.",
         epilog="example: vggtransfer predict --model models/clf photo1.jpg photo2.png --top-k 2",
     )
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="*", help="image files, or folders: every image file under them, sorted")
+    p.add_argument(
+        "--list",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also predict the image paths in FILE, one per line (relative to FILE's folder; blank lines and "
+        "lines starting with # skipped): for more files than a command line holds",
+    )
     p.add_argument("--model", required=True, type=Path, help="a model directory saved by `vggtransfer train`")
     p.add_argument(
         "--top-k", type=positive_int, default=None, help="classes to show per image (classifiers; default 1)"
@@ -50,6 +58,7 @@ def run_predict(args) -> int:
     from vggtransfer.cli.common import explicit
     from vggtransfer.models.modeldir import read_kind
 
+    args.images = image_arguments(args.images, args.list)
     cfg = read_kind(args.model)
     if (cfg["kind"] == "regressor" or cfg.get("task") == "regression") and args.top_k is not None:
         raise UsageError(f"--top-k: {args.model} is a regressor (one value per image); --top-k is for classifiers")
@@ -104,6 +113,36 @@ def run_predict(args) -> int:
             else:
                 print(f"{r['path']}\t{r['prediction']:.6g}")
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def image_arguments(items, list_file: Path | None = None) -> list:
+    """The image paths to predict: each item as given, a folder expanded to the image files under it (sorted, sub-
+    folders too, hidden files skipped), then the paths listed in ``list_file``. Raises :class:`UsageError` for a
+    folder with no image file, an unreadable list or nothing to predict; a missing file stays an item (reported in
+    its row, as an unreadable image is)."""
+    from vggtransfer.data.images import IMAGE_EXTENSIONS, list_images
+
+    paths: list = []
+    for item in items:
+        if Path(item).is_dir():
+            found = list_images(item, recursive=True)
+            if not found:
+                raise UsageError(f"{item}: folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(str(f) for f in found)
+        else:
+            paths.append(str(item))
+    if list_file is not None:
+        try:
+            lines = list_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--list {list_file}: cannot read ({exc})") from None
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                paths.append(line if Path(line).is_absolute() else str(list_file.parent / line))
+    if not paths:
+        raise UsageError("give IMAGE files or folders, or --list FILE")
+    return paths
 
 
 def _report_out(args, rows, report) -> int:

@@ -7,6 +7,8 @@ updates would flood the file) or ``False`` (no bar; the CLI's ``--quiet``).
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm
 
 
@@ -18,4 +20,15 @@ def bar(iterable=None, *, progress: bool | None = None, **kwargs) -> tqdm:
     return tqdm(iterable, disable=True if progress is False else None, **kwargs)
 
 
-__all__ = ["bar"]
+def shown(progress: bool | None = None) -> bool:
+    """Whether progress would be shown under the module doc's rule: not ``False`` and standard error a terminal.
+    For progress the package does not draw itself (pip's, in a subprocess)."""
+    if progress is False:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = ["bar", "shown"]

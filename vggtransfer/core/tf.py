@@ -47,4 +47,15 @@ def _import_tensorflow():
 tf = _import_tensorflow()
 tf1 = tf.compat.v1
 
-__all__ = ["tf", "tf1", "verbose", "ENV_VERBOSE"]
+
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """The line of a TensorFlow error that says what went wrong. Graph-mode errors open with "Graph execution
+    error:" and the Python stack where the node was defined; the cause ("Read less bytes than requested") comes after
+    them. Falls back to the first line."""
+    lines = [line.strip() for line in str(getattr(exc, "message", exc)).strip().splitlines()]
+    noise = ("Graph execution error", "Detected at node", "File ", "Node:", "[[")
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return (useful or lines or [type(exc).__name__])[0][:limit]
+
+
+__all__ = ["tf", "tf1", "verbose", "error_summary", "ENV_VERBOSE"]

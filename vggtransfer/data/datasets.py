@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtransfer.data.images import IMAGE_EXTENSIONS, ImageError, load_image, prepare_array
+from vggtransfer.data.images import IMAGE_EXTENSIONS, ImageError, files_under, load_image, prepare_array
 from vggtransfer.data.splits import balanced_class_weights, split_indices
 
 
@@ -153,7 +153,7 @@ def from_folder(root, verify: bool = True) -> Dataset:
         raise DatasetError(f"{root}: holds split folders ({names}), not class folders; give one split, e.g. {train}")
     paths, labels, bad = [], [], []
     for c, d in enumerate(class_dirs):
-        for f in _files_under(d):
+        for f in files_under(d):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 bad.append(BadItem(str(f), f"not an image file extension ({f.suffix or 'none'})"))
                 continue
@@ -172,25 +172,6 @@ def from_folder(root, verify: bool = True) -> Dataset:
             "sees. Add images or remove the folder(s)"
         )
     return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
-
-
-def _files_under(folder: Path, seen: set | None = None) -> list:
-    """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path; a folder
-    reached twice through symbolic links is read once (no endless loop)."""
-    seen = set() if seen is None else seen
-    real = folder.resolve()
-    if real in seen:
-        return []
-    seen.add(real)
-    out = []
-    for f in sorted(folder.iterdir()):
-        if f.name.startswith("."):
-            continue
-        if f.is_dir():
-            out.extend(_files_under(f, seen))
-        elif f.is_file():
-            out.append(f)
-    return out
 
 
 def _has_subfolders(folder: Path) -> bool:

@@ -238,10 +238,34 @@ def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int | Non
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def files_under(folder: PathLike, seen: set | None = None) -> list:
+    """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path; a folder
+    reached twice through symbolic links is read once (no endless loop)."""
+    folder = Path(folder)
+    seen = set() if seen is None else seen
+    real = folder.resolve()
+    if real in seen:
+        return []
+    seen.add(real)
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith("."):
+            continue
+        if f.is_dir():
+            out.extend(files_under(f, seen))
+        elif f.is_file():
+            out.append(f)
+    return out
+
+
 def list_images(folder: PathLike, recursive: bool = False) -> list:
-    """Sorted image files (by extension, case-insensitive) in ``folder``."""
+    """Sorted image files (by extension, case-insensitive) in ``folder``, hidden files skipped; with ``recursive``
+    also those in its sub-folders (:func:`files_under`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if recursive:
+        files = files_under(folder)
+    else:
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    return [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]

@@ -73,8 +73,9 @@ def items_digest(dataset: Dataset, absolute: bool = True) -> str:
     return h.hexdigest()
 
 
-def _h5_open(path: Path, mode: str):
-    """``h5py.File(path, mode)`` with errors that name the file and say what was expected."""
+def _h5_open(path: Path, mode: str, writing: bool = False):
+    """``h5py.File(path, mode)`` with errors that name the file and say what was expected (``writing``: the store
+    is about to be extracted into, so the advice is another path; else it is read, by ``train --store``)."""
     import h5py
 
     if path.is_dir():
@@ -82,10 +83,12 @@ def _h5_open(path: Path, mode: str):
     try:
         return h5py.File(path, mode)
     except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"{path}: exists but is not a readable HDF5 feature store ({exc}); choose another --store "
-            "path (it is never overwritten)"
-        ) from None
+        advice = (
+            "choose another --store path (it is never overwritten)"
+            if writing
+            else "expected a feature store written by `vggtransfer extract`"
+        )
+        raise ValueError(f"{path}: exists but is not a readable HDF5 feature store ({exc}); {advice}") from None
 
 
 def compare_config(stored: dict, requested: dict) -> dict:
@@ -249,7 +252,7 @@ def build_store(
     config = dict(extractor.config)
     digest = items_digest(dataset)
     if path.exists():
-        with _h5_open(path, "r") as fh:
+        with _h5_open(path, "r", writing=True) as fh:
             for key in ("features", "done", "paths"):
                 if key not in fh or "config" not in fh.attrs:
                     raise ValueError(

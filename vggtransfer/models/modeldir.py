@@ -153,13 +153,13 @@ def read_model_config(model_dir) -> dict:
 def restore_checkpoint(saver, session, model_dir) -> None:
     """``saver.restore`` from ``model_dir/head.ckpt``; a damaged checkpoint is a :class:`ModelError` naming it."""
     path = str(Path(model_dir) / CHECKPOINT)
-    from vggtransfer.core.tf import tf  # the rest of this module stays TensorFlow-free
+    from vggtransfer.core.tf import error_summary, tf  # the rest of this module stays TensorFlow-free
 
     try:
         saver.restore(session, path)
     except (tf.errors.OpError, ValueError) as exc:
-        first = str(getattr(exc, "message", exc)).strip().splitlines()[0][:300]
-        raise ModelError(f"{model_dir}: checkpoint {CHECKPOINT} cannot be restored ({first})") from None
+        why = error_summary(exc)
+        raise ModelError(f"{model_dir}: checkpoint {CHECKPOINT} cannot be restored ({why})") from None
 
 
 def _umask() -> int:

@@ -374,13 +374,17 @@ def _check_download(url, got: int, size, found: dict, expected: dict) -> None:
 
 
 def _run_pip(args: list, progress: bool | None = False) -> subprocess.CompletedProcess:
-    """Run pip in a subprocess (the user's pip.conf / PIP_INDEX_URL apply); stderr is kept for error messages and
-    stdout (pip's progress) shown only with ``progress``. Separate so tests can replace it."""
-    if not progress:
+    """Run pip in a subprocess (the user's pip.conf / PIP_INDEX_URL apply); stderr is kept for error messages. pip's
+    own output goes to standard error, and only where a progress bar would show (``core.progress.shown``): standard
+    output stays the command's (``predict`` writes its results there). Separate so tests can replace it."""
+    from vggtransfer.core.progress import shown
+
+    show = shown(progress)
+    if not show:
         args = [*args, "--quiet", "--progress-bar", "off"]
     return subprocess.run(
         [sys.executable, "-m", "pip", *args],
-        stdout=None if progress else subprocess.DEVNULL,
+        stdout=sys.stderr.fileno() if show else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
