@@ -462,3 +462,18 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
     assert saved["selection"]["rows"] == 60
     with pytest.raises(ValueError, match="select_rows must be >= 1"):
         AutoRegressor(scaled_npy, select_rows=0)
+
+
+def test_a_bad_weights_argument_is_refused_at_construction(tmp_path):
+    """The auto models (and the card's Vgg16) load the conv weights at the first extraction; a missing file or a
+    non-path is still an error at construction, naming it, as the head models' eager load gives."""
+    from vggtransfer import Vgg16
+    from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.weights.npy import WeightsError
+
+    for cls in (Vgg16, AutoClassifier):
+        with pytest.raises(WeightsError, match="nope.npy: no such weights file"):
+            cls(tmp_path / "nope.npy")
+        with pytest.raises(TypeError, match="weights_path must be a path"):
+            cls(123)
+    assert Vgg16(None).weights_path is None  # no path: resolved (cache or download) when first needed

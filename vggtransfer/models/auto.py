@@ -23,6 +23,7 @@ refit, the calibration and the persistence share the fitted state; the pieces th
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -176,6 +177,10 @@ class AutoModel(Model):
         self.epochs = epochs or head.epochs
         self.patience = patience or head.patience
         self.precision, self.threads, self.batch_size = precision, threads, batch_size
+        if weights_path is not None:  # checked now, loaded at the first extraction
+            if not isinstance(weights_path, (str, os.PathLike)):
+                raise TypeError(f"weights_path must be a path (str or os.PathLike), got {type(weights_path).__name__}")
+            weights_path = resolve_weights(weights_path)  # an explicit path: must be a file; never downloads
         self.weights_path = weights_path
         self.extractor: BlockExtractor | None = None
         self.feature_config: dict = {}  # set by the fit or the restore
