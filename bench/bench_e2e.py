@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import TIGER_CAT, WEIGHTS, environment, fmt_env, quiet_tf, save  # noqa: E402
+from bench.common import TIGER_CAT, WEIGHTS, environment, fmt_env, quiet_tf, save, time_v  # noqa: E402
 
 
 def main(argv=None):
@@ -96,7 +96,6 @@ def main(argv=None):
 def run_example(example: Path, args):
     import json
     import os
-    import re
     import subprocess
 
     env = environment()
@@ -128,7 +127,7 @@ def run_example(example: Path, args):
         if p.returncode != 0:
             raise SystemExit(f"{example.name} failed (exit {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
         metrics = json.loads((Path(tmp) / "out" / "metrics.json").read_text())
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1)) / 1024
+    rss = time_v(p.stderr)["peak_rss_mib"]
     feats = metrics.get("seconds_features", float("nan"))
     head = metrics.get("seconds_head", metrics.get("seconds_select", 0.0) + metrics.get("seconds_refit", 0.0))
     inner = metrics.get("seconds_total", float("nan"))

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, TIGER_CAT, WEIGHTS, environment, fmt_env, median, save  # noqa: E402
+from bench.common import REPO, TIGER_CAT, WEIGHTS, environment, fmt_env, median, save, time_v  # noqa: E402
 
 TIME = "/usr/bin/time"
 
@@ -48,11 +47,8 @@ def measure(args) -> dict:
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"{args}: exit {p.returncode}\n{p.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", p.stderr).group(1)
-    secs = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    return {"peak_rss_mib": rss_kb / 1024, "wall_s": secs, **out}
+    return {**time_v(p.stderr), **out}
 
 
 def main(argv=None):

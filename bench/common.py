@@ -85,6 +85,18 @@ def write_results(path, result: dict, script: str, argv=None) -> Path:
     return path
 
 
+def time_v(stderr: str) -> dict:
+    """Peak RSS (MiB) and wall time (s) from the report of ``/usr/bin/time -v`` at the end of ``stderr``."""
+    import re
+
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", stderr).group(1)
+    return {
+        "peak_rss_mib": rss_kb / 1024,
+        "wall_s": sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":")))),
+    }
+
+
 def jpeg_round_trip(array, quality: int):
     """A uint8 RGB array after a round trip through a PIL JPEG at ``quality`` (uint8 RGB)."""
     import io

@@ -15,7 +15,7 @@ from vggtransfer.data import datasets
 from vggtransfer.data.images import load_image, prepare_array, view_geometry
 from vggtransfer.features.blocks import BlockExtractor
 from vggtransfer.features.spec import FeatureSpec, normalise_blocks, parse_block_name
-from vggtransfer.models import calibration, select
+from vggtransfer.models import calibration, select, solvers
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,22 @@ def test_normalise_blocks_unit_norm_per_block():
     np.testing.assert_allclose(z[0, 3:], np.array([3.0, 4.0]) / 5.0, rtol=1e-6)
 
 
+def test_normalise_blocks_in_chunks_and_only_some_blocks_equal_the_whole():
+    """Row chunks (which bound the float64 work space) change no bit; ``only`` returns the named blocks' columns in
+    the order named, as selecting them from the whole result does."""
+    from vggtransfer.models.select import columns
+
+    blocks = [("a", 0, 3), ("b", 3, 5), ("c", 5, 9)]
+    x = np.random.default_rng(0).normal(size=(37, 9)).astype(np.float32)
+    whole = normalise_blocks(x, blocks, power=0.5, chunk_rows=10**6)
+    for chunk in (1, 4, 36):
+        np.testing.assert_array_equal(normalise_blocks(x, blocks, power=0.5, chunk_rows=chunk), whole)
+    for names in (["c", "a"], ["b"]):
+        part = normalise_blocks(x, blocks, power=0.5, only=names, chunk_rows=5)
+        np.testing.assert_array_equal(part, whole[:, columns(blocks, names)])
+    assert normalise_blocks(x[:0], blocks).shape == (0, 9)
+
+
 # --- the extractor ----------------------------------------------------------------------------------------------
 def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages(scaled_npy, tmp_path):
     sizes = [(80, 60), (60, 80), (64, 64), (90, 60), (80, 60), (120, 40), (64, 64)]
@@ -140,7 +156,7 @@ def test_ridge_path_matches_scikit_learn():
     rng = np.random.default_rng(0)
     for n, d in [(60, 20), (20, 60)]:
         x, y, xt = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=(5, d))
-        path = select.ridge_path(x, y, xt, [0.1, 10.0])
+        path = solvers.ridge_path(x, y, xt, [0.1, 10.0])
         for row, alpha in zip(path, [0.1, 10.0]):
             np.testing.assert_allclose(row, Ridge(alpha=alpha).fit(x, y).predict(xt), rtol=1e-7, atol=1e-9)
 
@@ -154,16 +170,35 @@ def test_ridge_out_of_fold_path_matches_scikit_learn_per_fold():
     for n, d in [(90, 20), (30, 70)]:
         x, y = rng.normal(1.0, 1.0, (n, d)), np.eye(4)[rng.integers(0, 4, n)]
         folds = select.make_folds(y.argmax(1), "classification", 3)
-        oof = select.ridge_oof(x, y, folds, [0.05, 3.0])
+        oof = solvers.ridge_oof(x, y, folds, [0.05, 3.0])
         assert oof.shape == (2, n, 4)
         for i, alpha in enumerate([0.05, 3.0]):
             for tr, te in folds:
                 want = Ridge(alpha=alpha).fit(x[tr], y[tr]).predict(x[te])
                 np.testing.assert_allclose(oof[i, te], want, rtol=1e-7, atol=1e-9)
-    fitted = select.fit_ridge(x, y[:, 2], 0.5)
+    fitted = solvers.fit_ridge(x, y[:, 2], 0.5)
     sk = Ridge(alpha=0.5).fit(x, y[:, 2])
     np.testing.assert_allclose(fitted["coef"], sk.coef_, rtol=1e-7, atol=1e-9)
     assert fitted["intercept"] == pytest.approx(sk.intercept_)
+
+
+def test_the_refit_on_many_rows_sums_over_chunks_of_float32_rows(monkeypatch):
+    """More rows than columns: the refit's ridge sums its cross-products over chunks of rows (no float64 copy of a
+    large feature matrix); it is scikit-learn's Ridge on the same float32 rows, one output or several."""
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(2)
+    x = rng.gamma(1.0, 1.0, (103, 12)).astype(np.float32)
+    y = np.eye(3)[rng.integers(0, 3, 103)]
+    monkeypatch.setattr(solvers, "CHUNK_ROWS", 10)  # 11 chunks
+    for target in (y, y[:, 1]):
+        fitted = solvers.fit_ridge(x, target, 0.3)
+        sk = Ridge(alpha=0.3).fit(x.astype(np.float64), target)
+        np.testing.assert_allclose(fitted["coef"], sk.coef_, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(fitted["intercept"], sk.intercept_, rtol=1e-6, atol=1e-9)
+    grad_chunked = solvers._logreg_tol(x, y.argmax(1), 1.0)
+    monkeypatch.setattr(solvers, "CHUNK_ROWS", 1000)
+    assert grad_chunked == pytest.approx(solvers._logreg_tol(x, y.argmax(1), 1.0), rel=1e-12)
 
 
 def test_logistic_regression_converges_on_many_classes_of_normalised_blocks():
@@ -178,9 +213,9 @@ def test_logistic_regression_converges_on_many_classes_of_normalised_blocks():
     tr, te = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
     fixed = LogisticRegression(C=10.0, tol=1e-3).fit(x[tr], y[tr])
     assert fixed.n_iter_[0] == 0 and fixed.score(x[te], y[te]) < 0.05  # the trap this guards against
-    path = select.logreg_path(x[tr], y[tr], x[te], [1.0, 10.0], 100)
+    path = solvers.logreg_path(x[tr], y[tr], x[te], [1.0, 10.0], 100)
     assert np.mean(path[-1].argmax(1) == y[te]) > 0.5
-    assert select.fit_logreg(x[tr], y[tr], 10.0).score(x[te], y[te]) > 0.5
+    assert solvers.fit_logreg(x[tr], y[tr], 10.0).score(x[te], y[te]) > 0.5
 
 
 def test_folds_are_stratified_and_small_sets_refused():
@@ -455,7 +490,7 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
     assert "CV rmse on 60 of 200 rows" in report.describe()
     assert any("stratified 60 of the 200 rows" in m for m in messages)
     z = normalise_blocks(x, spec.blocks("vgg16"), model.power)
-    every_row = select.fit_ridge(z, y, report.selection["reg"])
+    every_row = solvers.fit_ridge(z, y, report.selection["reg"])
     np.testing.assert_allclose(model.fitted["coef"], every_row["coef"], rtol=1e-5, atol=1e-8)
     model.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
@@ -477,3 +512,41 @@ def test_a_bad_weights_argument_is_refused_at_construction(tmp_path):
         with pytest.raises(TypeError, match="weights_path must be a path"):
             cls(123)
     assert Vgg16(None).weights_path is None  # no path: resolved (cache or download) when first needed
+
+
+def test_auto_trains_and_evaluates_on_a_store_read_in_chunks_as_on_one_in_memory(
+    scaled_npy, folder, tmp_path, monkeypatch
+):
+    """``open_store(lazy=True)`` (what ``train --store`` and ``evaluate --store`` use for auto): the features stay in
+    the file and are read in chunks of rows; the fitted model and its predictions equal those from the store
+    loaded into memory. A store larger than memory then needs room only for the winner's blocks."""
+    from vggtransfer.data import datasets
+    from vggtransfer.data.store import StoreRows, build_store, open_store
+    from vggtransfer.features import spec as spec_module
+    from vggtransfer.models.auto import AutoClassifier
+
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg", "max"), scales=(32,))
+    ds = datasets.from_folder(folder, verify=False)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")  # a failed row inside the file, skipped by the reader
+    names = [ds.classes[c] for c in ds.labels]
+    paths = [*ds.paths[:5], tmp_path / "bad.jpg", *ds.paths[5:]]
+    ds = datasets.from_paths(paths, [*names[:5], "blue", *names[5:]], ds.classes, verify=False)
+    extractor = AutoClassifier(scaled_npy, features=spec, precision="fp32").attach()
+    path = build_store(tmp_path / "s.h5", ds, extractor, chunk_rows=4, progress=False)
+    eager, lazy = open_store(path), open_store(path, lazy=True)
+    assert isinstance(lazy.features, StoreRows) and lazy.features.shape == eager.features.shape
+    assert len(lazy.errors) == 1 and lazy.labels.tolist() == eager.labels.tolist()
+    np.testing.assert_array_equal(lazy.features[3:9], eager.features[3:9])
+    np.testing.assert_array_equal(lazy.features[np.array([7, 2, 7, 0])], eager.features[[7, 2, 7, 0]])
+    np.testing.assert_array_equal(np.asarray(lazy.features), eager.features)
+    outs = []
+    for store in (eager, lazy):
+        model = AutoClassifier(scaled_npy, features=spec, folds=3, models=("ridge", "logreg"), precision="fp32")
+        if store is lazy:  # several chunks of rows, each read from the file
+            monkeypatch.setattr(spec_module, "NORMALISE_CHUNK_ROWS", 3)
+        model.train_store(store, seed=0)
+        outs.append((model.selection["cv_mean"], model.fitted["coef"], model.predict_store(store)))
+        model.close()
+    assert outs[0][0] == outs[1][0]
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    np.testing.assert_array_equal(outs[0][2], outs[1][2])

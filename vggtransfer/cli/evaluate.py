@@ -69,7 +69,7 @@ def run_evaluate(args) -> int:
     if args.store is not None:
         from vggtransfer.data.store import open_store
 
-        store = open_store(args.store)
+        store = open_store(args.store, lazy=kind == "auto")  # auto reads the rows in chunks
         if (store.task == "regression") != regressor:
             raise UsageError(
                 f"{args.store}: holds {store.task} data but {args.model} is a "

@@ -380,7 +380,8 @@ def run_train(args) -> int:
 def _train_from_store(args, cw, protect, t0) -> int:
     from vggtransfer.data.store import open_store
 
-    store = open_store(args.store)
+    # auto reads the rows it needs in chunks (a store larger than memory trains); the other recipes load them
+    store = open_store(args.store, lazy=args.recipe == "auto")
     cfg = store.config
     _store_conflicts(args, cfg)
     if args.task is not None and args.task != store.task:

@@ -106,11 +106,48 @@ def compare_config(stored: dict, requested: dict) -> dict:
     return diff
 
 
+class StoreRows:
+    """The feature rows of a store's readable items, read from the file when sliced (``rows[a:b]``, ``rows[indices]``)
+    instead of loaded at once: what :func:`open_store` gives with ``lazy=True``, for sets larger than memory.
+    ``np.asarray(rows)`` reads them all."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path, index, dim: int):
+        self.path = Path(path)
+        self.index = np.asarray(index, np.int64)  # the readable rows' positions in the file, increasing
+        self.shape = (len(self.index), int(dim))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        import h5py
+
+        rows = self.index[key]
+        if rows.ndim != 1:
+            raise IndexError(f"StoreRows takes a slice or a 1-D index array, got {key!r}")
+        if not len(rows):
+            return np.zeros((0, self.shape[1]), np.float32)
+        with h5py.File(self.path, "r") as fh:
+            data = fh["features"]
+            if isinstance(key, slice) and np.all(np.diff(rows) > 0):  # one read of the span, bad rows dropped after
+                span = data[rows[0] : rows[-1] + 1]
+                return np.asarray(span[rows - rows[0]], np.float32)
+            unique, inverse = np.unique(rows, return_inverse=True)  # h5py reads increasing indices
+            return np.asarray(data[unique], np.float32)[inverse]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class StoredFeatures:
-    """The usable rows of a store, in memory."""
+    """The usable rows of a store: in memory, or read on demand (:class:`StoreRows`)."""
 
-    features: np.ndarray
+    features: np.ndarray | StoreRows
     labels: np.ndarray
     label_names: tuple
     paths: list
@@ -130,8 +167,9 @@ def _read_attrs(fh) -> dict:
     return json.loads(fh.attrs["config"])
 
 
-def open_store(path, config: dict | None = None) -> StoredFeatures:
-    """Load a complete store. With ``config`` (e.g. ``FeatureExtractor.config``), refuse a store that differs."""
+def open_store(path, config: dict | None = None, lazy: bool = False) -> StoredFeatures:
+    """Load a complete store. With ``config`` (e.g. ``FeatureExtractor.config``), refuse a store that differs.
+    ``lazy``: the features stay in the file (:class:`StoreRows`, read when sliced); labels and paths are loaded."""
 
     path = Path(path)
     if not path.exists():
@@ -155,8 +193,13 @@ def open_store(path, config: dict | None = None) -> StoredFeatures:
         idx = np.flatnonzero(ok)
         paths = [p.decode() if isinstance(p, bytes) else p for p in fh["paths"][()]]
         errors = [e.decode() if isinstance(e, bytes) else e for e in fh["error"][()]]
+        dim = fh["features"].shape[1]
+        if lazy:
+            features: np.ndarray | StoreRows = StoreRows(path, idx, dim)
+        else:
+            features = fh["features"][()][idx] if len(idx) else np.zeros((0, dim), np.float32)
         return StoredFeatures(
-            fh["features"][()][idx] if len(idx) else np.zeros((0, fh["features"].shape[1]), np.float32),
+            features,
             fh["labels"][()][idx],
             tuple(json.loads(fh.attrs["label_names"])),
             [paths[i] for i in idx],

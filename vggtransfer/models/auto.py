@@ -36,7 +36,7 @@ from vggtransfer import __version__
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.data.images import ImageError
 from vggtransfer.data.splits import check_data_classes, encode_targets, resolve_class_weights
-from vggtransfer.data.store import StoredFeatures
+from vggtransfer.data.store import StoredFeatures, StoreRows
 from vggtransfer.features.blocks import BlockExtractor, FeatureSpec, normalise_blocks
 from vggtransfer.features.extractor import predict_paths
 from vggtransfer.models import defaults
@@ -58,7 +58,8 @@ from vggtransfer.models.modeldir import (
     load_model_json,
     write_model_dir,
 )
-from vggtransfer.models.select import MODELS, candidate_groups, columns, fit_logreg, fit_ridge, select, selection_rows
+from vggtransfer.models.select import MODELS, candidate_groups, columns, select, selection_rows
+from vggtransfer.models.solvers import fit_logreg, fit_ridge
 from vggtransfer.weights.sources import resolve_weights
 
 AUTO = defaults.AUTO
@@ -313,7 +314,8 @@ class AutoModel(Model):
             raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
         spec = spec_of(config)
         blocks = spec.blocks(config["arch"])
-        features = np.asarray(features, np.float32)
+        if not isinstance(features, StoreRows):  # a store read on demand stays in its file
+            features = np.asarray(features, np.float32)
         if features.ndim != 2 or features.shape[1] != blocks[-1][2]:
             raise ValueError(f"features must have shape (n, {blocks[-1][2]}), got {features.shape}")
         y = self._encode(targets)
@@ -326,7 +328,6 @@ class AutoModel(Model):
                 raise ValueError(f"class(es) {[self.classes[i] for i in missing]} have no training item")
             weights = resolve_class_weights(class_weights, y, len(self.classes))
             cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}
-        z = normalise_blocks(features, blocks, self.power)
         n_classes = len(self.classes)
         dense_heads: dict = {}
 
@@ -354,9 +355,12 @@ class AutoModel(Model):
         if len(rows) < len(y) and log:
             log(f"cross-validation on a stratified {len(rows):,} of the {len(y):,} rows; the refit on all of them")
         t0 = time.perf_counter()
+        # Normalised in chunks of rows: the CV rows' blocks, then the winner's blocks of every row (memory: those,
+        # not every block of every row in float64).
+        z = normalise_blocks(features[rows], blocks, self.power)
         try:
             sel = select(
-                z[rows],
+                z,
                 y[rows],
                 blocks,
                 self.task,
@@ -375,7 +379,8 @@ class AutoModel(Model):
         t1 = time.perf_counter()
         best = sel.best
         names = candidate_groups(blocks)[best.group]
-        x = z[:, columns(blocks, names)]
+        del z
+        x = normalise_blocks(features, blocks, self.power, only=names)
         fitted = {"model": best.model, "reg": best.reg, "blocks": names}
         history = None
         if self.dense is not None:
@@ -459,10 +464,11 @@ class AutoModel(Model):
         self._require_fitted()
         spec = spec_of(self.feature_config)
         blocks = spec.blocks(self.feature_config["arch"])
-        features = np.asarray(features, np.float32)
+        if not isinstance(features, StoreRows):
+            features = np.asarray(features, np.float32)
         if not len(features):
             return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
-        x = normalise_blocks(features, blocks, self.power)[:, columns(blocks, self.fitted["blocks"])]
+        x = normalise_blocks(features, blocks, self.power, only=self.fitted["blocks"])
         model = self.fitted["model"]
         if model == "dense":
             assert self.dense is not None  # fitted or restored with the model
