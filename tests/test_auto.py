@@ -550,3 +550,18 @@ def test_auto_trains_and_evaluates_on_a_store_read_in_chunks_as_on_one_in_memory
     assert outs[0][0] == outs[1][0]
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
     np.testing.assert_array_equal(outs[0][2], outs[1][2])
+
+
+def test_the_dense_heads_input_standardisation_is_the_overall_std_in_chunks():
+    """The head centres its inputs and divides by their overall std, summed over chunks of rows (no float64 copy of
+    a large refit set): the same value as numpy's formula, to rounding, across several chunks."""
+    from vggtransfer.models.dense import DenseHead
+    from vggtransfer.models.heads import HeadSpec
+
+    x = np.random.default_rng(3).gamma(1.0, 1.0, (9000, 6)).astype(np.float32)
+    with DenseHead(6, HeadSpec(task="regression", hidden=(4,), dropout=0.0, l2=1.0)) as head:
+        head.head.set_standardisation(head.session, x)
+        scale, mean = head.session.run([head.head.input_scale, head.head.input_mean])
+    want_mean = x.mean(0, dtype=np.float64)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
+    assert scale == pytest.approx(1.0 / np.sqrt(np.mean((x - want_mean) ** 2)), rel=1e-6)

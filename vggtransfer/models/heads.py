@@ -291,7 +291,9 @@ class HeadGraph:
             feed[self._mean_value] = np.zeros(self._mean_value.shape, np.float32)
         if x_train is not None and self._mean_value is not None:
             mean = np.mean(x_train, axis=0, dtype=np.float64)
-            std = float(np.sqrt(np.mean((x_train - mean) ** 2)))
+            # the overall std in chunks of rows: no float64 copy of a large x_train (one chunk below 4,096 rows)
+            squares = sum(float(((x_train[a : a + 4096] - mean) ** 2).sum()) for a in range(0, len(x_train), 4096))
+            std = float(np.sqrt(squares / x_train.size))
             feed = {self._mean_value: mean.astype(np.float32), self._scale_value: 1.0 / std if std > 0 else 1.0}
         sess.run(self._set_standardisation, feed)
 
