@@ -477,13 +477,14 @@ def test_stores_that_are_not_hdf5_are_named_and_kept(capsys, folder, tmp_path, s
     text.write_text("my notes")
     code, out, err = run(capsys, "extract", folder, "--store", text, "--weights", scaled_npy, *TINY)
     assert code == 2 and str(text) in err and "not a readable HDF5 feature store" in err and "another --store" in err
+    assert len(err.strip().splitlines()) == 1  # refused before the data are read and the weights loaded
     assert text.read_text() == "my notes"
     # read, not written: the advice is what a store is, not to choose another path
     code, out, err = run(capsys, "train", "--store", text, "--model", tmp_path / "m")
     assert code == 2 and "not a readable HDF5 feature store" in err and "written by `vggtransfer extract`" in err
     assert "another --store" not in err and not (tmp_path / "m").exists()
     code, out, err = run(capsys, "extract", folder, "--store", tmp_path, "--weights", scaled_npy, *TINY)
-    assert code == 2 and str(tmp_path) in err and "is a folder" in err
+    assert code == 2 and str(tmp_path) in err and "is a folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_store_accepts_the_same_folder_as_an_absolute_path(capsys, folder, tmp_path, scaled_npy, monkeypatch):

@@ -66,10 +66,12 @@ def run_extract(args) -> int:
     end_point = args.end_point or defaults.CLASSIFIER.end_point
     if classic:
         check_end_point(arch, end_point)
+    from vggtransfer.data.store import build_store, check_store_path, store_status
+
+    check_store_path(args.store)  # before the data are read and the weights loaded
     ds = from_path(args.data, args.split, args.task)
     report_bad(ds)
     from vggtransfer.cli.common import UsageError, explicit
-    from vggtransfer.data.store import build_store, store_status
     from vggtransfer.weights.sources import resolve_weights
 
     sharded = explicit(args, "workers") or explicit(args, "ray")

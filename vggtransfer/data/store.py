@@ -91,6 +91,15 @@ def _h5_open(path: Path, mode: str, writing: bool = False):
         raise ValueError(f"{path}: exists but is not a readable HDF5 feature store ({exc}); {advice}") from None
 
 
+def check_store_path(path) -> None:
+    """Before any work: ``path`` can be written as a store (new, or an existing HDF5 file to resume). A folder or
+    an existing file that is not HDF5 raises ``ValueError`` naming it; such a file is never overwritten."""
+    path = Path(path)
+    if path.exists():
+        with _h5_open(path, "r", writing=True):
+            pass
+
+
 def compare_config(stored: dict, requested: dict) -> dict:
     """``{key: (stored, requested)}`` for each checked key that differs."""
     diff = {}
