@@ -543,7 +543,7 @@ def test_auto_trains_and_evaluates_on_a_store_read_in_chunks_as_on_one_in_memory
     for store in (eager, lazy):
         model = AutoClassifier(scaled_npy, features=spec, folds=3, models=("ridge", "logreg"), precision="fp32")
         if store is lazy:  # several chunks of rows, each read from the file
-            monkeypatch.setattr(spec_module, "NORMALISE_CHUNK_ROWS", 3)
+            monkeypatch.setattr(spec_module, "CHUNK_ROWS", 3)
         model.train_store(store, seed=0)
         outs.append((model.selection["cv_mean"], model.fitted["coef"], model.predict_store(store)))
         model.close()

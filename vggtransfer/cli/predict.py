@@ -16,10 +16,10 @@ def add_parser(sub, parents):
         "predict",
         parents=parents,
         help="predict image files with a saved model (any kind)",
-        description="Predict each IMAGE (a folder: every image file under it) with a saved model. Regressor: 'path<TAB>value'. Classifier (head, "
-        "linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k best classes per image. A "
-        "file that cannot be read prints 'path<TAB>error: ...' on stderr; the others are still "
-        "predicted, and the exit code is 1.",
+        description="Predict each IMAGE (a folder: every image file under it) with a saved model. Regressor: "
+        "'path<TAB>value'. Classifier (head, linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k "
+        "best classes per image. A file that cannot be read prints 'path<TAB>error: ...' on stderr; the others "
+        "are still predicted, and the exit code is 1.",
         epilog="example: vggtransfer predict --model models/clf photo1.jpg photo2.png --top-k 2",
     )
     p.add_argument("images", nargs="*", help="image files, or folders: every image file under them, sorted")

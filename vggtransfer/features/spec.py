@@ -119,8 +119,10 @@ def parse_block_name(name: str) -> tuple:
         raise ValueError(f"not a block name: {name!r} (expected e.g. 'pool5.avg@256')") from None
 
 
-#: Rows normalised at a time by :func:`normalise_blocks` (its float64 work space: 4,096 x 7,680 numbers = 240 MiB).
-NORMALISE_CHUNK_ROWS = 4096
+#: Rows of a feature matrix taken at a time wherever the package works on it in float64: :func:`normalise_blocks`,
+#: the solvers' sums (:mod:`vggtransfer.models.solvers`), the Dense head's input standardisation. Its work space
+#: stays 4,096 x 7,680 numbers = 240 MiB however many rows there are.
+CHUNK_ROWS = 4096
 
 
 def normalise_blocks(features, blocks, power: float = 0.5, *, only=None, chunk_rows: int | None = None):
@@ -128,12 +130,12 @@ def normalise_blocks(features, blocks, power: float = 0.5, *, only=None, chunk_r
 
     ``only``: the names of the blocks to return, in that order (the others are not computed). ``features`` is any 2-D
     array-like that slices by rows (an ndarray, or :class:`vggtransfer.data.store.StoreRows` reading a store on
-    demand); it is read and normalised ``chunk_rows`` rows (default :data:`NORMALISE_CHUNK_ROWS`) at a time, so the
+    demand); it is read and normalised ``chunk_rows`` rows (default :data:`CHUNK_ROWS`) at a time, so the
     work space stays small and a set larger than memory needs room only for the blocks returned. Each row's result is
     the same whatever the chunking."""
     where = {n: (a, b) for n, a, b in blocks}
     keep = [where[n] for n in (only if only is not None else [name for name, _, _ in blocks])]
-    n, chunk_rows = len(features), max(1, int(chunk_rows or NORMALISE_CHUNK_ROWS))
+    n, chunk_rows = len(features), max(1, int(chunk_rows or CHUNK_ROWS))
     out = np.empty((n, sum(b - a for a, b in keep)), np.float32)
     for r0 in range(0, n, chunk_rows):
         x = np.asarray(features[r0 : r0 + chunk_rows], np.float64)
@@ -153,7 +155,7 @@ __all__ = [
     "block_name",
     "parse_block_name",
     "normalise_blocks",
-    "NORMALISE_CHUNK_ROWS",
+    "CHUNK_ROWS",
     "end_point_names",
     "end_point_channels",
     "PREPROCESSING",

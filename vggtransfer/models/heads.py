@@ -18,6 +18,7 @@ import numpy as np
 
 from vggtransfer.core.progress import bar as progress_bar
 from vggtransfer.core.tf import tf
+from vggtransfer.features.spec import CHUNK_ROWS
 
 tf1 = tf.compat.v1
 
@@ -291,8 +292,10 @@ class HeadGraph:
             feed[self._mean_value] = np.zeros(self._mean_value.shape, np.float32)
         if x_train is not None and self._mean_value is not None:
             mean = np.mean(x_train, axis=0, dtype=np.float64)
-            # the overall std in chunks of rows: no float64 copy of a large x_train (one chunk below 4,096 rows)
-            squares = sum(float(((x_train[a : a + 4096] - mean) ** 2).sum()) for a in range(0, len(x_train), 4096))
+            # the overall std in chunks of rows: no float64 copy of a large x_train (one chunk below CHUNK_ROWS)
+            squares = sum(
+                float(((x_train[a : a + CHUNK_ROWS] - mean) ** 2).sum()) for a in range(0, len(x_train), CHUNK_ROWS)
+            )
             std = float(np.sqrt(squares / x_train.size))
             feed = {self._mean_value: mean.astype(np.float32), self._scale_value: 1.0 / std if std > 0 else 1.0}
         sess.run(self._set_standardisation, feed)

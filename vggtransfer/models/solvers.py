@@ -11,8 +11,7 @@ import warnings
 
 import numpy as np
 
-#: Rows per chunk where a sum over every row is taken in float64 (4,096 x 7,680 numbers: 240 MiB).
-CHUNK_ROWS = 4096
+from vggtransfer.features.spec import CHUNK_ROWS
 
 
 def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
