@@ -343,7 +343,7 @@ def test_the_dense_winner_is_refitted_as_an_ensemble_and_restored(scaled_npy, fo
     again = AutoRegressor(scaled_npy, restore_from=tmp_path / "bag", precision="fp32")
     assert again.dense is not None and again.dense.spec.members == 3
     np.testing.assert_allclose(again.predict(ds.paths), pred, rtol=1e-6)
-    with pytest.raises(ValueError, match="members must be >= 1"):
+    with pytest.raises(ValueError, match="members must be a whole number >= 1"):
         AutoRegressor(scaled_npy, members=0)
 
 
@@ -495,7 +495,7 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
     model.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
     assert saved["selection"]["rows"] == 60
-    with pytest.raises(ValueError, match="select_rows must be >= 1"):
+    with pytest.raises(ValueError, match="select_rows must be a whole number >= 1"):
         AutoRegressor(scaled_npy, select_rows=0)
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtransfer.data.images import IMAGE_EXTENSIONS, ImageError, files_under, load_image, prepare_array
+from vggtransfer.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    check_array_images,
+    files_under,
+    load_image,
+    prepare_array,
+)
 from vggtransfer.data.splits import balanced_class_weights, split_indices
 
 
@@ -108,9 +115,10 @@ class Dataset:
         return resize_arrays(self.arrays, size)
 
 
-def resize_arrays(arrays: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (n, h, w, 3) -> float32 (n, size, size, 3) in [0, 1]: the centre crop of image files
+def resize_arrays(arrays, size: int) -> np.ndarray:
+    """uint8 (n, h, w, 3) (or a sequence of (h, w, 3) of any sizes; checked up front) -> float32 (n, size, size, 3) in [0, 1]: the centre crop of image files
     (:func:`vggtransfer.data.images.prepare_array`, the one preprocessing path)."""
+    arrays = check_array_images(arrays)
     out = np.empty((len(arrays), size, size, 3), np.float32)
     for i, a in enumerate(arrays):
         out[i] = prepare_array(a, size)

@@ -192,9 +192,42 @@ def prepare(img: Image.Image, size: int | None = 224, crop: bool = True, mode: s
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
+def check_array_image(array, name: str = "image") -> np.ndarray:
+    """An in-memory image as uint8 RGB (h, w, 3); ValueError naming ``name`` otherwise. Integer pixels within 0-255
+    are accepted; float pixels are refused, because 0-1 and 0-255 floats cannot be told apart and a silent cast
+    would turn [0, 1] images into black."""
+    a = np.asarray(array)
+    if a.ndim != 3 or a.shape[2] != 3 or min(a.shape[:2]) < 1:
+        raise ValueError(f"{name}: expected an RGB image of shape (h, w, 3), got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind in "iu":
+        if a.min() < 0 or a.max() > 255:
+            raise ValueError(f"{name}: integer pixels must be 0-255, got {a.min()}..{a.max()}")
+        return a.astype(np.uint8)
+    if a.dtype.kind == "f":
+        raise ValueError(
+            f"{name}: pixels are {a.dtype}; expected uint8 0-255 (for floats in [0, 1]: "
+            "(x * 255).round().astype(np.uint8))"
+        )
+    raise ValueError(f"{name}: pixels must be uint8 0-255, got dtype {a.dtype}")
+
+
+def check_array_images(arrays) -> list:
+    """A batch of in-memory images (an (n, h, w, 3) array or a sequence of (h, w, 3) arrays of any sizes) checked
+    up front by :func:`check_array_image`, naming the first bad one as ``arrays[i]``."""
+    if isinstance(arrays, np.ndarray) and arrays.ndim == 3 and arrays.shape[-1] == 3:
+        raise ValueError(
+            f"arrays: expected a batch of images (n, h, w, 3), got one image {arrays.shape}; pass arrays[None]"
+        )
+    if isinstance(arrays, np.ndarray) and arrays.ndim != 4:
+        raise ValueError(f"arrays: expected a batch of images (n, h, w, 3), got shape {arrays.shape}")
+    return [check_array_image(a, f"arrays[{i}]") for i, a in enumerate(arrays)]
+
+
 def prepare_array(array: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
     """:func:`prepare` for an in-memory uint8 RGB image (h, w, 3), e.g. a row of a SIGNS .h5 file."""
-    return prepare(Image.fromarray(np.asarray(array, np.uint8), "RGB"), size, mode=mode)
+    return prepare(Image.fromarray(check_array_image(array), "RGB"), size, mode=mode)
 
 
 def load_image(

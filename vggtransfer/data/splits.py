@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -49,7 +51,35 @@ def resolve_class_weights(class_weights, y_train, k: int):
     return weights
 
 
-__all__ = ["split_indices", "balanced_class_weights", "resolve_class_weights"]
+__all__ = ["split_indices", "balanced_class_weights", "resolve_class_weights", "training_items", "infer_classes"]
+
+
+def training_items(image_paths, targets) -> tuple:
+    """``train(image_paths, targets)``'s arguments checked before any image is read: ``(paths, targets)`` as a list
+    of str and a 1-D array. One path (str or os.PathLike) is one item; a column of targets (n, 1) is accepted as
+    scikit-learn does. ValueError for no items, a count mismatch or targets of another shape."""
+    if isinstance(image_paths, (str, os.PathLike)):
+        image_paths = [image_paths]
+    paths = [os.fspath(p) for p in image_paths]
+    if not paths:
+        raise ValueError("no training images: image_paths is empty")
+    y = np.asarray(targets)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"targets must be one value per image (a 1-D sequence), got shape {y.shape}")
+    if len(paths) != len(y):
+        raise ValueError(f"{len(paths)} image paths but {len(y)} targets")
+    return paths, y
+
+
+def infer_classes(targets) -> tuple:
+    """Class names from training labels when none were given: the sorted distinct labels as str (as scikit-learn's
+    ``classes_``; numbers sort numerically). ValueError for fewer than 2."""
+    values = np.unique(np.asarray(targets))
+    if len(values) < 2:
+        raise ValueError(f"a classifier needs at least 2 classes; the labels hold {[str(v) for v in values]}")
+    return tuple(str(v) for v in values)
 
 
 def encode_targets(targets, task: str, classes=()) -> np.ndarray:

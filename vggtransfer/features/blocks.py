@@ -30,7 +30,7 @@ from vggtransfer.core.runtime import (
     resolve_precision,
 )
 from vggtransfer.core.tf import tf
-from vggtransfer.data.images import ImageError, load_image, prepare_array
+from vggtransfer.data.images import ImageError, check_array_images, load_image, prepare_array
 from vggtransfer.features.extractor import conv_sha256
 from vggtransfer.features.spec import PREPROCESSING, FeatureSpec, block_name, normalise_blocks, parse_block_name  # noqa: F401
 from vggtransfer.nets.cfg import get_cfg
@@ -208,7 +208,7 @@ class BlockExtractor(Closing):
 
     def extract_images(self, arrays, progress: bool | None = None, desc: str = "extract features"):
         """Features of in-memory uint8 RGB images (any sizes): ``(features (n, dim), indices, errors)``."""
-        arrays = list(arrays)
+        arrays = check_array_images(arrays)
 
         def load(i):
             return self.views_of_array(arrays[i])

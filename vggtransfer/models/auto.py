@@ -33,9 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from vggtransfer import __version__
+from vggtransfer.core.runtime import PRECISIONS
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.data.images import ImageError
-from vggtransfer.data.splits import check_data_classes, encode_targets, resolve_class_weights
+from vggtransfer.data.splits import (
+    check_data_classes,
+    encode_targets,
+    infer_classes,
+    resolve_class_weights,
+    training_items,
+)
 from vggtransfer.data.store import StoredFeatures, StoreRows
 from vggtransfer.features.blocks import BlockExtractor, FeatureSpec, normalise_blocks
 from vggtransfer.features.extractor import predict_paths
@@ -60,6 +67,7 @@ from vggtransfer.models.modeldir import (
 )
 from vggtransfer.models.select import MODELS, candidate_groups, columns, select, selection_rows
 from vggtransfer.models.solvers import fit_logreg, fit_ridge
+from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
 
 AUTO = defaults.AUTO
@@ -155,28 +163,50 @@ class AutoModel(Model):
         batch_size: int | None = None,
     ):
         head = defaults.for_recipe("head", self.task)
+        hidden = head.hidden if hidden is None else ((hidden,) if isinstance(hidden, int) else tuple(hidden))
+        l2s = AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else tuple(l2s))
+        dropout = head.dropout if dropout is None else dropout
+        learning_rate = head.learning_rate if learning_rate is None else learning_rate
+        defaults.check_auto_settings(
+            hidden=hidden,
+            dropout=dropout,
+            l2s=l2s,
+            learning_rate=learning_rate,
+            epochs=epochs,
+            patience=patience,
+            folds=folds,
+            power=power,
+            members=members,
+            select_rows=select_rows,
+            threads=threads,
+            batch_size=batch_size,
+        )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.classes = tuple(str(c) for c in classes)
+        self._infer_classes = not self.classes  # then every train() takes them from its labels
+        if self.classes and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
+            raise ValueError(f"classes must be at least 2 distinct names, got {self.classes}")
         self.features_spec = features or defaults.default_features(self.task)
+        if arch is not None:
+            get_cfg(arch)  # a ValueError naming the known architectures
+            self.features_spec.check(arch)
+        elif not set(self.features_spec.end_points) <= {n for a in ARCHITECTURES for n in end_point_names(a)}:
+            self.features_spec.check("vgg19")  # the arch comes from the weights file: refuse what no VGG has
         self.arch = arch
         self.models = tuple(models or MODELS[self.task])
         unknown = [m for m in self.models if m not in MODELS[self.task]]
         if unknown:
             raise ValueError(f"models for {self.task} are {MODELS[self.task]}, got {unknown}")
-        if folds < 2:
-            raise ValueError(f"folds must be >= 2, got {folds}")
         self.folds, self.power = int(folds), float(power)
-        self.hidden = tuple(head.hidden if hidden is None else ((hidden,) if isinstance(hidden, int) else hidden))
-        self.dropout = head.dropout if dropout is None else float(dropout)
-        self.learning_rate = head.learning_rate if learning_rate is None else float(learning_rate)
-        if int(members) < 1:
-            raise ValueError(f"members must be >= 1, got {members}")
-        self.members = int(members)
-        if int(select_rows) < 1:
-            raise ValueError(f"select_rows must be >= 1, got {select_rows}")
-        self.select_rows = int(select_rows)
-        self.l2s = tuple(AUTO.dense_l2s if l2s is None else ((l2s,) if isinstance(l2s, (int, float)) else l2s))
-        self.epochs = epochs or head.epochs
-        self.patience = patience or head.patience
+        self.hidden, self.dropout, self.learning_rate = (
+            tuple(int(h) for h in hidden),
+            float(dropout),
+            float(learning_rate),
+        )
+        self.members, self.select_rows, self.l2s = int(members), int(select_rows), tuple(float(v) for v in l2s)
+        self.epochs = int(epochs or head.epochs)
+        self.patience = int(patience or head.patience)
         self.precision, self.threads, self.batch_size = precision, threads, batch_size
         if weights_path is not None:  # checked now, loaded at the first extraction
             if not isinstance(weights_path, (str, os.PathLike)):
@@ -225,10 +255,9 @@ class AutoModel(Model):
     ) -> AutoReport:
         """Extract every image's blocks once, select by cross-validation, refit, calibrate. Bad images are skipped
         and reported in ``AutoReport.skipped``; ``targets`` are numbers (regressor) or class names/indices."""
-        image_paths = [str(p) for p in image_paths]
-        targets = np.asarray(targets)
-        if len(image_paths) != len(targets):
-            raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
+        image_paths, targets = training_items(image_paths, targets)
+        self._forget_inferred_classes()
+        targets = self._encode(targets)  # checked (and classes named) before any image is read
         t0 = time.perf_counter()
         fx = self.attach()
         feats, ok, errors = fx.extract_paths(image_paths, progress=progress)
@@ -290,6 +319,7 @@ class AutoModel(Model):
 
     def train_on_features(self, features, targets, **kwargs) -> AutoReport:
         """Train on rows computed by this model's extractor (:meth:`features_of`, ``extractor.extract_paths``)."""
+        self._forget_inferred_classes()
         return self.fit_features(features, targets, self.attach().config, **kwargs)
 
     def fit_features(
@@ -445,11 +475,20 @@ class AutoModel(Model):
         )
 
     def _encode(self, targets) -> np.ndarray:
+        """Targets as indices (classes) or floats; a classifier given no classes takes them from the labels."""
+        if self.task == "classification" and not self.classes:
+            self.classes = infer_classes(targets)
+            targets = np.asarray(targets).astype(str)
         return encode_targets(targets, self.task, self.classes)
+
+    def _forget_inferred_classes(self) -> None:
+        """Classes taken from one training call's labels are not kept for the next (given ones are)."""
+        if self._infer_classes:
+            self.classes = ()
 
     def _check_classes(self, classes) -> None:
         if self.task == "classification":
-            self.classes = self.classes or tuple(classes)
+            self.classes = tuple(classes) if self._infer_classes else self.classes
             if len(self.classes) < 2:
                 raise ValueError("a classifier needs at least 2 classes")
         check_data_classes(self.task, classes, self.classes)
@@ -499,8 +538,8 @@ class AutoModel(Model):
     def predict_arrays(self, arrays) -> np.ndarray:
         """Predictions for in-memory uint8 RGB images (any size), by the same preprocessing as files."""
         self._require_fitted()
-        feats, ok, _ = self.attach().extract_images(arrays)
-        out = np.full(self._output_shape(len(arrays)), np.nan)
+        feats, ok, errors = self.attach().extract_images(arrays)
+        out = np.full(self._output_shape(len(ok) + len(errors)), np.nan)
         out[ok] = self.predict_features(feats)
         return out
 
@@ -570,6 +609,7 @@ class AutoModel(Model):
         self.feature_config, self.power = cfg["feature_config"], float(cfg["power"])
         self.features_spec = spec_of(self.feature_config)
         self.classes = tuple(cfg.get("classes", ()))
+        self._infer_classes = False  # a restored classifier keeps its classes
         self.calibration, self.selection = cfg["calibration"], cfg.get("selection", {})
         self.fitted = dict(cfg["model"])
         if self.fitted.get("model") == "dense":

@@ -45,7 +45,10 @@ class ClassifierAPI:
         def predict_arrays(self, arrays) -> np.ndarray: ...
 
     def predict_top_k(self, image_paths, k: int = 1) -> list:
-        """Per image: a list of (class, probability), best first; or the :class:`ImageError` for a bad image."""
+        """Per image: a list of (class, probability), best first (``k`` >= 1; more than the classes gives them all);
+        or the :class:`ImageError` for a bad image."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
         single = isinstance(image_paths, (str, os.PathLike))
         paths = [str(image_paths)] if single else [str(p) for p in image_paths]
         with warnings.catch_warnings():

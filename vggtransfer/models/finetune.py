@@ -372,7 +372,7 @@ class FineTunedClassifier(ClassifierAPI, Model):
         """Probabilities (n, K) for uint8 (n, h, w, 3) images, centre-cropped and resized like files."""
         from vggtransfer.data.datasets import resize_arrays
 
-        return self._probs(resize_arrays(np.asarray(arrays), self.image_size))
+        return self._probs(resize_arrays(arrays, self.image_size))
 
     # --- persistence -------------------------------------------------------------------------------------------
     def checkpoint_variables(self) -> list:

@@ -18,7 +18,13 @@ from vggtransfer import __version__
 from vggtransfer.core.tf import tf
 from vggtransfer.data.datasets import Dataset, resize_arrays
 from vggtransfer.data.images import ImageError
-from vggtransfer.data.splits import check_data_classes, encode_targets, resolve_class_weights, split_indices
+from vggtransfer.data.splits import (
+    check_data_classes,
+    encode_targets,
+    resolve_class_weights,
+    split_indices,
+    training_items,
+)
 from vggtransfer.data.store import FeatureStoreMismatch, StoredFeatures, compare_config
 from vggtransfer.features.extractor import FeatureExtractor, layers_needed, predict_paths
 from vggtransfer.models import defaults
@@ -158,10 +164,8 @@ class TransferModel(Model):
         Unreadable images are skipped and reported in ``TrainReport.skipped``. ``stratify`` (labels) makes the
         split stratified. Returns the report; the model keeps the head with the best validation loss.
         """
-        image_paths = [str(p) for p in image_paths]
-        targets = np.asarray(targets)
-        if len(image_paths) != len(targets):
-            raise ValueError(f"{len(image_paths)} image paths but {len(targets)} targets")
+        image_paths, targets = training_items(image_paths, targets)
+        targets = self._encode_targets(targets)  # checked before any image is read
         t0 = time.perf_counter()
         features, ok, errors = self.extract(image_paths, progress=progress)
         t1 = time.perf_counter()
@@ -418,7 +422,7 @@ class TransferModel(Model):
     def predict_arrays(self, arrays) -> np.ndarray:
         """Predictions for in-memory uint8 RGB images (n, h, w, 3) (e.g. SIGNS h5 arrays), prepared like files:
         values (n,) for a regressor, probabilities (n, K) for a classifier."""
-        feats = self.extractor.extract_arrays(resize_arrays(np.asarray(arrays), self.image_size))
+        feats = self.extractor.extract_arrays(resize_arrays(arrays, self.image_size))
         return self.head.predict_features(self.session, feats)
 
     def _output_shape(self, n: int) -> tuple:

@@ -1,0 +1,164 @@
+"""The Python API's promises on bad input (Keras style): settings refused at construction, training arguments checked
+before any image is read, classes taken from the labels, in-memory images checked for shape and pixel type (a float
+image is never cast to black), and a top-k of at least 1. Each error is a ValueError naming what was wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from recipe_data import colour_folder
+
+from vggtransfer.data import datasets
+from vggtransfer.data.images import check_array_image, check_array_images, prepare_array
+from vggtransfer.data.splits import infer_classes, training_items
+from vggtransfer.features.spec import FeatureSpec
+
+SPEC = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return colour_folder(tmp_path_factory.mktemp("api") / "photos", per_class=6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "fp16"}, "precision must be one of"),
+        ({"hidden": (-3,)}, "hidden layer sizes must be a whole number >= 1"),
+        ({"hidden": ()}, "hidden must name at least one layer size"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"l2s": (1.0, -1.0)}, "l2 must be a finite number >= 0"),
+        ({"l2s": float("nan")}, "l2 must be a finite number"),
+        ({"learning_rate": 0}, "learning_rate must be a finite number > 0"),
+        ({"folds": 2.5}, "folds must be a whole number >= 2"),
+        ({"folds": 1}, "folds must be a whole number >= 2"),
+        ({"power": 2.0}, "power must be a finite number > 0 and <= 1"),
+        ({"epochs": 0}, "epochs must be a whole number >= 1"),
+        ({"patience": -1}, "patience must be a whole number >= 1"),
+        ({"threads": 0}, "threads must be a whole number >= 1"),
+        ({"batch_size": 1.5}, "batch_size must be a whole number >= 1"),
+        ({"classes": ("only",)}, "classes must be at least 2 distinct names"),
+        ({"classes": ("a", "a")}, "classes must be at least 2 distinct names"),
+        ({"arch": "vgg11"}, "unknown architecture 'vgg11'"),
+        ({"features": FeatureSpec(end_points=("pool9",))}, "unknown end point 'pool9'"),
+        ({"features": FeatureSpec(end_points=("conv5_4",)), "arch": "vgg16"}, "unknown end point 'conv5_4' for vgg16"),
+    ],
+)
+def test_auto_models_refuse_bad_settings_at_construction(kwargs, message):
+    """No weights are read (none are given): the settings alone are checked, before anything else happens."""
+    from vggtransfer.models.auto import AutoClassifier
+
+    with pytest.raises(ValueError, match=message):
+        AutoClassifier(**kwargs)
+
+
+def test_a_vgg19_end_point_is_accepted_where_the_arch_comes_from_the_weights():
+    from vggtransfer.models.auto import AutoClassifier
+
+    model = AutoClassifier(features=FeatureSpec(end_points=("conv5_4",)))
+    assert model.features_spec.end_points == ("conv5_4",)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "half"}, "precision must be one of"),
+        ({"end_point": "pool9"}, "unknown end point 'pool9'"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"hidden": (0,)}, "hidden layer sizes must be a whole number >= 1"),
+        ({"l2": -1.0}, "l2 must be a finite number >= 0"),
+    ],
+)
+def test_the_card_model_refuses_bad_settings_at_construction(kwargs, message):
+    from vggtransfer import Vgg16
+
+    with pytest.raises(ValueError, match=message):
+        Vgg16(**kwargs)
+
+
+def test_training_items_are_checked_before_any_image_is_read():
+    paths, y = training_items("one.jpg", [3.0])
+    assert paths == ["one.jpg"] and y.tolist() == [3.0]  # one path is one item, never its characters
+    paths, y = training_items(["a.jpg", "b.jpg"], np.array([[1.0], [2.0]]))  # a column, as scikit-learn takes it
+    assert y.shape == (2,)
+    with pytest.raises(ValueError, match="no training images: image_paths is empty"):
+        training_items([], [])
+    with pytest.raises(ValueError, match=r"targets must be one value per image \(a 1-D sequence\), got shape \(2, 2\)"):
+        training_items(["a.jpg", "b.jpg"], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="2 image paths but 3 targets"):
+        training_items(["a.jpg", "b.jpg"], [1, 2, 3])
+
+
+def test_classes_are_inferred_sorted_like_scikit_learn():
+    assert infer_classes(["cat", "tiger", "cat"]) == ("cat", "tiger")
+    assert infer_classes([10, 2, 2]) == ("2", "10")  # numbers sort numerically
+    with pytest.raises(ValueError, match=r"at least 2 classes; the labels hold \['x'\]"):
+        infer_classes(["x", "x"])
+
+
+def test_bad_targets_fail_before_the_weights_are_read(folder, tmp_path):
+    """The weights file is not even valid: a target error must come first, so no time is spent extracting."""
+    from vggtransfer import Vgg16
+    from vggtransfer.models.auto import AutoClassifier
+
+    bogus = tmp_path / "bogus.npy"
+    bogus.write_bytes(b"not weights")
+    ds = datasets.from_folder(folder)
+    with pytest.raises(ValueError, match="targets must be finite numbers; rows \\[1\\]"):
+        Vgg16(bogus).train(ds.paths[:4], [1.0, np.nan, 2.0, 3.0])
+    with pytest.raises(ValueError, match="regression targets must be numbers"):
+        Vgg16(bogus).train(ds.paths[:2], ["long", "short"])
+    with pytest.raises(ValueError, match="a classifier needs at least 2 classes"):
+        AutoClassifier(bogus).train(ds.paths[:3], ["a", "a", "a"])
+    with pytest.raises(ValueError, match="unknown labels at rows \\[1\\]"):
+        AutoClassifier(bogus, classes=("blue", "red")).train(ds.paths[:2], ["red", "green"])
+
+
+def test_an_auto_classifier_takes_its_classes_from_the_labels_of_each_training_call(scaled_npy, folder, tmp_path):
+    from vggtransfer import load_model
+    from vggtransfer.models.auto import AutoClassifier
+
+    ds = datasets.from_folder(folder)
+    names = [ds.classes[i] for i in ds.labels]
+    model = AutoClassifier(scaled_npy, features=SPEC, models=("ridge",), folds=3, precision="fp32")
+    model.train(ds.paths, names)
+    assert model.classes == ("blue", "red")
+    assert model.predict_labels(ds.paths) == names  # colours are separable even by random conv weights
+    # numbers name classes too, in numeric order; the names of the first call are not kept
+    model.train(ds.paths, np.where(ds.labels == 0, 10, 2))
+    assert model.classes == ("2", "10")
+    assert model.predict(ds.paths).shape == (len(ds), 2)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m", scaled_npy, precision="fp32")
+    assert again.classes == ("2", "10")
+    np.testing.assert_allclose(again.predict(ds.paths), model.predict(ds.paths), rtol=1e-6)
+    with pytest.raises(ValueError, match="k must be a whole number >= 1, got 0"):
+        model.predict_top_k(ds.paths[:1], k=0)
+
+
+def test_in_memory_images_are_checked_never_cast(scaled_npy, folder):
+    """A float image in [0, 1] cast to uint8 would be black: refused, with the conversion to use."""
+    from vggtransfer.models.auto import AutoClassifier
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(check_array_image(img.astype(np.int64)), img)  # whole numbers 0-255 are fine
+    np.testing.assert_array_equal(prepare_array(img.astype(np.int32), 32), prepare_array(img, 32))
+    with pytest.raises(ValueError, match=r"image: pixels are float32; expected uint8 0-255 \(for floats in \[0, 1\]"):
+        check_array_image(img.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="integer pixels must be 0-255, got 0..300"):
+        check_array_image(np.array([[[0, 300, 1]]]))
+    with pytest.raises(ValueError, match=r"expected an RGB image of shape \(h, w, 3\), got shape \(40, 48\)"):
+        check_array_image(img[:, :, 0])
+    with pytest.raises(ValueError, match=r"got one image \(40, 48, 3\); pass arrays\[None\]"):
+        check_array_images(img)
+    with pytest.raises(ValueError, match=r"arrays\[1\]: pixels are float64"):
+        check_array_images([img, img / 255.0])
+    assert len(check_array_images([img, img[:32, :32]])) == 2  # a list may hold images of different sizes
+
+    ds = datasets.from_folder(folder)
+    model = AutoClassifier(scaled_npy, features=SPEC, models=("ridge",), folds=3, precision="fp32")
+    model.train(ds.paths, [ds.classes[i] for i in ds.labels])
+    with pytest.raises(ValueError, match=r"arrays\[0\]: pixels are float32"):
+        model.predict_arrays(img[None].astype(np.float32) / 255)
+    assert model.predict_arrays([img, img[:32, :32]]).shape == (2, 2)
