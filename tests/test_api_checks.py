@@ -162,3 +162,40 @@ def test_in_memory_images_are_checked_never_cast(scaled_npy, folder):
     with pytest.raises(ValueError, match=r"arrays\[0\]: pixels are float32"):
         model.predict_arrays(img[None].astype(np.float32) / 255)
     assert model.predict_arrays([img, img[:32, :32]]).shape == (2, 2)
+
+
+def test_head_and_fine_tuning_models_refuse_bad_rates_before_reading_weights(tmp_path):
+    from vggtransfer import VggClassifier
+    from vggtransfer.models.finetune import FineTunedClassifier
+
+    missing = tmp_path / "none.npy"  # never read: the settings fail first
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0, got 0"):
+        VggClassifier(missing, classes=("a", "b"), learning_rate=0)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0, got -1"):
+        FineTunedClassifier(missing, classes=("a", "b"), learning_rate=-1)
+    with pytest.raises(ValueError, match="backbone_learning_rate must be a finite number >= 0"):
+        FineTunedClassifier(missing, classes=("a", "b"), backbone_learning_rate=float("inf"))
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
+        FineTunedClassifier(missing, classes=("a", "b"), batch_size=0)
+
+
+def test_download_images_takes_one_url_as_one_and_names_a_bad_folder_or_option(tmp_path):
+    from vggtransfer import download_images
+
+    summary = download_images("http://127.0.0.1:9/a.jpg", tmp_path / "one", progress=False, resolve_first=False)
+    assert summary.total == 1  # one URL, never its 24 characters
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt: exists and is not a folder"):
+        download_images(["http://127.0.0.1:9/a.jpg"], a_file, progress=False)
+    assert a_file.read_text() == "mine"
+    with pytest.raises(TypeError, match="unknown download option.s. colour; known: workers"):
+        download_images(["http://127.0.0.1:9/a.jpg"], tmp_path / "x", progress=False, colour=1)
+
+
+def test_resolve_weights_names_an_unknown_architecture_before_looking_anywhere(tmp_path, monkeypatch):
+    from vggtransfer import resolve_weights
+
+    monkeypatch.setenv("VGGTRANSFER_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown architecture 'vgg11'; expected one of vgg16, vgg19"):
+        resolve_weights(None, arch="vgg11")

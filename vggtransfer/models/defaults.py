@@ -74,41 +74,43 @@ class AutoDefaults:
 AUTO = AutoDefaults()
 
 
+def check_number(name: str, value, low, *, inclusive: bool = False, integer: bool = False, high=None) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a finite number above ``low`` (or at it, ``inclusive``),
+    at most ``high`` when given, and whole when ``integer``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if inclusive else value > low) and (high is None or value <= high)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if not ok:
+        what = "a whole number" if integer else "a finite number"
+        bound = f"{'>=' if inclusive else '>'} {low}" + ("" if high is None else f" and <= {high}")
+        raise ValueError(f"{name} must be {what} {bound}, got {value!r}")
+
+
 def check_auto_settings(
     *, hidden, dropout, l2s, learning_rate, epochs, patience, folds, power, members, select_rows, threads, batch_size
 ) -> None:
     """Raise ValueError naming the first setting of an auto model that is out of range (Keras-style, at
     construction, before any weights are read). ``epochs``/``patience``/``threads``/``batch_size`` may be None
     (the default)."""
-
-    def number(name, value, low, *, inclusive=False, integer=False, high=None):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value >= low if inclusive else value > low) and (high is None or value <= high)
-        if ok and integer:
-            ok = float(value).is_integer()
-        if not ok:
-            what = "a whole number" if integer else "a finite number"
-            bound = f"{'>=' if inclusive else '>'} {low}" + ("" if high is None else f" and <= {high}")
-            raise ValueError(f"{name} must be {what} {bound}, got {value!r}")
-
     if not hidden:
         raise ValueError("hidden must name at least one layer size, e.g. (256,)")
     for h in hidden:
-        number("hidden layer sizes", h, 1, inclusive=True, integer=True)
+        check_number("hidden layer sizes", h, 1, inclusive=True, integer=True)
     if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if not l2s:
         raise ValueError("l2 needs at least one value")
     for l2 in l2s:
-        number("l2", l2, 0, inclusive=True)
-    number("learning_rate", learning_rate, 0)
-    number("folds", folds, 2, inclusive=True, integer=True)
-    number("power", power, 0, high=1)
-    number("members", members, 1, inclusive=True, integer=True)
-    number("select_rows", select_rows, 1, inclusive=True, integer=True)
+        check_number("l2", l2, 0, inclusive=True)
+    check_number("learning_rate", learning_rate, 0)
+    check_number("folds", folds, 2, inclusive=True, integer=True)
+    check_number("power", power, 0, high=1)
+    check_number("members", members, 1, inclusive=True, integer=True)
+    check_number("select_rows", select_rows, 1, inclusive=True, integer=True)
     for name, value in (("epochs", epochs), ("patience", patience), ("threads", threads), ("batch_size", batch_size)):
         if value is not None:
-            number(name, value, 1, inclusive=True, integer=True)
+            check_number(name, value, 1, inclusive=True, integer=True)
 
 
 #: What ``--recipe auto`` computes by default for targets (and ``Vgg16``): global average and max of pool3, pool4 and
@@ -154,6 +156,7 @@ __all__ = [
     "AutoDefaults",
     "AUTO",
     "check_auto_settings",
+    "check_number",
     "FEATURES",
     "FEATURES_CLASSES",
     "default_features",

@@ -142,6 +142,9 @@ class FineTunedClassifier(ClassifierAPI, Model):
         threads: int | None = None,
     ):
         self.restored_from = None
+        defaults.check_number("learning_rate", learning_rate, 0)
+        defaults.check_number("backbone_learning_rate", backbone_learning_rate, 0, inclusive=True)
+        defaults.check_number("batch_size", batch_size, 1, inclusive=True, integer=True)
         cfg = None
         if restore_from is not None:
             cfg = read_model_config(restore_from)

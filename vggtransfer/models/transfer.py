@@ -83,6 +83,7 @@ class TransferModel(Model):
         spec: HeadSpec | None = None,
     ):
         self.restored_from = None
+        defaults.check_number("learning_rate", learning_rate, 0)
         if isinstance(hidden, int):
             hidden = (hidden,)
         if restore_from is not None:

@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vggtransfer.nets.cfg import get_cfg
 from vggtransfer.weights.convert import convert_keras_h5, extract_onnx_wheel
 from vggtransfer.weights.npy import WeightsError, atomic_write, file_sha256, list_layers, load_weights, weights_digest
 
@@ -179,6 +180,7 @@ def resolve_weights(
     :class:`WeightsError` when an explicit path or the env path does not exist, or when nothing is found and every
     download failed; the message lists each source tried, why it failed, and how to supply the file.
     """
+    get_cfg(arch)  # a ValueError naming the known architectures, before any lookup or download
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():

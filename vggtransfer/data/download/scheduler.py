@@ -566,8 +566,10 @@ def download_images(
     ``retries`` (2), ``backoff`` (0.25 s), ``fsync`` (False), ``resolve_first`` (True: look up every host name once,
     in parallel, before downloading; names that do not resolve make their URLs ``unreachable`` without a request). Ctrl-C raises ``KeyboardInterrupt`` after cleaning up.
     """
-    out_dir = Path(out_dir)
-    opt = DownloadOptions(
+    if isinstance(urls, (str, bytes)):  # one URL, never its characters
+        urls = [urls.decode() if isinstance(urls, bytes) else urls]
+    out_dir = _check_out_dir(out_dir)
+    opt = _options(
         workers=workers,
         per_host=per_host,
         timeout=timeout,
@@ -595,7 +597,7 @@ def download_url_lists(
     Lines of a list file that are not URLs are left out and counted in ``invalid_lines``. Other keywords as in
     :func:`download_images`.
     """
-    out_root = Path(out_root)
+    out_root = _check_out_dir(out_root)
     class_urls: dict = {}
     invalid: list = []
     for cls, source in lists.items():
@@ -606,10 +608,27 @@ def download_url_lists(
             class_urls[cls] = list(urls)
         else:
             class_urls[cls] = list(source)  # type: ignore[call-overload]  # an iterable of URLs
-    opt = DownloadOptions(max_per_class=max_per_class, **options)
+    opt = _options(max_per_class=max_per_class, **options)
     summary = _run(class_urls, {c: out_root / c for c in class_urls}, out_root, opt, manifest=manifest, session=session)
     summary.invalid_lines = len(invalid)
     return summary
+
+
+def _options(**options) -> DownloadOptions:
+    """:class:`DownloadOptions` from keywords; an unknown one is a TypeError naming it and the known ones."""
+    known = [f.name for f in dataclasses.fields(DownloadOptions)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unknown download option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return DownloadOptions(**options)
+
+
+def _check_out_dir(path) -> Path:
+    """The folder images go into: a new path or a folder; an existing file is a ValueError naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a folder; expected a folder to download into")
+    return path
 
 
 def _check_class_name(cls: str):
