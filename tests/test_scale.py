@@ -145,8 +145,34 @@ def test_poison_image_is_a_row_error_not_a_failed_shard(scaled_npy, photos, tmp_
     data, _, _ = _store(tmp_path / "s.h5")
     assert data["done"].all() and data["ok"].tolist() == [i != 5 for i in range(10)]
     assert "poison.jpg" not in data["error"][5].decode() and data["error"][5]  # the reason, like build_store
-    with pytest.raises(ValueError, match="workers must be >= 1"):
+    with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
         build_store_sharded(tmp_path / "t.h5", mixed, spec, workers=0)
+    with pytest.raises(ValueError, match="shard_size must be a whole number >= 1, got 0"):
+        build_store_sharded(tmp_path / "t.h5", mixed, spec, shard_size=0)
+    with pytest.raises(ValueError, match="retries must be a whole number >= 0, got -1"):
+        build_store_sharded(tmp_path / "t.h5", mixed, spec, retries=-1)
+    assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.shards").exists()
+
+
+def test_predict_sharded_checks_its_arguments_before_any_worker_starts(tmp_path):
+    """Each of these once reached the workers (a bad precision crashed every worker's start-up three times and
+    ended in 'process pool broken') or the arithmetic (shard_size 0: ZeroDivisionError)."""
+    from vggtransfer.scale.shards import predict_sharded
+
+    model = tmp_path / "reg"
+    model.mkdir()
+    (model / "vggtransfer.json").write_text(json.dumps({"kind": "auto", "task": "regression"}))
+    out = tmp_path / "out.csv"
+    for kwargs, message in [
+        ({"shard_size": 0}, "shard_size must be a whole number >= 1, got 0"),
+        ({"precision": "x"}, "precision must be one of"),
+        ({"top_k": 0}, "top_k must be a whole number >= 1, got 0"),
+        ({"top_k": 2}, "a regressor has no top_k"),
+        ({"threads": 0}, "threads must be a whole number >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            predict_sharded(model, ["a.jpg"], out, progress=False, **kwargs)
+    assert not out.exists() and not (tmp_path / "out.csv.shards").exists()
 
 
 def _start(args, tmp_path) -> subprocess.Popen:

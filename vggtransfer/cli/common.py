@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 
-from vggtransfer.core.env import ENV_VERBOSE
+from vggtransfer.core.env import ENV_VERBOSE, PRECISIONS
 from vggtransfer.data.images import ENV_MAX_PIXELS, MAX_PIXELS
 from vggtransfer.nets.cfg import MIN_INPUT_SIDE
 
@@ -156,7 +156,7 @@ def add_runtime_args(p) -> None:
     )
     g.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto (the default): bf16 where the CPU runs it natively (AMX-BF16 or AVX512-BF16), else "
         "fp32, said once on stderr; bf16: convolutions in bfloat16 via oneDNN (2x to 7x faster on "

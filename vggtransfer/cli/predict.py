@@ -56,11 +56,11 @@ def add_parser(sub, parents):
 def run_predict(args) -> int:
     """Predict and print (or write --out); exit 1 when some image could not be predicted."""
     from vggtransfer.cli.common import explicit
-    from vggtransfer.models.modeldir import read_kind
+    from vggtransfer.models.modeldir import model_task, read_kind
 
     args.images = image_arguments(args.images, args.list)
     cfg = read_kind(args.model)
-    if (cfg["kind"] == "regressor" or cfg.get("task") == "regression") and args.top_k is not None:
+    if model_task(cfg) == "regression" and args.top_k is not None:
         raise UsageError(f"--top-k: {args.model} is a regressor (one value per image); --top-k is for classifiers")
     sharded = explicit(args, "workers") or explicit(args, "ray")
     if sharded and args.out is None:

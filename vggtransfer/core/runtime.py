@@ -19,11 +19,10 @@ import os
 import threading
 import warnings
 
+from vggtransfer.core.env import PRECISIONS
 from vggtransfer.core.tf import tf
 
 tf1 = tf.compat.v1
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cpu_count() -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vggtransfer import __version__
-from vggtransfer.core.runtime import PRECISIONS
+from vggtransfer.core.env import PRECISIONS
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.data.images import ImageError
 from vggtransfer.data.splits import (

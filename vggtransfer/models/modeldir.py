@@ -114,6 +114,11 @@ def read_kind(model_dir) -> dict:
     return cfg
 
 
+def model_task(cfg: dict) -> str:
+    """'regression' or 'classification' of a model's :func:`read_kind` configuration."""
+    return "regression" if cfg["kind"] == "regressor" or cfg.get("task") == "regression" else "classification"
+
+
 def checkpoint_files_missing(model_dir, checkpoint: str = CHECKPOINT) -> list:
     """The files of a TF checkpoint ``checkpoint`` in ``model_dir`` that are missing (index and data shards)."""
     model_dir = Path(model_dir)
@@ -209,6 +214,7 @@ __all__ = [
     "overlapping",
     "load_model_json",
     "read_kind",
+    "model_task",
     "read_model_config",
     "restore_checkpoint",
     "write_model_dir",

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vggtransfer.core.env import PRECISIONS
 from vggtransfer.core.progress import bar as progress_bar
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.scale.worker import (  # noqa: F401
@@ -121,10 +122,18 @@ class Engine:
 
     @classmethod
     def of(cls, workers, threads, use_ray, ray_address, retries, progress, log) -> Engine:
-        """Checked (``workers >= 1``), with ``threads`` defaulting to cores / workers."""
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        """Checked (``workers``, ``threads`` >= 1, ``retries`` >= 0), with ``threads`` defaulting to cores / workers."""
+        for name, value, low in (("workers", workers, 1), ("threads", threads, 1), ("retries", retries, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
         return cls(workers, threads or default_threads(workers), use_ray, ray_address, retries, progress, log)
+
+
+def count_shards(n: int, shard_size) -> int:
+    """How many shards ``n`` items make; ValueError unless ``shard_size`` is a whole number >= 1."""
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a whole number >= 1, got {shard_size!r}")
+    return (n + shard_size - 1) // shard_size
 
 
 def build_store_sharded(
@@ -152,10 +161,8 @@ def build_store_sharded(
     t0 = time.perf_counter()
     path = Path(path)
     engine = Engine.of(workers, threads, use_ray, ray_address, retries, progress, log)
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     n = len(dataset)
-    n_shards = (n + shard_size - 1) // shard_size
+    n_shards = count_shards(n, shard_size)
     out_dir = shard_dir(path)
     manifest = {
         "items_sha256": items_digest(dataset),
@@ -390,16 +397,22 @@ def predict_sharded(
     :func:`vggtransfer.models.predictions.write_results`) once every shard is done. Returns ``(ShardReport, rows)``."""
     import hashlib
 
-    from vggtransfer.models.modeldir import read_kind
+    from vggtransfer.models.modeldir import model_task, read_kind
     from vggtransfer.models.predictions import check_results_path, write_results
 
     t0 = time.perf_counter()
     out = check_results_path(out)  # before any shard runs
     engine = Engine.of(workers, threads, use_ray, ray_address, retries, progress, log)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
     cfg = read_kind(model_dir)
-    paths = [str(p) for p in paths]
+    if top_k is not None and model_task(cfg) == "regression":
+        raise ValueError(f"{cfg['_dir']}: a regressor has no top_k (it predicts one value per image)")
+    paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
     n = len(paths)
-    n_shards = (n + shard_size - 1) // shard_size
+    n_shards = count_shards(n, shard_size)
     out_dir = shard_dir(out)
     digest = hashlib.sha256("\0".join(os.path.abspath(p) for p in paths).encode()).hexdigest()
     model = os.path.abspath(cfg["_dir"])
@@ -442,6 +455,7 @@ __all__ = [
     "ScaleError",
     "build_store_sharded",
     "predict_sharded",
+    "count_shards",
     "run_shards",
     "shard_dir",
     "default_threads",
