@@ -434,3 +434,25 @@ def test_scale_options_are_checked(scaled_npy, photos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli(["extract", str(photos), "--store", str(tmp_path / "x.h5"), "--workers", "0"])
     assert "--workers: expected a whole number >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"end_point": "pool9"}, "unknown end point 'pool9' for vgg16"),
+        ({"pooling": "median"}, "pooling must be one of"),
+        ({"image_size": 16}, "image_size must be a whole number >= 32"),
+        ({"precision": "fp16"}, "precision must be one of"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
+        ({"arch": "vgg11"}, "unknown architecture 'vgg11'"),
+        ({"features": {"end_points": ["conv5_4"]}}, "unknown end point 'conv5_4' for vgg16"),
+        ({"features": {"scales": [8]}}, "scales must be distinct sizes of at least 32 px"),
+    ],
+)
+def test_an_extractor_spec_is_checked_where_it_is_made(kwargs, message):
+    """Before: checked only inside each worker, so a typo failed every worker's start-up and every retry, and ended
+    in 'process pool broken'."""
+    from vggtransfer.scale.worker import ExtractorSpec
+
+    with pytest.raises(ValueError, match=message):
+        ExtractorSpec("weights-read-by-the-workers.npy", **kwargs)

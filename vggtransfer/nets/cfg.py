@@ -19,6 +19,9 @@ VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 #: The smallest image side the conv stack takes (five 2x2 poolings), and so the smallest photo the library decodes.
 MIN_INPUT_SIDE = 32
 
+#: How an end point's feature map becomes a vector (:func:`vggtransfer.nets.vgg.pool`).
+POOLINGS = ("flatten", "max", "avg")
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -195,6 +198,7 @@ __all__ = [
     "ARCHITECTURES",
     "VGG_MEAN_BGR",
     "MIN_INPUT_SIDE",
+    "POOLINGS",
     "get_cfg",
     "conv_blocks",
     "detect_architecture",

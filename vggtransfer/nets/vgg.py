@@ -24,6 +24,7 @@ from vggtransfer.core.tf import tf
 from vggtransfer.nets.cfg import (  # noqa: F401 (re-exported)
     ARCHITECTURES,
     MIN_INPUT_SIDE,
+    POOLINGS,
     VGG_MEAN_BGR,
     conv_blocks,
     conv_layer_names,
@@ -222,9 +223,6 @@ def pool(net: tf.Tensor, pooling: str) -> tf.Tensor:
     if pooling == "avg":
         return tf.reduce_mean(net, axis=[1, 2])
     raise ValueError(f"pooling must be 'flatten', 'max' or 'avg', got {pooling!r}")
-
-
-POOLINGS = ("flatten", "max", "avg")
 
 
 def feature_dim(arch: str, end_point: str, pooling: str, image_size: int) -> int:

@@ -35,6 +35,27 @@ class ExtractorSpec:
     precision: str = "auto"
     batch_size: int | None = None
 
+    def __post_init__(self):
+        """Checked where it is made (the driver), so that a bad setting is one ValueError, not a failure of every
+        worker's start-up. The weights file is read only by the workers (it may live on their file system)."""
+        from vggtransfer.core.env import PRECISIONS
+        from vggtransfer.features.spec import FeatureSpec
+        from vggtransfer.nets.cfg import MIN_INPUT_SIDE, POOLINGS, get_cfg
+
+        cfg = get_cfg(self.arch)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if self.features is not None:
+            FeatureSpec.from_dict(self.features).check(self.arch)
+            return
+        cfg.layer(self.end_point)  # a ValueError naming the end points there are
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not isinstance(self.image_size, int) or self.image_size < MIN_INPUT_SIDE:
+            raise ValueError(f"image_size must be a whole number >= {MIN_INPUT_SIDE}, got {self.image_size!r}")
+
     def build(self, threads: int | None = None):
         """The extractor (call inside the worker)."""
         if self.features is not None:
