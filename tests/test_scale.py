@@ -405,6 +405,10 @@ def test_ray_store_and_predictions_equal_one_process(
             )
             == 1
         )
+        from vggtransfer.scale.shards import ScaleError, predict_sharded
+
+        with pytest.raises(ScaleError, match=r"^a worker could not start: WeightsError: .*gone.npy: no such weights"):
+            predict_sharded(model, to_predict, tmp_path / "r.csv", weights=tmp_path / "gone.npy", use_ray=True)
     finally:
         import ray
 
@@ -456,3 +460,23 @@ def test_an_extractor_spec_is_checked_where_it_is_made(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         ExtractorSpec("weights-read-by-the-workers.npy", **kwargs)
+
+
+def test_a_worker_that_cannot_start_stops_the_job_with_its_own_message(model, to_predict, tmp_path, capfd):
+    """Before: the error was raised in the pool's initializer, which broke the pool, printed the worker's traceback
+    and was retried twice before 'process pool broken'. Now: one attempt, one line, the worker's reason."""
+    from vggtransfer.scale.shards import ScaleError, predict_sharded
+
+    log: list = []
+    with pytest.raises(ScaleError, match=r"^a worker could not start: WeightsError: .*gone.npy: no such weights"):
+        predict_sharded(
+            model,
+            to_predict,
+            tmp_path / "r.csv",
+            weights=tmp_path / "gone.npy",
+            workers=2,
+            shard_size=2,
+            log=log.append,
+        )
+    assert not log  # no retry notices: a start-up error is the same on every attempt
+    assert "Traceback" not in capfd.readouterr().err

@@ -43,6 +43,7 @@ from vggtransfer.scale.worker import (  # noqa: F401
     ScaleError,
     ShardReport,
     ShardWorker,
+    WorkerStartError,
     _init_worker,
     _run_local_shard,
     _write_json,
@@ -287,6 +288,9 @@ def _run_local(todo, shard_job, job, engine, out_dir, finished, report):
                 s = futures[fut]
                 try:
                     finished(fut.result())
+                except WorkerStartError as exc:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise ScaleError(str(exc)) from None
                 except BrokenProcessPool as exc:
                     broken = True
                     _retry_or_fail(s, attempts, engine.retries, f"process pool broken: {exc}", report, engine.log)
@@ -333,6 +337,8 @@ def _run_ray(todo, shard_job, job, engine, out_dir, finished, report):
         try:
             finished(ray.get(fut))
             idle.append(a)
+        except WorkerStartError as exc:  # Ray's task error is also an instance of the worker's exception class
+            raise ScaleError(str(exc).strip().splitlines()[-1].split("WorkerStartError: ", 1)[-1]) from None
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
             _retry_or_fail(s, attempts, engine.retries, f"{type(exc).__name__}", report, engine.log)
             queue.append(s)

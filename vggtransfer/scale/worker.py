@@ -22,6 +22,27 @@ class ScaleError(RuntimeError):
     """A sharded job that cannot finish (a shard failed more often than allowed, or Ray is missing)."""
 
 
+class WorkerStartError(ScaleError):
+    """A worker could not build its model or extractor (missing weights, a damaged model folder): the same on every
+    retry, so the job stops at once with the worker's own message (the driver re-raises it as a ScaleError)."""
+
+
+def _start(job: dict, threads: int | None, env: dict):
+    """Build a worker's job; an error becomes its one-line message, kept for the first shard to report (raised in
+    an initializer or an actor's constructor, it would only break the pool and print a traceback)."""
+    os.environ.update(env)
+    try:
+        return make_job(job, threads)
+    except Exception as exc:  # noqa: BLE001  # reported by every shard this worker is given
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _run_started(started, shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
+    if isinstance(started, str):
+        raise WorkerStartError(f"a worker could not start: {started}")
+    return started.run(shard, rows, items, arrays, out_dir, attempt)
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
     """What each worker builds: plain data (crosses process and machine boundaries)."""
@@ -172,8 +193,7 @@ def make_job(job: dict, threads: int | None):
 
 def _init_worker(job: dict, threads: int | None, env: dict) -> None:
     """Process-pool initializer: quiet TensorFlow, then build the job's model once for this process."""
-    os.environ.update(env)
-    _WORKER["job"] = make_job(job, threads)
+    _WORKER["job"] = _start(job, threads, env)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -240,16 +260,15 @@ def extract_shard(extractor, shard: int, rows: list, items: list, arrays, out_di
 
 
 def _run_local_shard(shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
-    return _WORKER["job"].run(shard, rows, items, arrays, out_dir, attempt)
+    return _run_started(_WORKER["job"], shard, rows, items, arrays, out_dir, attempt)
 
 
 class ShardWorker:
     """A Ray actor (see :func:`_ray_worker_class`): builds the job's model once, then runs shards."""
 
     def __init__(self, job: dict, threads: int | None, env: dict):
-        os.environ.update(env)
-        self.job = make_job(job, threads)
+        self.job = _start(job, threads, env)
 
     def run(self, shard: int, rows: list, items: list, arrays, out_dir: str, attempt: int) -> dict:
         """Run one shard of the job."""
-        return self.job.run(shard, rows, items, arrays, out_dir, attempt)
+        return _run_started(self.job, shard, rows, items, arrays, out_dir, attempt)
