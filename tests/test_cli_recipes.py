@@ -286,3 +286,68 @@ def test_train_and_extract_say_which_block_features_they_compute(capsys, monkeyp
     )
     assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32+48 px\n" in err, err
     assert "@32" in out or "@48" in out, out  # the chosen group names its scale
+
+
+def test_extract_resumable_continues_a_killed_extraction_and_replaces_a_stale_cache(scaled_npy, folder, tmp_path):
+    from vggtransfer.data import datasets
+    from vggtransfer.data.store import build_store, extract_resumable
+    from vggtransfer.features.blocks import BlockExtractor
+    from vggtransfer.features.spec import FeatureSpec
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    good = datasets.from_folder(folder)
+    ds = datasets.Dataset([*good.paths[:5], str(bad), *good.paths[5:]], np.r_[good.labels[:5], 0, good.labels[5:]])
+    fx = BlockExtractor(scaled_npy, FeatureSpec(end_points=("pool5",), scales=(32,)), precision="fp32")
+    want, want_ok, want_errors = fx.extract_paths(ds.paths)
+    cache = tmp_path / "cache" / "train.h5"
+    build_store(cache, ds, fx, chunk_rows=4, stop_after=8)  # what a kill after two flushed chunks leaves
+    feats, ok, errors, resumed = extract_resumable(cache, ds, fx, chunk_rows=4)
+    assert resumed == 8 and ok == want_ok and [str(e) for e in errors] == [str(e) for e in want_errors]
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    # a cache of other items (the folder changed between runs) is not an error: it is replaced
+    fewer = datasets.Dataset(good.paths[:6], good.labels[:6])
+    feats, ok, errors, resumed = extract_resumable(cache, fewer, fx, chunk_rows=4)
+    assert resumed == 0 and ok == list(range(6)) and not errors
+    np.testing.assert_allclose(feats, fx.extract_paths(fewer.paths)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_train_data_killed_after_extraction_continues_from_its_features(
+    capsys, scaled_npy, folder, tmp_path, monkeypatch
+):
+    """``train --data`` keeps its features beside --model until the model is saved: Ctrl-C (or a kill) during
+    selection, then the same command, extracts nothing again and trains the same model; the cache is then removed."""
+    from vggtransfer.models.auto import AutoModel
+
+    args = ("train", "--data", folder, "--weights", scaled_npy, "--scales", 32, "--folds", 3, "--precision", "fp32")
+    real_fit = AutoModel.fit_features
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AutoModel, "fit_features", interrupted)
+    code, out, err = run(capsys, *args, "--model", tmp_path / "m")
+    assert code == 130 and "continues the features already extracted" in err
+    assert (tmp_path / ".m.features" / "train.h5").is_file() and not (tmp_path / "m").exists()
+    calls = []
+    monkeypatch.setattr(AutoModel, "fit_features", lambda self, *a, **k: calls.append(1) or real_fit(self, *a, **k))
+    from vggtransfer.features.blocks import BlockExtractor
+
+    real_views = BlockExtractor.iter_views
+
+    def no_new_rows(self, items, *a, **k):
+        assert not list(items), "extracted again"
+        return real_views(self, items, *a, **k)
+
+    monkeypatch.setattr(BlockExtractor, "iter_views", no_new_rows)
+    code, out, err = run(capsys, *args, "--model", tmp_path / "m")
+    assert code == 0, err
+    assert "continuing the features of an earlier run: 16 of 16 images done" in err and calls == [1]
+    assert (tmp_path / "m" / "vggtransfer.json").is_file() and not (tmp_path / ".m.features").exists()
+    monkeypatch.undo()
+    code, out, err = run(capsys, *args, "--model", tmp_path / "fresh")
+    assert code == 0 and "continuing" not in err
+    resumed, fresh = (json.loads((tmp_path / m / "vggtransfer.json").read_text()) for m in ("m", "fresh"))
+    for saved in (resumed, fresh):
+        saved["selection"].pop("seconds")
+    assert resumed["selection"] == fresh["selection"] and resumed["model"] == fresh["model"]

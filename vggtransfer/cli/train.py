@@ -10,6 +10,7 @@ recipe that uses it, where a reader of the command looks for it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -199,8 +200,8 @@ def add_parser(sub, parents):
     )
     p.set_defaults(
         func=run_train,
-        interrupted="interrupted; nothing was saved to --model. Rerun the same command "
-        "to train again (a --store keeps the features already extracted)",
+        interrupted="interrupted; nothing was saved to --model. Rerun the same command: it continues the "
+        "features already extracted (kept beside --model until the model is saved)",
     )
     return p
 
@@ -328,12 +329,15 @@ def run_train(args) -> int:
     if cw and ds.task != "classification":
         raise UsageError("--class-weights: applies to classifiers, not to regression targets")
     val_fraction = defaults.VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    cache_dir = None if args.recipe == "finetune" else features_cache(args.model)
     if args.recipe == "auto":
         model = _auto_model(args, ds.task, ds.classes, arch)
-        report = model.train_dataset(ds, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args))
+        report = model.train_dataset(
+            ds, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args), cache_dir=cache_dir
+        )
         for e in report.skipped:
             print(f"skipped {e}", file=sys.stderr)
-        return _save_auto(args, model, report, protect, t0)
+        return _save_auto(args, model, report, protect, t0, cache_dir)
     if args.recipe == "finetune":
         from vggtransfer.models.finetune import FineTunedClassifier
 
@@ -371,10 +375,12 @@ def run_train(args) -> int:
             args.image_size or defaults.IMAGE_SIZE,
             d,
         )
-        report = model.train_dataset(ds, val=val, val_fraction=val_fraction, class_weights=cw, **_fit_args(args, d))
+        report = model.train_dataset(
+            ds, val=val, val_fraction=val_fraction, class_weights=cw, cache_dir=cache_dir, **_fit_args(args, d)
+        )
     for e in report.skipped:
         print(f"skipped {e}", file=sys.stderr)
-    return _save_and_report(args, model, report, protect, t0)
+    return _save_and_report(args, model, report, protect, t0, cache_dir)
 
 
 def _train_from_store(args, cw, protect, t0) -> int:
@@ -431,8 +437,33 @@ def _train_from_store(args, cw, protect, t0) -> int:
     return _save_and_report(args, model, report, protect, t0)
 
 
-def _save_and_report(args, model, report, protect, t0) -> int:
+def features_cache(model_path: Path) -> Path:
+    """Where ``train --data`` keeps the features it has extracted until the model is saved: a hidden folder beside
+    ``--model`` (``models/.clf.features/``). A killed run continues from it when rerun; it is removed after the save.
+    Says so when it continues one."""
+    from vggtransfer.data.store import store_status
+
+    cache = model_path.parent / f".{model_path.name}.features"
+    for name in ("train.h5", "val.h5"):
+        try:
+            done, total = store_status(cache / name)
+        except (OSError, ValueError, KeyError):
+            continue
+        print(
+            f"continuing the features of an earlier run: {done} of {total} images done ({cache / name})",
+            file=sys.stderr,
+        )
+    return cache
+
+
+def _done(cache_dir) -> None:
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _save_and_report(args, model, report, protect, t0, cache_dir=None) -> int:
     model.save(args.model, protect=protect)
+    _done(cache_dir)
     h = report.history
     metric = h.best_val_metric
     shown = f"{100 * metric:.2f} %" if h.metric_name == "accuracy" else f"{metric:.4g}"
@@ -490,8 +521,9 @@ def _auto_model(args, task, classes, arch):
     return AutoRegressor(args.weights, **kwargs)
 
 
-def _save_auto(args, model, report, protect, t0) -> int:
+def _save_auto(args, model, report, protect, t0, cache_dir=None) -> int:
     model.save(args.model, protect=protect)
+    _done(cache_dir)
     print(f"{args.model}: {report.describe()} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from vggtransfer.core.progress import bar as progress_bar
 from vggtransfer.data.datasets import Dataset, resize_arrays
+from vggtransfer.data.images import ImageError
 
 STORE_FORMAT = 1
 #: Config keys that must match for a store to be reused (library_version is recorded but only its major.minor).
@@ -361,6 +362,42 @@ def build_store(
                     bar.update(len(idx) + len(errs))
             writer.flush()
     return path
+
+
+def extract_resumable(path, dataset: Dataset, extractor, progress: bool | None = None, chunk_rows: int = 256):
+    """``(features, ok_indices, errors)`` of ``dataset``, as ``extractor.extract_paths`` returns them, computed
+    through the store ``path`` so that a run that is killed continues where it stopped when called again with the
+    same items and extractor (training's features: ``vggtransfer train --data``). ``path`` is a cache of the
+    caller's own: a store there for other items or features is replaced, and deleting it when done is the
+    caller's. Returns ``resumed`` too: the rows that were already done."""
+    path = Path(path)
+    resumed = 0
+    if path.exists():
+        try:
+            done, _ = store_status(path)
+            build_store(path, dataset, extractor, chunk_rows=chunk_rows, progress=False, stop_after=0)  # a check
+            resumed = done
+        except (FeatureStoreMismatch, ValueError, OSError, KeyError):
+            path.unlink()
+    build_store(path, dataset, extractor, chunk_rows=chunk_rows, progress=progress)
+    with _h5_open(path, "r") as fh:
+        ok = fh["ok"][()]
+        idx = np.flatnonzero(ok)
+        feats = np.empty((len(idx), fh["features"].shape[1]), np.float32)
+        at = 0
+        for start in range(0, len(ok), chunk_rows):  # chunk by chunk: never the failed rows' space too
+            part = ok[start : start + chunk_rows]
+            if part.any():
+                rows = fh["features"][start : start + len(part)][part]
+                feats[at : at + len(rows)] = rows
+                at += len(rows)
+        reasons = fh["error"][()]
+    errors = [ImageError(dataset.paths[i], _text(reasons[i])) for i in np.flatnonzero(~ok)]
+    return feats, idx.tolist(), errors, resumed
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def store_status(path) -> tuple:

@@ -43,7 +43,7 @@ from vggtransfer.data.splits import (
     resolve_class_weights,
     training_items,
 )
-from vggtransfer.data.store import StoredFeatures, StoreRows
+from vggtransfer.data.store import StoredFeatures, StoreRows, extract_resumable
 from vggtransfer.features.blocks import BlockExtractor, FeatureSpec, normalise_blocks
 from vggtransfer.features.extractor import predict_paths
 from vggtransfer.models import defaults
@@ -242,9 +242,12 @@ class AutoModel(Model):
             self.weights_path, self.extractor = path, fx
         return self.extractor
 
-    def features_of(self, dataset: Dataset, progress: bool | None = None):
-        """Block features of a data set's items: ``(features, ok_indices, errors)``."""
+    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None):
+        """Block features of a data set's items: ``(features, ok_indices, errors)``. With ``cache`` (a file path of
+        the caller's) they go through a resumable store there (:func:`vggtransfer.data.store.extract_resumable`)."""
         fx = self.attach()
+        if cache is not None:
+            return extract_resumable(cache, dataset, fx, progress)[:3]
         if dataset.arrays is not None:
             return fx.extract_images(dataset.arrays, progress=progress)
         return fx.extract_paths(dataset.paths, progress=progress)
@@ -272,12 +275,22 @@ class AutoModel(Model):
         return report
 
     def train_dataset(
-        self, dataset: Dataset, *, seed: int = 0, progress: bool | None = None, class_weights=None, log=None, **head
+        self,
+        dataset: Dataset,
+        *,
+        seed: int = 0,
+        progress: bool | None = None,
+        class_weights=None,
+        log=None,
+        cache_dir=None,
+        **head,
     ) -> AutoReport:
-        """Train on a :class:`Dataset` (paths or arrays)."""
+        """Train on a :class:`Dataset` (paths or arrays). ``cache_dir``: the features go through a resumable store
+        there (``train.h5``), so that a killed run continues its extraction when rerun; deleting it is the caller's."""
         self._check_classes(dataset.classes)
         t0 = time.perf_counter()
-        feats, ok, errors = self.features_of(dataset, progress)
+        cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
+        feats, ok, errors = self.features_of(dataset, progress, cache)
         t1 = time.perf_counter()
         report = self.fit_features(
             feats,

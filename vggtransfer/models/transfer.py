@@ -25,7 +25,7 @@ from vggtransfer.data.splits import (
     split_indices,
     training_items,
 )
-from vggtransfer.data.store import FeatureStoreMismatch, StoredFeatures, compare_config
+from vggtransfer.data.store import FeatureStoreMismatch, StoredFeatures, compare_config, extract_resumable
 from vggtransfer.features.extractor import FeatureExtractor, layers_needed, predict_paths
 from vggtransfer.models import defaults
 from vggtransfer.models.base import Model
@@ -297,8 +297,11 @@ class TransferModel(Model):
         return TrainReport(history, train_idx, val_idx, seconds_head=time.perf_counter() - t0)
 
     # --- training on data sets and stores -----------------------------------------------------------------------
-    def features_of(self, dataset: Dataset, progress: bool | None = None):
-        """Frozen features of a data set's items: ``(features, ok_indices, errors)``."""
+    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None):
+        """Frozen features of a data set's items: ``(features, ok_indices, errors)``. With ``cache`` (a file path of
+        the caller's) they go through a resumable store there (:func:`vggtransfer.data.store.extract_resumable`)."""
+        if cache is not None:
+            return extract_resumable(cache, dataset, self.extractor, progress)[:3]
         if dataset.arrays is not None:
             feats = self.extractor.extract_arrays(resize_arrays(dataset.arrays, self.image_size))
             return feats, list(range(len(dataset))), []
@@ -311,17 +314,21 @@ class TransferModel(Model):
         val_fraction: float = defaults.VAL_FRACTION,
         val: Dataset | None = None,
         class_weights=None,
+        cache_dir=None,
         **fit,
     ) -> TrainReport:
         """Train on a :class:`Dataset` (paths or arrays). With ``val`` that set is the validation split; else a
-        seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders."""
+        seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders.
+        ``cache_dir``: the features go through resumable stores there (``train.h5``, ``val.h5``), so that a killed
+        run continues its extraction when rerun; deleting it is the caller's."""
         self._check_classes(dataset.classes)
         t0 = time.perf_counter()
-        feats, ok, errors = self.features_of(dataset, fit.get("progress"))
+        cache = None if cache_dir is None else Path(cache_dir)
+        feats, ok, errors = self.features_of(dataset, fit.get("progress"), cache and cache / "train.h5")
         labels = dataset.labels[ok]
         if val is not None:
             self._check_classes(val.classes)
-            vf, vok, verr = self.features_of(val, fit.get("progress"))
+            vf, vok, verr = self.features_of(val, fit.get("progress"), cache and cache / "val.h5")
             errors = errors + verr
             n_train = len(feats)
             feats = np.concatenate([feats, vf])
