@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vggtransfer.cli.common import fraction, positive_int
+
 CLASSES = ("tiger", "kittycat")
 LENGTH_CM = {"tiger": (100.0, 30.0, 20.0), "kittycat": (40.0, 8.0, 10.0)}  # mean, std, floor
 
@@ -156,8 +158,10 @@ def main(argv=None) -> int:
         default=None,
         help="images to predict from a fresh process (default: demo/ beside --data, if present)",
     )
-    parser.add_argument("--per-class", type=int, default=400, help="at most this many images per class (400)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, never seen in training")
+    parser.add_argument("--per-class", type=positive_int, default=400, help="at most this many images per class (400)")
+    parser.add_argument(
+        "--test-fraction", type=fraction, default=0.2, help="held-out share in (0, 1), never seen in training (0.2)"
+    )
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -167,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the fake lengths, the splits and training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.test_fraction == 0:
+        parser.error("argument --test-fraction: expected a number in (0, 1): the RMSE is measured on held-out photos")
 
     paths, labels = find_images(args.data, args.per_class)
     counts = {c: labels.count(c) for c in CLASSES}
