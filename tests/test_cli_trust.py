@@ -289,6 +289,51 @@ def test_evaluate_regressor_on_a_store_and_with_png(capsys, models, csv_file, tm
         capsys, "evaluate", "--model", models / "reg", csv_file, "--png", tmp_path / "r.png", "--weights", scaled_npy
     )
     assert code == 0 and out.startswith("RMSE ") and (tmp_path / "r.png").stat().st_size > 1000
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        models / "reg",
+        csv_file,
+        "--png",
+        tmp_path / "new" / "r.svg",
+        "--weights",
+        scaled_npy,
+    )
+    assert code == 0 and (tmp_path / "new" / "r.svg").read_text().lstrip().startswith("<?xml")  # its folder is made
+
+
+@pytest.mark.parametrize("png", ["report.txt", "FOLDER"])  # matplotlib refused .txt after the work; wrote FOLDER.png
+def test_evaluate_png_must_name_a_picture_file(capsys, models, csv_file, tmp_path, png):
+    (tmp_path / "FOLDER").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--model", str(models / "reg"), str(csv_file), "--png", str(tmp_path / png)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--png: expected a picture file name ending in .png, .pdf, .svg, .jpg" in err
+    assert not (tmp_path / "FOLDER.png").exists()
+
+
+@pytest.mark.parametrize(
+    "png, message", [("FOLDER.png", "FOLDER.png: is a folder; expected a file name"), ("FILE/c.png", "cannot create")]
+)
+def test_evaluate_checks_the_png_path_before_any_work(capsys, models, csv_file, tmp_path, png, message, monkeypatch):
+    from vggtransfer.models import registry
+
+    (tmp_path / "FOLDER.png").mkdir()
+    (tmp_path / "FILE").write_text("mine")
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, out, err = run(capsys, "evaluate", "--model", models / "reg", csv_file, "--png", tmp_path / png)
+    assert code == 2 and f"--png {tmp_path}" in err and message in err
+    assert (tmp_path / "FILE").read_text() == "mine"
+
+
+def test_predict_out_that_is_a_folder_is_refused_before_any_work(capsys, models, folder, tmp_path, monkeypatch):
+    from vggtransfer.models import registry
+
+    (tmp_path / "results.csv").mkdir()
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, out, err = run(capsys, "predict", "--model", models / "clf", folder, "--out", tmp_path / "results.csv")
+    assert code == 2 and "--out" in err and "results.csv: is a folder; expected a file name" in err
 
 
 def test_model_missing_its_checkpoint_data(capsys, models, tmp_path, folder, scaled_npy):

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from vggtransfer.core.env import ENV_VERBOSE, PRECISIONS
 from vggtransfer.data.images import ENV_MAX_PIXELS, MAX_PIXELS
@@ -67,6 +68,32 @@ image_size = _bounded(
     f"a side of at least {MIN_INPUT_SIDE} pixels",
     f"An input side in pixels, >= {MIN_INPUT_SIDE} (VGG's five 2x2 poolings).",
 )
+
+
+#: What ``--png`` may be named (matplotlib writes each by its suffix).
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def picture_file(text) -> Path:
+    """A picture file name: ends in one of :data:`PICTURE_SUFFIXES` (else matplotlib would refuse it after the work,
+    or add .png to a folder's name)."""
+    path = Path(text)
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a picture file name ending in {', '.join(PICTURE_SUFFIXES)}, got {text!r}"
+        )
+    return path
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """A file the command will write, checked before any work: not an existing folder, and its folder exists or can
+    be made (it is made now)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create its folder {path.parent} ({exc.strerror or exc})") from None
 
 
 def scales(text) -> tuple:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtransfer.cli.common import UsageError, add_runtime_args, progress
+from vggtransfer.cli.common import UsageError, add_runtime_args, check_output_file, picture_file, progress
 from vggtransfer.data.datasets import DATA_HELP
 
 
@@ -37,8 +37,9 @@ def add_parser(sub, parents):
     p.add_argument("--weights", default=None, help="the VGG weights the model was trained with")
     p.add_argument(
         "--png",
-        type=Path,
-        help="also write a picture: the confusion matrix (classifiers) or predicted vs true (regressors)",
+        type=picture_file,
+        help="also write a picture: the confusion matrix (classifiers) or predicted vs true (regressors); "
+        ".png, .pdf, .svg or .jpg",
     )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     add_runtime_args(p)
@@ -52,6 +53,8 @@ def run_evaluate(args) -> int:
 
     if (args.data is None) == (args.store is None):
         raise UsageError("give DATA or --store (one of them)")
+    if args.png is not None:
+        check_output_file(args.png, "--png")
     cfg = read_kind(args.model)
     kind = cfg["kind"]
     if kind == "finetuned" and args.store is not None:

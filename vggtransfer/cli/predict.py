@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vggtransfer.cli.common import UsageError, add_runtime_args, add_scale_out_args, positive_int
+from vggtransfer.cli.common import UsageError, add_runtime_args, add_scale_out_args, check_output_file, positive_int
 from vggtransfer.models.predictions import ResultsPathError, check_results_path, predict_rows, write_results
 
 
@@ -72,6 +72,7 @@ def run_predict(args) -> int:
             check_results_path(args.out)  # before any work
         except ResultsPathError as exc:
             raise UsageError(f"--out {exc}") from None
+        check_output_file(args.out, "--out")
     if args.out is not None and args.json:
         raise UsageError("--json and --out: --out FILE.jsonl writes JSON lines")
     if sharded:
