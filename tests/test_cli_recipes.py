@@ -307,8 +307,10 @@ def test_extract_resumable_continues_a_killed_extraction_and_replaces_a_stale_ca
     np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
     # a cache of other items (the folder changed between runs) is not an error: it is replaced
     fewer = datasets.Dataset(good.paths[:6], good.labels[:6])
-    feats, ok, errors, resumed = extract_resumable(cache, fewer, fx, chunk_rows=4)
+    said: list = []
+    feats, ok, errors, resumed = extract_resumable(cache, fewer, fx, chunk_rows=4, log=said.append)
     assert resumed == 0 and ok == list(range(6)) and not errors
+    assert said == [f"{cache}: an earlier run's features, of other images or settings: extracting again"]
     np.testing.assert_allclose(feats, fx.extract_paths(fewer.paths)[0], rtol=1e-5, atol=1e-6)
 
 

@@ -376,7 +376,13 @@ def run_train(args) -> int:
             d,
         )
         report = model.train_dataset(
-            ds, val=val, val_fraction=val_fraction, class_weights=cw, cache_dir=cache_dir, **_fit_args(args, d)
+            ds,
+            val=val,
+            val_fraction=val_fraction,
+            class_weights=cw,
+            cache_dir=cache_dir,
+            log=_log(args),
+            **_fit_args(args, d),
         )
     for e in report.skipped:
         print(f"skipped {e}", file=sys.stderr)
@@ -439,21 +445,9 @@ def _train_from_store(args, cw, protect, t0) -> int:
 
 def features_cache(model_path: Path) -> Path:
     """Where ``train --data`` keeps the features it has extracted until the model is saved: a hidden folder beside
-    ``--model`` (``models/.clf.features/``). A killed run continues from it when rerun; it is removed after the save.
-    Says so when it continues one."""
-    from vggtransfer.data.store import store_status
-
-    cache = model_path.parent / f".{model_path.name}.features"
-    for name in ("train.h5", "val.h5"):
-        try:
-            done, total = store_status(cache / name)
-        except (OSError, ValueError, KeyError):
-            continue
-        print(
-            f"continuing the features of an earlier run: {done} of {total} images done ({cache / name})",
-            file=sys.stderr,
-        )
-    return cache
+    ``--model`` (``models/.clf.features/``). A killed run continues from it when rerun (and says so); it is removed
+    after the save."""
+    return model_path.parent / f".{model_path.name}.features"
 
 
 def _done(cache_dir) -> None:

@@ -364,21 +364,27 @@ def build_store(
     return path
 
 
-def extract_resumable(path, dataset: Dataset, extractor, progress: bool | None = None, chunk_rows: int = 256):
-    """``(features, ok_indices, errors)`` of ``dataset``, as ``extractor.extract_paths`` returns them, computed
-    through the store ``path`` so that a run that is killed continues where it stopped when called again with the
-    same items and extractor (training's features: ``vggtransfer train --data``). ``path`` is a cache of the
-    caller's own: a store there for other items or features is replaced, and deleting it when done is the
-    caller's. Returns ``resumed`` too: the rows that were already done."""
+def extract_resumable(
+    path, dataset: Dataset, extractor, progress: bool | None = None, chunk_rows: int = 256, log=None
+) -> tuple:
+    """``(features, ok_indices, errors, resumed)`` of ``dataset``: the first three as ``extractor.extract_paths``
+    returns them, computed through the store ``path`` so that a run that is killed continues where it stopped when
+    called again with the same items and extractor (training's features: ``vggtransfer train --data``); ``resumed``
+    counts the rows an earlier run had done. ``path`` is a cache of the caller's own: a store there for other items
+    or features is replaced, and deleting it when done is the caller's. ``log`` (a callable) hears which."""
     path = Path(path)
     resumed = 0
     if path.exists():
         try:
-            done, _ = store_status(path)
+            done, total = store_status(path)
             build_store(path, dataset, extractor, chunk_rows=chunk_rows, progress=False, stop_after=0)  # a check
             resumed = done
+            if log:
+                log(f"continuing the features of an earlier run: {done} of {total} images done ({path})")
         except (FeatureStoreMismatch, ValueError, OSError, KeyError):
             path.unlink()
+            if log:
+                log(f"{path}: an earlier run's features, of other images or settings: extracting again")
     build_store(path, dataset, extractor, chunk_rows=chunk_rows, progress=progress)
     with _h5_open(path, "r") as fh:
         ok = fh["ok"][()]

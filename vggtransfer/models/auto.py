@@ -242,12 +242,12 @@ class AutoModel(Model):
             self.weights_path, self.extractor = path, fx
         return self.extractor
 
-    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None):
+    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None, log=None):
         """Block features of a data set's items: ``(features, ok_indices, errors)``. With ``cache`` (a file path of
         the caller's) they go through a resumable store there (:func:`vggtransfer.data.store.extract_resumable`)."""
         fx = self.attach()
         if cache is not None:
-            return extract_resumable(cache, dataset, fx, progress)[:3]
+            return extract_resumable(cache, dataset, fx, progress, log=log)[:3]
         if dataset.arrays is not None:
             return fx.extract_images(dataset.arrays, progress=progress)
         return fx.extract_paths(dataset.paths, progress=progress)
@@ -290,7 +290,7 @@ class AutoModel(Model):
         self._check_classes(dataset.classes)
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
-        feats, ok, errors = self.features_of(dataset, progress, cache)
+        feats, ok, errors = self.features_of(dataset, progress, cache, log)
         t1 = time.perf_counter()
         report = self.fit_features(
             feats,

@@ -297,11 +297,11 @@ class TransferModel(Model):
         return TrainReport(history, train_idx, val_idx, seconds_head=time.perf_counter() - t0)
 
     # --- training on data sets and stores -----------------------------------------------------------------------
-    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None):
+    def features_of(self, dataset: Dataset, progress: bool | None = None, cache=None, log=None):
         """Frozen features of a data set's items: ``(features, ok_indices, errors)``. With ``cache`` (a file path of
         the caller's) they go through a resumable store there (:func:`vggtransfer.data.store.extract_resumable`)."""
         if cache is not None:
-            return extract_resumable(cache, dataset, self.extractor, progress)[:3]
+            return extract_resumable(cache, dataset, self.extractor, progress, log=log)[:3]
         if dataset.arrays is not None:
             feats = self.extractor.extract_arrays(resize_arrays(dataset.arrays, self.image_size))
             return feats, list(range(len(dataset))), []
@@ -315,20 +315,21 @@ class TransferModel(Model):
         val: Dataset | None = None,
         class_weights=None,
         cache_dir=None,
+        log=None,
         **fit,
     ) -> TrainReport:
         """Train on a :class:`Dataset` (paths or arrays). With ``val`` that set is the validation split; else a
         seeded stratified ``val_fraction`` of ``dataset``. ``class_weights='balanced'`` for imbalanced folders.
         ``cache_dir``: the features go through resumable stores there (``train.h5``, ``val.h5``), so that a killed
-        run continues its extraction when rerun; deleting it is the caller's."""
+        run continues its extraction when rerun; deleting it is the caller's. ``log`` hears about a resumed cache."""
         self._check_classes(dataset.classes)
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir)
-        feats, ok, errors = self.features_of(dataset, fit.get("progress"), cache and cache / "train.h5")
+        feats, ok, errors = self.features_of(dataset, fit.get("progress"), cache and cache / "train.h5", log)
         labels = dataset.labels[ok]
         if val is not None:
             self._check_classes(val.classes)
-            vf, vok, verr = self.features_of(val, fit.get("progress"), cache and cache / "val.h5")
+            vf, vok, verr = self.features_of(val, fit.get("progress"), cache and cache / "val.h5", log)
             errors = errors + verr
             n_train = len(feats)
             feats = np.concatenate([feats, vf])
