@@ -24,6 +24,7 @@ shard bookkeeping (manifest, done markers, bounded retries, merge); the worker s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtransfer.core.env import PRECISIONS
+from vggtransfer.core.env import ENV_VERBOSE, PRECISIONS
 from vggtransfer.core.progress import bar as progress_bar
 from vggtransfer.data.datasets import Dataset
 from vggtransfer.scale.worker import (  # noqa: F401
@@ -311,6 +312,8 @@ def _run_ray(todo, shard_job, job, engine, out_dir, finished, report):
     except ImportError:
         raise ScaleError("--ray needs Ray: pip install 'vggtransfer[ray]'") from None
     if not ray.is_initialized():
+        if not os.environ.get(ENV_VERBOSE):  # Ray's notice of its default auth mode, at every start: --verbose shows it
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if engine.ray_address:
             ray.init(address=engine.ray_address, **kwargs)
@@ -338,6 +341,13 @@ def _run_ray(todo, shard_job, job, engine, out_dir, finished, report):
             finished(ray.get(fut))
             idle.append(a)
         except WorkerStartError as exc:  # Ray's task error is also an instance of the worker's exception class
+            for actor in actors:  # the others fail the same way: stop them, and take their results (else Ray
+                ray.kill(actor)  # prints each unretrieved error with its traceback when the driver lets go)
+            for pending in running:
+                try:
+                    ray.get(pending)
+                except Exception:  # noqa: BLE001, S110  # the same start-up error, or the kill
+                    pass
             raise ScaleError(str(exc).strip().splitlines()[-1].split("WorkerStartError: ", 1)[-1]) from None
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
             _retry_or_fail(s, attempts, engine.retries, f"{type(exc).__name__}", report, engine.log)
