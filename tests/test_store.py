@@ -122,3 +122,35 @@ def test_resume_after_sigkill_computes_only_the_rest(scaled_npy, fx, folder, tmp
     assert st.paths == ds.paths  # nothing duplicated, in order
     direct, _, _ = fx.extract_paths(ds.paths, progress=False)
     assert np.allclose(st.features, direct, atol=1e-5)
+
+
+def test_a_store_in_use_by_another_process_is_named_as_such(tmp_path):
+    """HDF5 locks a file open for writing; a second `extract` on it said 'not a readable HDF5 feature store ...
+    choose another --store path', which sends the user away from a store that is fine."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    from vggtransfer.data.store import check_store_path
+
+    path = tmp_path / "busy.h5"
+    h5py.File(path, "w").close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); print('open', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(ValueError, match="busy.h5: in use by another process"):
+            check_store_path(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    check_store_path(path)  # free again

@@ -84,6 +84,11 @@ def _h5_open(path: Path, mode: str, writing: bool = False):
     try:
         return h5py.File(path, mode)
     except (OSError, ValueError) as exc:
+        if "unable to lock file" in str(exc):  # HDF5's file lock: another process has it open for writing
+            raise ValueError(
+                f"{path}: in use by another process (an `extract` or `train` still writing it?); wait for it to "
+                "finish, or stop it: a rerun then continues where it stopped"
+            ) from None
         advice = (
             "choose another --store path (it is never overwritten)"
             if writing
