@@ -132,7 +132,7 @@ def test_a_store_in_use_by_another_process_is_named_as_such(tmp_path):
 
     import h5py
 
-    from vggtransfer.data.store import check_store_path
+    from vggtransfer.data.store import check_store_path, extract_resumable
 
     path = tmp_path / "busy.h5"
     h5py.File(path, "w").close()
@@ -150,6 +150,9 @@ def test_a_store_in_use_by_another_process_is_named_as_such(tmp_path):
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(ValueError, match="busy.h5: in use by another process"):
             check_store_path(path)
+        with pytest.raises(ValueError, match="in use by another process"):  # a cache in use is never deleted
+            extract_resumable(path, None, None)
+        assert path.is_file()
     finally:
         holder.kill()
         holder.wait()

@@ -74,6 +74,10 @@ def items_digest(dataset: Dataset, absolute: bool = True) -> str:
     return h.hexdigest()
 
 
+class StoreInUse(ValueError):
+    """A store another process has open for writing (HDF5's file lock)."""
+
+
 def _h5_open(path: Path, mode: str, writing: bool = False):
     """``h5py.File(path, mode)`` with errors that name the file and say what was expected (``writing``: the store
     is about to be extracted into, so the advice is another path; else it is read, by ``train --store``)."""
@@ -85,7 +89,7 @@ def _h5_open(path: Path, mode: str, writing: bool = False):
         return h5py.File(path, mode)
     except (OSError, ValueError) as exc:
         if "unable to lock file" in str(exc):  # HDF5's file lock: another process has it open for writing
-            raise ValueError(
+            raise StoreInUse(
                 f"{path}: in use by another process (an `extract` or `train` still writing it?); wait for it to "
                 "finish, or stop it: a rerun then continues where it stopped"
             ) from None
@@ -386,7 +390,9 @@ def extract_resumable(
             resumed = done
             if log:
                 log(f"continuing the features of an earlier run: {done} of {total} images done ({path})")
-        except (FeatureStoreMismatch, ValueError, OSError, KeyError):
+        except (FeatureStoreMismatch, ValueError, OSError, KeyError) as exc:
+            if isinstance(exc, StoreInUse):  # another run of the same command: never pull its file away
+                raise
             path.unlink()
             if log:
                 log(f"{path}: an earlier run's features, of other images or settings: extracting again")
