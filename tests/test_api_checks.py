@@ -199,3 +199,20 @@ def test_resolve_weights_names_an_unknown_architecture_before_looking_anywhere(t
     monkeypatch.setenv("VGGTRANSFER_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match="unknown architecture 'vgg11'; expected one of vgg16, vgg19"):
         resolve_weights(None, arch="vgg11")
+
+
+def test_path_arguments_take_any_path_like_and_name_what_is_not_one(tmp_path):
+    from pathlib import Path
+
+    from vggtransfer.data.images import path_list
+
+    assert path_list("a.jpg") == (["a.jpg"], True)
+    assert path_list(Path("a.jpg")) == (["a.jpg"], True)
+    assert path_list(b"a.jpg") == (["a.jpg"], True)
+    assert path_list(p for p in ("a.jpg", Path("b.png"))) == (["a.jpg", "b.png"], False)  # any iterable
+    with pytest.raises(TypeError, match="image_paths must be a path or a list of paths .* got NoneType"):
+        path_list(None)
+    with pytest.raises(TypeError, match=r"image_paths\[1\] must be a path .* got int"):
+        path_list(["a.jpg", 5])
+    with pytest.raises(TypeError, match=r"image_paths\[0\] must be a path"):
+        training_items([None], [1.0])

@@ -271,6 +271,26 @@ def load_images(paths, size: int = 224, crop: bool = True, max_pixels: int | Non
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def path_list(image_paths, name: str = "image_paths") -> tuple:
+    """``(paths, single)``: the image path argument of ``predict``/``train`` as a list of str. One path (str, bytes or
+    os.PathLike) is a list of one with ``single`` True; otherwise an iterable of paths. Anything else, or an item
+    that is not a path (None, a number), is a TypeError naming it: a programming error, not an unreadable file."""
+    if isinstance(image_paths, (str, bytes, os.PathLike)):
+        return [os.fsdecode(image_paths)], True
+    try:
+        items = list(image_paths)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a path or a list of paths (str or os.PathLike), got {type(image_paths).__name__}"
+        ) from None
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, bytes, os.PathLike)):
+            raise TypeError(f"{name}[{i}] must be a path (str or os.PathLike), got {type(item).__name__}")
+        out.append(os.fsdecode(item))
+    return out, False
+
+
 def files_under(folder: PathLike, seen: set | None = None) -> list:
     """Every non-hidden file under ``folder``, in sub-folders too (hidden folders skipped), sorted by path; a folder
     reached twice through symbolic links is read once (no endless loop)."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from vggtransfer.data.images import path_list
 
 
 def split_indices(n: int, val_fraction: float, seed: int, labels=None):
@@ -58,9 +58,7 @@ def training_items(image_paths, targets) -> tuple:
     """``train(image_paths, targets)``'s arguments checked before any image is read: ``(paths, targets)`` as a list
     of str and a 1-D array. One path (str or os.PathLike) is one item; a column of targets (n, 1) is accepted as
     scikit-learn does. ValueError for no items, a count mismatch or targets of another shape."""
-    if isinstance(image_paths, (str, os.PathLike)):
-        image_paths = [image_paths]
-    paths = [os.fspath(p) for p in image_paths]
+    paths, _ = path_list(image_paths)
     if not paths:
         raise ValueError("no training images: image_paths is empty")
     y = np.asarray(targets)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import os
 import warnings
 from collections import deque
 
@@ -29,7 +28,7 @@ from vggtransfer.core.runtime import (
     resolve_precision,
 )
 from vggtransfer.core.tf import tf
-from vggtransfer.data.images import ImageError, load_image
+from vggtransfer.data.images import ImageError, load_image, path_list
 from vggtransfer.nets.cfg import MIN_INPUT_SIDE, get_cfg, layers_needed  # noqa: F401 (layers_needed re-exported)
 from vggtransfer.nets.vgg import POOLINGS, feature_dim, initialize, pool, vgg_conv
 from vggtransfer.weights.npy import load_conv_weights
@@ -91,8 +90,7 @@ def predict_paths(image_paths, batches, output_shape, predict, errors: str = "re
     """
     if errors not in ("report", "raise"):
         raise ValueError(f"errors must be 'report' or 'raise', got {errors!r}")
-    single = isinstance(image_paths, (str, os.PathLike))
-    paths = [str(image_paths)] if single else [str(p) for p in image_paths]
+    paths, single = path_list(image_paths)
     out = np.full(output_shape(len(paths)), np.nan)
     bad = []
     for inputs, indices, errs in batches(paths):

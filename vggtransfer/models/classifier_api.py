@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vggtransfer.data.datasets import Dataset
-from vggtransfer.data.images import ImageError
+from vggtransfer.data.images import ImageError, path_list
 from vggtransfer.data.splits import class_index_map
 
 
@@ -49,8 +48,7 @@ class ClassifierAPI:
         or the :class:`ImageError` for a bad image."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-        single = isinstance(image_paths, (str, os.PathLike))
-        paths = [str(image_paths)] if single else [str(p) for p in image_paths]
+        paths, single = path_list(image_paths)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             probs = self.predict(paths, errors="report")
