@@ -56,6 +56,12 @@ def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
         datasets.from_folder(tmp_path)
     with pytest.raises(DatasetError, match="no such folder"):
         datasets.from_folder(tmp_path / "missing")
+    with pytest.raises(DatasetError, match="x.jpg: is a file; expected a folder of class folders"):
+        datasets.from_folder(tmp_path / "a" / "x.jpg")
+    with pytest.raises(DatasetError, match=r"data set: 1 paths but 2 labels"):
+        datasets.from_paths([tmp_path / "a" / "x.jpg"], ["a", "b"])
+    with pytest.raises(ValueError, match="concat needs at least one data set"):
+        datasets.concat()
 
 
 def test_split_is_seeded_and_stratified_and_class_weights(tmp_path):
@@ -126,6 +132,8 @@ def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
     not_h5.write_text("nope")
     with pytest.raises(DatasetError, match="cannot open as HDF5"):
         datasets.from_signs_h5(not_h5)
+    with pytest.raises(DatasetError, match="gone.h5: no such file; expected an .h5 file"):
+        datasets.from_signs_h5(tmp_path / "gone.h5")
 
 
 def test_h5_other_layouts_grey_channels_first_float_labels_no_class_list(tmp_path):

@@ -150,6 +150,8 @@ def from_folder(root, verify: bool = True) -> Dataset:
     once and unreadable ones go to :attr:`Dataset.bad` (by path). Files with other extensions are reported too.
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file; expected a folder of class folders ({root.name}/<class>/<image>)")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -188,7 +190,9 @@ def _has_subfolders(folder: Path) -> bool:
 
 def from_paths(paths, labels, classes=None, verify: bool = True, source: str = "") -> Dataset:
     """Image paths + label names (classification; classes = sorted names unless given) or numbers (regression)."""
-    labels = list(labels)
+    paths, labels = list(paths), list(labels)
+    if len(paths) != len(labels):
+        raise DatasetError(f"{source or 'data set'}: {len(paths)} paths but {len(labels)} labels")
     if classes is None and labels and isinstance(labels[0], str):
         classes = sorted(set(labels))
     return _labelled(list(map(str, paths)), labels, [str(p) for p in paths], classes, verify, source)
@@ -291,6 +295,8 @@ def from_signs_h5(h5_path, split: str = "train") -> Dataset:
 
     h5_path = Path(h5_path)
     xk, yk = f"{split}_set_x", f"{split}_set_y"
+    if not h5_path.is_file():
+        raise DatasetError(f"{h5_path}: {'is a folder' if h5_path.is_dir() else 'no such file'}; expected an .h5 file")
     try:
         fh = h5py.File(h5_path, "r")
     except (OSError, ValueError) as exc:
@@ -381,6 +387,8 @@ def signs_folder(folder) -> Dataset:
 
 def concat(*datasets: Dataset) -> Dataset:
     """Items of several path data sets with the same classes, in order."""
+    if not datasets:
+        raise ValueError("concat needs at least one data set")
     first = datasets[0]
     for d in datasets[1:]:
         if d.classes != first.classes:
