@@ -487,6 +487,15 @@ def test_cli_convert(tmp_path, vgg16_weights, capsys):
     assert cli("convert", tmp_path / "nope.h5", tmp_path / "x.npy") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope.h5: no such file" in err and "Traceback" not in err
+    # OUT is replaced only when it is an earlier conversion: a user's file of the same name is never overwritten
+    assert cli("convert", h5, tmp_path / "out.npy") == 0
+    capsys.readouterr()
+    notes = tmp_path / "notes.npy"
+    notes.write_text("my notes")
+    assert cli("convert", h5, notes) == 2
+    assert "notes.npy: exists and is not a VGG weights file; it is never overwritten" in capsys.readouterr().err
+    assert notes.read_text() == "my notes"
+    assert cli("convert", h5, tmp_path) == 2 and "is a folder; expected the path of the .npy" in capsys.readouterr().err
 
 
 def test_cli_fetch_weights(tmp_path, monkeypatch, http_server, keras_h5_bytes, capsys):
@@ -498,6 +507,10 @@ def test_cli_fetch_weights(tmp_path, monkeypatch, http_server, keras_h5_bytes, c
     assert cli("fetch-weights", "--cache-dir", tmp_path) == 0
     assert "already cached" in capsys.readouterr().out
     assert http_server.hits == {"/vgg16.h5": 1}
+    (tmp_path / "afile").write_text("x")
+    assert cli("fetch-weights", "--cache-dir", tmp_path / "afile") == 2
+    assert "afile: is a file; expected the folder that caches the weights" in capsys.readouterr().err
+    assert http_server.hits == {"/vgg16.h5": 1}  # refused before any download
     assert cli("fetch-weights", "--arch", "vgg19", "--cache-dir", tmp_path) == 2
     assert "no source is declared" in capsys.readouterr().err
     assert cli("fetch-weights", "--source", "local-h5", "--arch", "vgg19", "--cache-dir", tmp_path) == 2

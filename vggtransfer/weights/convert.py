@@ -15,6 +15,7 @@ from vggtransfer.weights.npy import (
     conv_layer_names,
     detect_architecture,
     expected_shapes,
+    list_layers,
     load_weights,
     save_weights,
 )
@@ -191,8 +192,22 @@ def convert_keras_h5(h5_path, out_path, arch: str | None = None) -> Path:
     """Convert a Keras VGG16/VGG19 weight file (include_top False or True, any layout) to a vgg16.npy-layout file.
 
     fc1/fc2/predictions become fc6/fc7/fc8 unchanged: Keras flattens pool5 in NHWC order, as our graph does.
-    The output is written atomically and read back with :func:`weights.load_weights`.
+    The output is written atomically and read back with :func:`weights.load_weights`. An existing ``out_path`` is
+    replaced only when it is itself a weights file (an earlier conversion); any other file is a
+    :class:`WeightsError` and left untouched.
     """
+    out = Path(out_path)
+    if out.is_dir():
+        raise WeightsError(out, "is a folder; expected the path of the .npy file to write")
+    if out.exists():
+        try:
+            is_weights = bool(list_layers(out))
+        except (WeightsError, OSError, ValueError):
+            is_weights = False
+        if not is_weights:
+            raise WeightsError(
+                out, "exists and is not a VGG weights file; it is never overwritten: choose another path"
+            )
     weights = keras_to_npy_weights(read_keras_h5(h5_path), h5_path, arch)
     out_path = save_weights(weights, out_path)
     load_weights(out_path, layers=list(weights), arch=arch or detect_architecture(weights))

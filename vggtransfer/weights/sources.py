@@ -196,6 +196,7 @@ def resolve_weights(
     target = cache_dir / cache_file_name(arch)
     if target.is_file():
         return target
+    _check_cache_dir(cache_dir)
     if not download:
         raise WeightsError(target, f"not in the cache and downloads are off; {_how_to_supply(arch, target)}")
     if progress is not False:
@@ -210,9 +211,15 @@ def resolve_weights(
     return fetch_first(arch, target, sources=sources, session=session, progress=progress)
 
 
+def _check_cache_dir(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise WeightsError(folder, "is a file; expected the folder that caches the weights (--cache-dir)")
+
+
 def fetch_first(arch: str, target, *, sources=None, session=None, progress: bool | None = True) -> Path:
     """Fetch ``target`` from the first of ``sources`` (default: the arch's) that works; errors list every failure."""
     target = Path(target)
+    _check_cache_dir(target.parent)
     sources = sources_for(arch) if sources is None else tuple(sources)
     failures = []
     for source in sources:
