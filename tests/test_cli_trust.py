@@ -327,6 +327,27 @@ def test_evaluate_checks_the_png_path_before_any_work(capsys, models, csv_file, 
     assert (tmp_path / "FILE").read_text() == "mine"
 
 
+def test_predict_out_replaces_only_earlier_results(capsys, models, folder, tmp_path, scaled_npy):
+    """A user's own CSV named as --out (the labels file, say) was overwritten; now only a results file that
+    `predict` wrote is replaced (the same command run again), in either format."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\na.jpg,red\n")
+    code, out, err = run(capsys, "predict", "--model", models / "clf", folder, "--out", labels, "--weights", scaled_npy)
+    assert code == 2 and "labels.csv: exists and is not a results file written by `vggtransfer predict`" in err
+    assert labels.read_text() == "path,label\na.jpg,red\n"
+    for name in ("res.csv", "res.jsonl"):
+        for _ in range(2):  # written, then replaced
+            code, out, err = run(
+                capsys, "predict", "--model", models / "clf", folder, "--out", tmp_path / name, "--weights", scaled_npy
+            )
+            assert code == 0, err
+    assert (tmp_path / "res.csv").read_text().startswith("path,rank,class,probability,error")
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"note": "mine"}\n')
+    code, out, err = run(capsys, "predict", "--model", models / "clf", folder, "--out", notes, "--weights", scaled_npy)
+    assert code == 2 and "notes.jsonl: exists and is not a results file" in err
+
+
 def test_predict_out_that_is_a_folder_is_refused_before_any_work(capsys, models, folder, tmp_path, monkeypatch):
     from vggtransfer.models import registry
 

@@ -55,7 +55,35 @@ def check_results_path(path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in RESULT_SUFFIXES:
         raise ResultsPathError(f"{path}: expected a .csv or .jsonl file name")
+    if path.is_file() and not _is_results_file(path):
+        raise ResultsPathError(
+            f"{path}: exists and is not a results file written by `vggtransfer predict`; it is never overwritten: "
+            "choose another path"
+        )
     return path
+
+
+#: The header lines of the CSV results :func:`write_results` writes (regressor, classifier).
+CSV_HEADERS = ("path,prediction,error", "path,rank,class,probability,error")
+
+
+def _is_results_file(path: Path) -> bool:
+    """Whether ``path`` holds results :func:`write_results` wrote (and so may be replaced): its CSV header, or JSON
+    lines of ``{path, ..., error}`` objects, or nothing at all."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not first:
+        return path.stat().st_size == 0
+    if path.suffix.lower() == ".csv":
+        return first in CSV_HEADERS
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and {"path", "error"} <= set(row)
 
 
 def write_results(path, rows) -> None:
