@@ -314,7 +314,12 @@ def test_evaluate_png_must_name_a_picture_file(capsys, models, csv_file, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "png, message", [("FOLDER.png", "FOLDER.png: is a folder; expected a file name"), ("FILE/c.png", "cannot create")]
+    "png, message",
+    [
+        ("FOLDER.png", "FOLDER.png: is a folder; expected a file name"),
+        ("FILE/c.png", "cannot create"),
+        ("MODEL/c.png", "inside"),  # never written into the model being evaluated (nor its data: below)
+    ],
 )
 def test_evaluate_checks_the_png_path_before_any_work(capsys, models, csv_file, tmp_path, png, message, monkeypatch):
     from vggtransfer.models import registry
@@ -322,9 +327,19 @@ def test_evaluate_checks_the_png_path_before_any_work(capsys, models, csv_file, 
     (tmp_path / "FOLDER.png").mkdir()
     (tmp_path / "FILE").write_text("mine")
     monkeypatch.setattr(registry, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    png = png.replace("MODEL", str(models / "reg"))
     code, out, err = run(capsys, "evaluate", "--model", models / "reg", csv_file, "--png", tmp_path / png)
-    assert code == 2 and f"--png {tmp_path}" in err and message in err
+    assert code == 2 and "--png " in err and message in err
     assert (tmp_path / "FILE").read_text() == "mine"
+
+
+def test_evaluate_png_is_never_written_into_the_data(capsys, models, folder, monkeypatch):
+    from vggtransfer.models import registry
+
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", folder, "--png", folder / "red" / "c.png")
+    assert code == 2 and f"inside {folder}, which this command reads" in err
+    assert not (folder / "red" / "c.png").exists()
 
 
 def test_predict_out_replaces_only_earlier_results(capsys, models, folder, tmp_path, scaled_npy):

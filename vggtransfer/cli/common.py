@@ -85,11 +85,16 @@ def picture_file(text) -> Path:
     return path
 
 
-def check_output_file(path: Path, option: str) -> None:
-    """A file the command will write, checked before any work: not an existing folder, and its folder exists or can
-    be made (it is made now)."""
+def check_output_file(path: Path, option: str, protect=()) -> None:
+    """A file the command will write, checked before any work: not an existing folder, not inside (or one of) the
+    ``protect`` paths (the data and the model the command reads), and its folder exists or can be made (made now)."""
+    from vggtransfer.models.modeldir import overlapping
+
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a folder; expected a file name")
+    clash = overlapping(Path(os.path.abspath(path)), protect)
+    if clash is not None:
+        raise UsageError(f"{option} {path}: inside {clash}, which this command reads; write it elsewhere")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -54,7 +54,7 @@ def run_evaluate(args) -> int:
     if (args.data is None) == (args.store is None):
         raise UsageError("give DATA or --store (one of them)")
     if args.png is not None:
-        check_output_file(args.png, "--png")
+        check_output_file(args.png, "--png", protect=(args.data, args.store, args.model))
     cfg = read_kind(args.model)
     kind = cfg["kind"]
     if kind == "finetuned" and args.store is not None:

@@ -72,7 +72,7 @@ def run_predict(args) -> int:
             check_results_path(args.out)  # before any work
         except ResultsPathError as exc:
             raise UsageError(f"--out {exc}") from None
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", protect=(args.model,))
     if args.out is not None and args.json:
         raise UsageError("--json and --out: --out FILE.jsonl writes JSON lines")
     if sharded:
