@@ -216,3 +216,15 @@ def test_path_arguments_take_any_path_like_and_name_what_is_not_one(tmp_path):
         path_list(["a.jpg", 5])
     with pytest.raises(TypeError, match=r"image_paths\[0\] must be a path"):
         training_items([None], [1.0])
+
+
+def test_auto_training_names_a_class_with_one_item_and_non_finite_rows(scaled_npy):
+    from vggtransfer.models.auto import AutoClassifier
+
+    model = AutoClassifier(scaled_npy, features=SPEC, models=("ridge",), precision="fp32")
+    x = np.abs(np.random.default_rng(0).normal(size=(9, 512))).astype(np.float32)
+    with pytest.raises(ValueError, match=r"class\(es\) \['lone'\] have only 1 training item"):
+        model.train_on_features(x, ["a"] * 4 + ["b"] * 4 + ["lone"])
+    x[3, 7] = np.nan
+    with pytest.raises(ValueError, match=r"1 training feature row\(s\) hold NaN or inf \(the first: row 3\)"):
+        model.train_on_features(x, ["a"] * 5 + ["b"] * 4)

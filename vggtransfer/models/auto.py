@@ -369,6 +369,11 @@ class AutoModel(Model):
             missing = sorted(set(range(len(self.classes))) - set(y.tolist()))
             if missing:
                 raise ValueError(f"class(es) {[self.classes[i] for i in missing]} have no training item")
+            single = [self.classes[i] for i in np.flatnonzero(np.bincount(y, minlength=len(self.classes)) == 1)]
+            if single:
+                raise ValueError(
+                    f"class(es) {single} have only 1 training item; cross-validation needs 2 or more of every class"
+                )
             weights = resolve_class_weights(class_weights, y, len(self.classes))
             cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}
         n_classes = len(self.classes)
@@ -401,6 +406,7 @@ class AutoModel(Model):
         # Normalised in chunks of rows: the CV rows' blocks, then the winner's blocks of every row (memory: those,
         # not every block of every row in float64).
         z = normalise_blocks(features[rows], blocks, self.power)
+        _check_finite(z, rows)
         try:
             sel = select(
                 z,
@@ -424,6 +430,7 @@ class AutoModel(Model):
         names = candidate_groups(blocks)[best.group]
         del z
         x = normalise_blocks(features, blocks, self.power, only=names)
+        _check_finite(x, np.arange(len(x)))
         fitted = {"model": best.model, "reg": best.reg, "blocks": names}
         history = None
         if self.dense is not None:
@@ -660,6 +667,17 @@ class AutoClassifier(ClassifierAPI, AutoModel):
     ``predict`` gives probabilities (n, K); ``predict_top_k`` class names with probabilities."""
 
     task = "classification"
+
+
+def _check_finite(z: np.ndarray, rows) -> None:
+    """Training rows must be finite: a NaN or inf feature (a damaged store, features from elsewhere) is named here
+    rather than failing deep in a solver ("array must not contain infs or NaNs")."""
+    bad = np.flatnonzero(~np.isfinite(z).all(axis=1))
+    if len(bad):
+        raise ValueError(
+            f"{len(bad)} training feature row(s) hold NaN or inf (the first: row {int(rows[bad[0]])}); features must "
+            "be finite"
+        )
 
 
 def log_to_stderr(line: str) -> None:
