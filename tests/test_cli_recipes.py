@@ -353,3 +353,38 @@ def test_train_data_killed_after_extraction_continues_from_its_features(
     for saved in (resumed, fresh):
         saved["selection"].pop("seconds")
     assert resumed["selection"] == fresh["selection"] and resumed["model"] == fresh["model"]
+
+
+def test_train_on_an_h5_data_set_through_the_feature_cache(capsys, scaled_npy, tmp_path):
+    """In-memory images (a SIGNS-style .h5) take the same resumable route as files, for auto and for the head
+    recipe with an .h5 --val-data; the cache is gone once the model is saved, and the model is the one the library
+    trains without a cache."""
+    from recipe_data import colour_h5
+
+    from vggtransfer.data import datasets
+    from vggtransfer.features.spec import FeatureSpec
+    from vggtransfer.models.auto import AutoClassifier
+
+    train = colour_h5(tmp_path / "train.h5", 6)
+    val = colour_h5(tmp_path / "val.h5", 3, split="test", seed=1)
+    common = ("--weights", scaled_npy, "--precision", "fp32")
+    code, out, err = run(
+        capsys, "train", "--data", train, "--model", tmp_path / "auto", "--scales", 32, "--folds", 3, *common
+    )
+    assert code == 0, err
+    code, out, err = run(
+        capsys,
+        *("train", "--data", train, "--model", tmp_path / "head", "--recipe", "head", "--image-size", 32),
+        *("--val-data", val, "--epochs", 3, *common),
+    )
+    assert code == 0, err
+    assert not list(tmp_path.glob(".*.features"))
+    direct = AutoClassifier(scaled_npy, features=FeatureSpec(scales=(32,)), folds=3, precision="fp32").train_dataset(
+        datasets.from_signs_h5(train)
+    )
+    saved = json.loads((tmp_path / "auto" / "vggtransfer.json").read_text())["selection"]
+    assert (saved["group"], saved["model"], saved["reg"]) == (
+        direct.selection["group"],
+        direct.selection["model"],
+        direct.selection["reg"],
+    )
