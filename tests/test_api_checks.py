@@ -228,3 +228,13 @@ def test_auto_training_names_a_class_with_one_item_and_non_finite_rows(scaled_np
     x[3, 7] = np.nan
     with pytest.raises(ValueError, match=r"1 training feature row\(s\) hold NaN or inf \(the first: row 3\)"):
         model.train_on_features(x, ["a"] * 5 + ["b"] * 4)
+
+
+def test_an_explicit_pixel_cap_below_one_is_refused():
+    """A cap of -1 built an export where every image was 'not valid', and made every file unreadable."""
+    from vggtransfer.data.images import max_pixels_limit
+
+    assert max_pixels_limit(1000) == 1000
+    for bad in (0, -1, 1.5e300, True, "many"):
+        with pytest.raises(ValueError, match="max_pixels must be a whole number of pixels >= 1"):
+            max_pixels_limit(bad)

@@ -31,6 +31,8 @@ ENV_MAX_PIXELS = "VGGTRANSFER_MAX_PIXELS"
 def max_pixels_limit(max_pixels: int | None = None) -> int:
     """The pixel cap in force: ``max_pixels`` when given, else ``$VGGTRANSFER_MAX_PIXELS``, else :data:`MAX_PIXELS`."""
     if max_pixels is not None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float)) or not 1 <= max_pixels < 2**62:
+            raise ValueError(f"max_pixels must be a whole number of pixels >= 1, got {max_pixels!r}")
         return int(max_pixels)
     env = os.environ.get(ENV_MAX_PIXELS, "").strip()
     if env:

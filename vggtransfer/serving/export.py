@@ -308,6 +308,7 @@ def export_saved_model(
         raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
+    max_pixels_limit(max_pixels)  # a ValueError for a cap below 1 pixel, before the model is loaded
     owned = False
     if isinstance(model, (str, os.PathLike)):
         protect = tuple(protect) + (model,)
