@@ -135,6 +135,12 @@ def test_an_auto_classifier_takes_its_classes_from_the_labels_of_each_training_c
     np.testing.assert_allclose(again.predict(ds.paths), model.predict(ds.paths), rtol=1e-6)
     with pytest.raises(ValueError, match="k must be a whole number >= 1, got 0"):
         model.predict_top_k(ds.paths[:1], k=0)
+    from vggtransfer import ModelError, VggClassifier
+
+    with pytest.raises(ModelError, match=r"the model's classes are \('2', '10'\), not the classes= given"):
+        AutoClassifier(scaled_npy, restore_from=tmp_path / "m", classes=("red", "blue"))
+    with pytest.raises(ModelError, match="a saved 'auto' model, which this class does not restore; vggtransfer.load_"):
+        VggClassifier(scaled_npy, restore_from=tmp_path / "m")  # was: "field 'end_point' is missing"
 
 
 def test_in_memory_images_are_checked_never_cast(scaled_npy, folder):

@@ -628,7 +628,10 @@ class AutoModel(Model):
             )
         self.feature_config, self.power = cfg["feature_config"], float(cfg["power"])
         self.features_spec = spec_of(self.feature_config)
-        self.classes = tuple(cfg.get("classes", ()))
+        saved = tuple(cfg.get("classes", ()))
+        if self.classes and self.classes != saved:
+            raise ModelError(f"{folder}: the model's classes are {saved}, not the classes= given {self.classes}")
+        self.classes = saved
         self._infer_classes = False  # a restored classifier keeps its classes
         self.calibration, self.selection = cfg["calibration"], cfg.get("selection", {})
         self.fitted = dict(cfg["model"])

@@ -147,9 +147,7 @@ class FineTunedClassifier(ClassifierAPI, Model):
         defaults.check_number("batch_size", batch_size, 1, inclusive=True, integer=True)
         cfg = None
         if restore_from is not None:
-            cfg = read_model_config(restore_from)
-            if cfg.get("kind") != self.kind:
-                raise ModelError(f"{restore_from}: not a fine-tuned model (kind {cfg.get('kind')!r})")
+            cfg = read_model_config(restore_from, kinds=(self.kind,))
             arch, trainable_from = cfg["arch"], cfg["trainable_from"]
             image_size, pooling = cfg["image_size"], cfg["pooling"]
             spec = HeadSpec.from_dict(cfg["head"])

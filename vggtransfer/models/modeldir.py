@@ -133,11 +133,17 @@ def checkpoint_files_missing(model_dir, checkpoint: str = CHECKPOINT) -> list:
     return [name for name in expected if not (model_dir / name).is_file()]
 
 
-def read_model_config(model_dir) -> dict:
+def read_model_config(model_dir, kinds=("classifier", "regressor")) -> dict:
     """Read and check ``vggtransfer.json`` of a saved head model (see :func:`~vggtransfer.models.modeldir.load_model_json`):
-    its fields, its format version and that every checkpoint file is there."""
+    its kind (one of ``kinds``; old regressors have none), its fields, its format version and that every checkpoint
+    file is there."""
     cfg, model_dir = load_model_json(model_dir)
     cfg_path = model_dir / MODEL_FILE
+    if cfg.get("kind", "regressor") not in kinds:
+        raise ModelError(
+            f"{model_dir}: a saved {cfg['kind']!r} model, which this class does not restore; "
+            "vggtransfer.load_model(dir) restores any kind"
+        )
     for key in ("format_version", "arch", "end_point", "pooling", "image_size", "head", "weights_sha256"):
         if key not in cfg:
             raise ModelError(f"{cfg_path}: field {key!r} is missing")
