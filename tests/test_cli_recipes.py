@@ -388,3 +388,37 @@ def test_train_on_an_h5_data_set_through_the_feature_cache(capsys, scaled_npy, t
         direct.selection["model"],
         direct.selection["reg"],
     )
+
+
+def test_file_names_with_tabs_newlines_and_undecodable_bytes(capsys, scaled_npy, folder, tmp_path):
+    """Names a file system allows: a tab and a newline broke predict's one-line-per-image output, and a name that
+    is not UTF-8 (bytes from another system) failed extract, train --data and --out CSV with "surrogates not
+    allowed" after the work was done."""
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    src = sorted((data / "red").iterdir())
+    odd = [
+        str(data / "red" / "a\ttab.png"),
+        str(data / "red" / "new\nline.png"),
+        os.fsdecode(bytes(data / "red") + b"/bad\xff.png"),
+    ]
+    for old, new in zip(src, odd):
+        os.rename(old, new)
+    feats = ("--weights", scaled_npy, "--scales", 32, "--precision", "fp32")
+    code, out, err = run(capsys, "extract", data, "--store", tmp_path / "s.h5", *feats)
+    assert code == 0 and "16/16" in out, err
+    from vggtransfer.data.store import open_store
+
+    assert set(odd) <= set(open_store(tmp_path / "s.h5").paths)  # the names read back as they are on disk
+    code, out, err = run(capsys, "train", "--data", data, "--model", tmp_path / "m", "--folds", 3, *feats)
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "m", data, *feats[:2])
+    assert code == 0 and len(out.splitlines()) == 16, err  # one line per image
+    assert f"{data}/red/a\\ttab.png\tred\t" in out and f"{data}/red/new\\nline.png\tred\t" in out
+    assert f"{data}/red/bad\\xff.png\tred\t" in out
+    code, out, err = run(capsys, "predict", "--model", tmp_path / "m", data, *feats[:2], "--out", tmp_path / "r.csv")
+    assert code == 0, err
+    assert b"/bad\xff.png" in (tmp_path / "r.csv").read_bytes()

@@ -19,7 +19,8 @@ def add_parser(sub, parents):
         description="Predict each IMAGE (a folder: every image file under it) with a saved model. Regressor: "
         "'path<TAB>value'. Classifier (head, linear, fine-tuned): 'path<TAB>class<TAB>probability', the --top-k "
         "best classes per image. A file that cannot be read prints 'path<TAB>error: ...' on stderr; the others "
-        "are still predicted, and the exit code is 1.",
+        "are still predicted, and the exit code is 1. A tab, newline or backslash in a name is printed as \\t, "
+        "\\n or \\\\ (a byte that is not UTF-8 as \\xff), so that each line is one image.",
         epilog="example: vggtransfer predict --model models/clf photo1.jpg photo2.png --top-k 2",
     )
     p.add_argument("images", nargs="*", help="image files, or folders: every image file under them, sorted")
@@ -107,13 +108,21 @@ def run_predict(args) -> int:
     else:
         for r in rows:
             if r["error"]:
-                print(f"{r['path']}\terror: {r['error']}", file=sys.stderr)
+                print(f"{field(r['path'])}\terror: {r['error']}", file=sys.stderr)
             elif "top_k" in r:
                 for t in r["top_k"]:
-                    print(f"{r['path']}\t{t['class']}\t{t['probability']:.4f}")
+                    print(f"{field(r['path'])}\t{field(t['class'])}\t{t['probability']:.4f}")
             else:
-                print(f"{r['path']}\t{r['prediction']:.6g}")
+                print(f"{field(r['path'])}\t{r['prediction']:.6g}")
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def field(text: str) -> str:
+    """A path or class name as one field of a tab-separated line: backslash, tab, newline and carriage return are
+    written as \\\\, \\t, \\n, \\r, so a line is always one image, and a byte of a name that is not UTF-8 as \\xff (any
+    terminal prints it). ``--json`` escapes names as JSON does; ``--out`` keeps them as they are on disk."""
+    escaped = str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def image_arguments(items, list_file: Path | None = None) -> list:
@@ -149,7 +158,7 @@ def image_arguments(items, list_file: Path | None = None) -> list:
 def _report_out(args, rows, report) -> int:
     bad = [r for r in rows if r["error"]]
     for r in bad:
-        print(f"{r['path']}\terror: {r['error']}", file=sys.stderr)
+        print(f"{field(r['path'])}\terror: {r['error']}", file=sys.stderr)
     print(f"{args.out}: {len(rows)} images, {len(bad)} could not be predicted")
     if report is not None and not args.quiet:
         print(report.summary())

@@ -69,9 +69,20 @@ def items_digest(dataset: Dataset, absolute: bool = True) -> str:
     h = hashlib.sha256()
     for p in dataset.paths:
         name = p if not absolute or ":" in Path(p).name else os.path.abspath(p)
-        h.update(name.encode() + b"\0")
+        h.update(h5_text(name) + b"\0")
     h.update(np.ascontiguousarray(dataset.labels).tobytes())
     return h.hexdigest()
+
+
+def h5_text(text: str) -> bytes:
+    """A path or message as the store keeps it: UTF-8, with a file name's undecodable bytes (surrogate escapes)
+    written back as they are on disk (h5py's own str encoding refuses them)."""
+    return str(text).encode("utf-8", "surrogateescape")
+
+
+def py_text(value) -> str:
+    """Inverse of :func:`h5_text` for what h5py reads back (bytes, or str)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 class StoreInUse(ValueError):
@@ -210,8 +221,8 @@ def open_store(path, config: dict | None = None, lazy: bool = False) -> StoredFe
             )
         ok = fh["ok"][()]
         idx = np.flatnonzero(ok)
-        paths = [p.decode() if isinstance(p, bytes) else p for p in fh["paths"][()]]
-        errors = [e.decode() if isinstance(e, bytes) else e for e in fh["error"][()]]
+        paths = [py_text(p) for p in fh["paths"][()]]
+        errors = [py_text(e) for e in fh["error"][()]]
         dim = fh["features"].shape[1]
         if lazy:
             features: np.ndarray | StoreRows = StoreRows(path, idx, dim)
@@ -237,7 +248,7 @@ def _create(path: Path, dataset: Dataset, config: dict, dim: int, chunk_rows: in
         fh.create_dataset("features", (n, dim), np.float32, chunks=(max(1, min(chunk_rows, n)), dim))
         label_dtype = np.int64 if dataset.task == "classification" else np.float64
         fh.create_dataset("labels", data=dataset.labels.astype(label_dtype))
-        fh.create_dataset("paths", data=np.array(dataset.paths, dtype=object), dtype=str_t)
+        fh.create_dataset("paths", data=np.array([h5_text(p) for p in dataset.paths], dtype=object), dtype=str_t)
         fh.create_dataset("done", (n,), bool, fillvalue=False)
         fh.create_dataset("ok", (n,), bool, fillvalue=False)
         fh.create_dataset("error", (n,), str_t)
@@ -283,7 +294,7 @@ class BufferedRowWriter:
         ok[rows] = np.array([f is not None for f in feats])
         for r, e in zip(rows, errors):
             if e is not None:
-                err[r] = e
+                err[r] = h5_text(e)
         for name in ("features", "ok", "error"):
             self.fh[name].flush()
         # `done` last: a row counts only once its feature is on disk.
@@ -409,12 +420,8 @@ def extract_resumable(
                 feats[at : at + len(rows)] = rows
                 at += len(rows)
         reasons = fh["error"][()]
-    errors = [ImageError(dataset.paths[i], _text(reasons[i])) for i in np.flatnonzero(~ok)]
+    errors = [ImageError(dataset.paths[i], py_text(reasons[i])) for i in np.flatnonzero(~ok)]
     return feats, idx.tolist(), errors, resumed
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def store_status(path) -> tuple:

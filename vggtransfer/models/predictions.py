@@ -95,7 +95,8 @@ def write_results(path, rows) -> None:
     path = check_results_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    # surrogateescape: a file name that is not valid UTF-8 is written back as the bytes it has on disk
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         if path.suffix.lower() == ".csv":
             w = csv.writer(fh)
             if rows and "top_k" in rows[0]:

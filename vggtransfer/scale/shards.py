@@ -360,7 +360,7 @@ def _merge(path: Path, dataset: Dataset, out_dir: Path, n_shards: int) -> None:
     """Write the finished shards into the one store at ``path`` (atomically: a temp file renamed)."""
     import h5py
 
-    from vggtransfer.data.store import _create, items_digest
+    from vggtransfer.data.store import _create, h5_text, items_digest
 
     stats = [json.loads(shard_names(out_dir, s)[1].read_text()) for s in range(n_shards)]
     configs = {json.dumps(st["config"], sort_keys=True) for st in stats}
@@ -383,7 +383,7 @@ def _merge(path: Path, dataset: Dataset, out_dir: Path, n_shards: int) -> None:
                     fh["features"][lo:hi] = data["features"]
                     fh["ok"][lo:hi] = data["ok"]
                     for r, reason in st["errors"].items():
-                        fh["error"][int(r)] = reason
+                        fh["error"][int(r)] = h5_text(reason)
                     fh["done"][lo:hi] = True
         fh.flush()
     with open(tmp, "rb") as fh:
@@ -430,7 +430,7 @@ def predict_sharded(
     n = len(paths)
     n_shards = count_shards(n, shard_size)
     out_dir = shard_dir(out)
-    digest = hashlib.sha256("\0".join(os.path.abspath(p) for p in paths).encode()).hexdigest()
+    digest = hashlib.sha256("\0".join(os.path.abspath(p) for p in paths).encode("utf-8", "surrogateescape")).hexdigest()
     model = os.path.abspath(cfg["_dir"])
     manifest = {
         "items_sha256": digest,
