@@ -401,26 +401,21 @@ def extract_resumable(
             resumed = done
             if log:
                 log(f"continuing the features of an earlier run: {done} of {total} images done ({path})")
-        except (FeatureStoreMismatch, ValueError, OSError, KeyError) as exc:
-            if isinstance(exc, StoreInUse):  # another run of the same command: never pull its file away
-                raise
+        except StoreInUse:  # another run of the same command: never pull its file away
+            raise
+        except (FeatureStoreMismatch, ValueError, OSError, KeyError):
             path.unlink()
             if log:
                 log(f"{path}: an earlier run's features, of other images or settings: extracting again")
     build_store(path, dataset, extractor, chunk_rows=chunk_rows, progress=progress)
-    with _h5_open(path, "r") as fh:
-        ok = fh["ok"][()]
-        idx = np.flatnonzero(ok)
-        feats = np.empty((len(idx), fh["features"].shape[1]), np.float32)
-        at = 0
-        for start in range(0, len(ok), chunk_rows):  # chunk by chunk: never the failed rows' space too
-            part = ok[start : start + chunk_rows]
-            if part.any():
-                rows = fh["features"][start : start + len(part)][part]
-                feats[at : at + len(rows)] = rows
-                at += len(rows)
-        reasons = fh["error"][()]
-    errors = [ImageError(dataset.paths[i], py_text(reasons[i])) for i in np.flatnonzero(~ok)]
+    stored = open_store(path, lazy=True)
+    rows = stored.features
+    assert isinstance(rows, StoreRows)  # lazy: the readable rows, read from the file when sliced
+    feats = np.empty(rows.shape, np.float32)
+    for start in range(0, len(rows), chunk_rows):  # chunk by chunk: never the failed rows' space too
+        feats[start : start + chunk_rows] = rows[start : start + chunk_rows]
+    errors = [ImageError(item, reason) for item, reason in stored.errors]
+    idx = rows.index
     return feats, idx.tolist(), errors, resumed
 
 
