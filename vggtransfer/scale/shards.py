@@ -413,6 +413,7 @@ def predict_sharded(
     :func:`vggtransfer.models.predictions.write_results`) once every shard is done. Returns ``(ShardReport, rows)``."""
     import hashlib
 
+    from vggtransfer.data.images import path_list
     from vggtransfer.models.modeldir import model_task, read_kind
     from vggtransfer.models.predictions import check_results_path, write_results
 
@@ -426,7 +427,7 @@ def predict_sharded(
     cfg = read_kind(model_dir)
     if top_k is not None and model_task(cfg) == "regression":
         raise ValueError(f"{cfg['_dir']}: a regressor has no top_k (it predicts one value per image)")
-    paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    paths, _ = path_list(paths, "paths")
     n = len(paths)
     n_shards = count_shards(n, shard_size)
     out_dir = shard_dir(out)
