@@ -48,6 +48,7 @@ from vggtransfer.scale.worker import (  # noqa: F401
     _init_worker,
     _run_local_shard,
     _write_json,
+    check_count,
     make_job,
     shard_names,
 )
@@ -126,15 +127,14 @@ class Engine:
     def of(cls, workers, threads, use_ray, ray_address, retries, progress, log) -> Engine:
         """Checked (``workers``, ``threads`` >= 1, ``retries`` >= 0), with ``threads`` defaulting to cores / workers."""
         for name, value, low in (("workers", workers, 1), ("threads", threads, 1), ("retries", retries, 0)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+            if value is not None:
+                check_count(name, value, low)
         return cls(workers, threads or default_threads(workers), use_ray, ray_address, retries, progress, log)
 
 
 def count_shards(n: int, shard_size) -> int:
     """How many shards ``n`` items make; ValueError unless ``shard_size`` is a whole number >= 1."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a whole number >= 1, got {shard_size!r}")
+    check_count("shard_size", shard_size, 1)
     return (n + shard_size - 1) // shard_size
 
 
@@ -422,8 +422,8 @@ def predict_sharded(
     engine = Engine.of(workers, threads, use_ray, ray_address, retries, progress, log)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
+    if top_k is not None:
+        check_count("top_k", top_k, 1)
     cfg = read_kind(model_dir)
     if top_k is not None and model_task(cfg) == "regression":
         raise ValueError(f"{cfg['_dir']}: a regressor has no top_k (it predicts one value per image)")

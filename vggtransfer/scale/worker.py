@@ -22,6 +22,13 @@ class ScaleError(RuntimeError):
     """A sharded job that cannot finish (a shard failed more often than allowed, or Ray is missing)."""
 
 
+def check_count(name: str, value, low: int) -> None:
+    """ValueError naming ``name`` unless ``value`` is an int (not a bool, not a float) >= ``low``: the settings of a
+    sharded job (workers, threads, retries, shard size, top-k, batch and image sizes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
 class WorkerStartError(ScaleError):
     """A worker could not build its model or extractor (missing weights, a damaged model folder): the same on every
     retry, so the job stops at once with the worker's own message (the driver re-raises it as a ScaleError)."""
@@ -66,16 +73,15 @@ class ExtractorSpec:
         cfg = get_cfg(self.arch)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if self.batch_size is not None:
+            check_count("batch_size", self.batch_size, 1)
         if self.features is not None:
             FeatureSpec.from_dict(self.features).check(self.arch)
             return
         cfg.layer(self.end_point)  # a ValueError naming the end points there are
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not isinstance(self.image_size, int) or self.image_size < MIN_INPUT_SIDE:
-            raise ValueError(f"image_size must be a whole number >= {MIN_INPUT_SIDE}, got {self.image_size!r}")
+        check_count("image_size", self.image_size, MIN_INPUT_SIDE)
 
     def build(self, threads: int | None = None):
         """The extractor (call inside the worker)."""
