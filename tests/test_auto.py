@@ -433,6 +433,65 @@ def test_the_scale_is_a_cross_validated_choice():
     assert sel.best.group.endswith("@320") and sel.best.mean > 0.95, sel.best
 
 
+def test_behind_is_a_paired_test_on_the_same_rows():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    right = np.eye(3)[y]
+    wrong = np.eye(3)[(y + 1) % 3]
+    half = right.copy()
+    half[:150] = wrong[:150]
+    rows = np.arange(300)
+    assert select.behind("classification", y, right, half, rows)  # 150 rows worse, none better
+    assert not select.behind("classification", y, half, right, rows)  # better is never behind
+    assert not select.behind("classification", y, right, right, rows)  # a tie is not behind
+    mixed = right.copy()
+    mixed[:4], mixed[-3:] = wrong[:4], wrong[-3:]
+    other = right.copy()
+    other[10:16] = wrong[10:16]
+    assert not select.behind("classification", y, mixed, other, rows)  # 6 vs 7 errors: no evidence
+    assert not select.behind("classification", y, right, half, rows[:1])  # one row is no evidence
+    t = rng.normal(0, 1, 300)
+    assert select.behind("regression", t, t + 0.1 * rng.normal(size=300), t + rng.normal(size=300), rows)
+    assert not select.behind("regression", t, t + rng.normal(size=300), t + rng.normal(size=300), rows)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_racing_stops_a_candidate_far_behind_after_one_fold_and_never_one_that_can_win(task):
+    """A Dense head trainer that is hopeless runs one fold per L2 and is never chosen; one that is best runs every
+    fold and is chosen, with the same table as without racing (the logistic regression stage is raced the same
+    way)."""
+    rng = np.random.default_rng(1)
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(224,))
+    blocks = spec.blocks("vgg16")
+    y = np.repeat(np.arange(4), 50) if task == "classification" else rng.normal(0, 1, 200)
+    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
+    if task == "classification":
+        x[:, :4] += 3.0 * np.eye(4)[y]
+    else:
+        x[:, 0] += 3 * y
+    n_classes = 4 if task == "classification" else 0
+    calls = []
+
+    def trainer(good):
+        def dense(x_tr, y_tr, x_te, y_te, l2, seed):
+            calls.append(l2)
+            if task == "regression":
+                return (y_te if good else -y_te + rng.normal(0, 1, len(y_te))), 3
+            return (np.eye(4)[y_te] if good else np.eye(4)[(y_te + 1) % 4]), 3
+
+        return dense
+
+    kw = dict(models=None, k=5, n_classes=n_classes, dense_l2s=(0.1, 1.0))
+    sel = select.select(x, y, blocks, task, dense=trainer(False), **kw)
+    assert calls == [0.1, 1.0] and sel.best.model != "dense"
+    raced = [c for c in sel.table if c.model == "dense"]
+    assert all(c.raced and len(c.scores) == 1 and c.to_dict()["raced"] for c in raced)
+    calls.clear()
+    sel = select.select(x, y, blocks, task, dense=trainer(True), **kw)
+    assert calls == [0.1] * 5 + [1.0] * 5 and sel.best.model == "dense" and not sel.best.raced
+    assert len(sel.best.scores) == 5 and sel.best_epochs == [3] * 5
+
+
 def test_default_features_are_the_same_on_every_cpu(monkeypatch):
     from vggtransfer import Vgg16
     from vggtransfer.models import defaults

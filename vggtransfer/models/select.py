@@ -10,7 +10,10 @@ The search is staged so that it costs less than extracting the features it runs 
    so a group costs about as much for 2 classes as for 200.
 2. **Model** on the winning group: for classes logistic regression over C (one warm-started lbfgs path per fold,
    stopped relative to its gradient at zero) against the Dense head; for targets ridge against the Dense head
-   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid.
+   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid. These are
+   raced (Maron & Moore 1994): a candidate whose folds so far are worse than the best candidate's on the same
+   held-out rows by more than :data:`RACE_Z` standard errors of the paired difference runs no further fold (on many
+   classes the Dense head can be far behind, and its folds are selection's dearest part).
 3. **Calibration** of the winner from its out-of-fold outputs (:mod:`vggtransfer.models.calibration`).
 
 Folds are stratified: by class, or by quantile bin of the target. Every feature block is power- and L2-normalised
@@ -27,6 +30,7 @@ import numpy as np
 
 from vggtransfer.features.spec import parse_block_name
 from vggtransfer.models.calibration import fit_temperature, scores_to_log_probs
+from vggtransfer.models.defaults import AUTO
 from vggtransfer.models.solvers import logreg_path, ridge_oof
 from vggtransfer.nets.cfg import end_point_names
 
@@ -34,7 +38,12 @@ from vggtransfer.nets.cfg import end_point_names
 #: data-dependent. Wide enough that the chosen value is interior on every set we ran (the table says).
 LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-DENSE_L2S = (0.01, 0.1, 1.0)
+DENSE_L2S = AUTO.dense_l2s
+#: Racing: a stage-2 candidate stops after a fold where it trails the best candidate so far, on the held-out rows of
+#: the folds run, by more than this many standard errors of the paired per-row difference (correct or not for
+#: classes, squared error for targets). One-sided, so a candidate as good as the best is stopped by chance about once
+#: in 700 looks, and then it could only have tied; one truly better is practically never stopped.
+RACE_Z = 3.0
 MODELS = {"classification": ("logreg", "ridge", "dense"), "regression": ("ridge", "dense")}
 
 
@@ -47,6 +56,7 @@ class Candidate:
     reg: float
     scores: list  # per fold: accuracy (classification) or RMSE (regression)
     loss: float = math.nan  # out-of-fold log loss at the fitted temperature (classification) or MSE (regression)
+    raced: bool = False  # stopped by racing after len(scores) folds: far behind the best, never chosen
 
     @property
     def mean(self) -> float:
@@ -68,6 +78,7 @@ class Candidate:
             "std": self.std,
             "scores": [float(s) for s in self.scores],
             "loss": None if math.isnan(self.loss) else float(self.loss),  # JSON has no NaN: not computed
+            "raced": self.raced,
         }
 
 
@@ -203,6 +214,20 @@ def _loss(task, y, out) -> float:
     return float(np.mean((out - y) ** 2))
 
 
+def behind(task, y, best_out, out, rows, z: float = RACE_Z) -> bool:
+    """Whether ``out`` is worse than ``best_out`` on ``rows`` by more than ``z`` standard errors of the paired
+    per-row difference: correct or not (classes; outputs whose argmax is the class), squared error (targets)."""
+    y = y[rows]
+    if task == "classification":
+        d = (best_out[rows].argmax(1) == y).astype(float) - (out[rows].argmax(1) == y)
+    else:
+        d = (out[rows] - y) ** 2 - (best_out[rows] - y) ** 2
+    if len(d) < 2 or d.mean() <= 0:
+        return False
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    return se == 0 or d.mean() > z * se
+
+
 def _better(task, a: Candidate, b: Candidate | None) -> bool:
     """a beats b: higher accuracy (ties: lower log loss), or lower RMSE."""
     if b is None:
@@ -253,24 +278,29 @@ def select(
     codes = np.eye(n_classes or int(y.max()) + 1)[y] if classes else y
     best, best_out, best_group, best_epochs = None, None, None, []
 
-    def consider(group, model, reg, out, epochs=(), lazy_loss=False) -> None:
+    def consider(group, model, reg, out, epochs=(), lazy_loss=False, ran=None) -> None:
         """Score one candidate's out-of-fold outputs, add it to the table, keep it if it beats the best so far.
-        ``lazy_loss``: skip the log loss (the tie-breaker; a temperature fit each) where the accuracy cannot win."""
+        ``lazy_loss``: skip the log loss (the tie-breaker; a temperature fit each) where the accuracy cannot win.
+        ``ran``: the folds run when racing stopped the candidate (scored on those, never kept)."""
         nonlocal best, best_out, best_group, best_epochs
-        cand = Candidate(group, model, float(reg), [_score(task, y, out, te) for _, te in folds])
+        raced = ran is not None and ran < len(folds)
+        cand = Candidate(group, model, float(reg), [_score(task, y, out, te) for _, te in folds[:ran]], raced=raced)
         table.append(cand)
-        if lazy_loss and best is not None and round(cand.mean, 6) < round(best.mean, 6):
+        if raced or (lazy_loss and best is not None and round(cand.mean, 6) < round(best.mean, 6)):
             return
         cand.loss = _loss(task, y, out)
         if _better(task, cand, best):
             best, best_out, best_group, best_epochs = cand, out, group, list(epochs)
 
-    def report(stage: str) -> None:
-        """One log line: the best so far after ``stage`` ('block group' names the group), and the time taken."""
+    def report(stage: str, raced: int = 0) -> None:
+        """One log line: the best so far after ``stage`` ('block group' names the group), the number of its
+        candidates that racing stopped, and the time taken."""
         assert best is not None, f"no candidate in stage {stage}"
         if log:
             head = f"block group {best_group} (" if stage == "block group" else "model "
             tail = f"; {len(groups)} groups, " if stage == "block group" else f" ({stage} done, "
+            if raced:
+                tail += f"{raced} stopped early by racing, "
             log(
                 f"{head}{best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}{tail}{time.perf_counter() - t0:.0f} s)"
             )
@@ -287,25 +317,56 @@ def select(
         best, best_out = None, None
 
     # Stage 2: logistic regression over C (classes; warm-started along the path) and the Dense head, on that group.
+    # Racing: after each fold but the last, stop a candidate far behind the best so far on the rows run.
+    def ran_until_behind(outs, run_fold) -> int:
+        """Run folds in order (``run_fold(i, tr, te)`` fills ``outs``' rows ``te``) until every output in ``outs``
+        is :func:`behind` the best; the number of folds run."""
+        seen = np.zeros(0, np.int64)
+        for i, (tr, te) in enumerate(folds):
+            run_fold(i, tr, te)
+            seen = np.concatenate([seen, te])
+            if i + 1 < len(folds) and best_out is not None and all(behind(task, y, best_out, o, seen) for o in outs):
+                return i + 1
+        return len(folds)
+
     if classes and "logreg" in models:
         out = np.zeros((len(logreg_cs), len(y), n_classes))
-        for tr, te in folds:
+
+        def logreg_fold(i, tr, te):
             out[:, te] = logreg_path(x[tr], y[tr], x[te], logreg_cs, n_classes, class_weight, seed)
+
+        ran = ran_until_behind(list(out), logreg_fold)
         for reg, o in zip(logreg_cs, out):
-            consider(group, "logreg", reg, o)
-        report("logistic regression")
+            consider(group, "logreg", reg, o, ran=ran)
+        report("logistic regression", len(logreg_cs) if ran < len(folds) else 0)
     if "dense" in models:
         if dense is None:
             raise ValueError("models include 'dense' but no Dense head trainer was given")
+        stopped = 0
         for l2 in dense_l2s:
             out, epochs = np.zeros((len(y), n_classes) if classes else (len(y),)), []
-            for i, (tr, te) in enumerate(folds):
+
+            def dense_fold(i, tr, te):
                 out[te], ep = dense(x[tr], y[tr], x[te], y[te], l2, seed + i)
                 epochs.append(ep)
-            consider(group, "dense", l2, np.log(np.maximum(out, 1e-30)) if classes else out, epochs)
-        report("Dense head")
+
+            ran = ran_until_behind([out], dense_fold)
+            stopped += ran < len(folds)
+            consider(group, "dense", l2, np.log(np.maximum(out, 1e-30)) if classes else out, epochs, ran=ran)
+        report("Dense head", stopped)
     assert best is not None and best_out is not None
     return Selection(task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds))
 
 
-__all__ = ["Candidate", "Selection", "select", "candidate_groups", "columns", "make_folds", "selection_rows", "MODELS"]
+__all__ = [
+    "Candidate",
+    "Selection",
+    "select",
+    "behind",
+    "RACE_Z",
+    "candidate_groups",
+    "columns",
+    "make_folds",
+    "selection_rows",
+    "MODELS",
+]
