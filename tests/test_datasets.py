@@ -104,7 +104,7 @@ def test_signs_h5_loads_arrays_and_rejects_wrong_keys_and_shapes(tmp_path):
     assert ds.arrays.shape == (6, 32, 32, 3) and ds.classes == ("0", "1")
     assert ds.images(48).shape == (6, 48, 48, 3)
     assert ds.paths[0] == "train.h5:train_set_x[0]"
-    with pytest.raises(DatasetError, match="missing key.*test_set_x"):
+    with pytest.raises(DatasetError, match=r"missing key.*test_set_x.*it holds the split\(s\): train$"):
         datasets.from_signs_h5(good, split="test")
     bad_shape = tmp_path / "shape.h5"
     with h5py.File(bad_shape, "w") as fh:

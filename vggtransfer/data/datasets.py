@@ -304,7 +304,11 @@ def from_signs_h5(h5_path, split: str = "train") -> Dataset:
     with fh:
         missing = [k for k in (xk, yk) if k not in fh]
         if missing:
-            raise DatasetError(f"{h5_path}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(fh.keys()))})")
+            held = sorted(k[: -len("_set_x")] for k in fh.keys() if k.endswith("_set_x") and k[:-1] + "y" in fh)
+            hint = f"; it holds the split(s): {', '.join(held)}" if held else ""
+            raise DatasetError(
+                f"{h5_path}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(fh.keys()))}){hint}"
+            )
         x, y = fh[xk][()], fh[yk][()]
         cls = fh["list_classes"][()] if "list_classes" in fh else None
     x = _rgb_uint8(h5_path, xk, np.asarray(x))
