@@ -449,7 +449,8 @@ def test_behind_is_a_paired_test_on_the_same_rows():
     other = right.copy()
     other[10:16] = wrong[10:16]
     assert not select.behind("classification", y, mixed, other, rows)  # 6 vs 7 errors: no evidence
-    assert not select.behind("classification", y, right, half, rows[:1])  # one row is no evidence
+    assert select.behind("classification", y, right, half, rows[:10])  # all 10 against: se 0, behind
+    assert not select.behind("classification", y, right, half, rows[:9])  # fewer than 10 rows are no evidence
     t = rng.normal(0, 1, 300)
     assert select.behind("regression", t, t + 0.1 * rng.normal(size=300), t + rng.normal(size=300), rows)
     assert not select.behind("regression", t, t + rng.normal(size=300), t + rng.normal(size=300), rows)

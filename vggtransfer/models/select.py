@@ -216,13 +216,14 @@ def _loss(task, y, out) -> float:
 
 def behind(task, y, best_out, out, rows, z: float = RACE_Z) -> bool:
     """Whether ``out`` is worse than ``best_out`` on ``rows`` by more than ``z`` standard errors of the paired
-    per-row difference: correct or not (classes; outputs whose argmax is the class), squared error (targets)."""
+    per-row difference: correct or not (classes; outputs whose argmax is the class), squared error (targets). Never
+    on fewer than 10 rows."""
     y = y[rows]
     if task == "classification":
         d = (best_out[rows].argmax(1) == y).astype(float) - (out[rows].argmax(1) == y)
     else:
         d = (out[rows] - y) ** 2 - (best_out[rows] - y) ** 2
-    if len(d) < 2 or d.mean() <= 0:
+    if len(d) < 10 or d.mean() <= 0:  # 10 rows: even all 10 against the candidate is a sign test's p = 0.001
         return False
     se = d.std(ddof=1) / math.sqrt(len(d))
     return se == 0 or d.mean() > z * se
