@@ -493,6 +493,28 @@ def test_racing_stops_a_candidate_far_behind_after_one_fold_and_never_one_that_c
     assert len(sel.best.scores) == 5 and sel.best_epochs == [3] * 5
 
 
+def test_racing_stops_block_groups_far_behind_after_one_fold():
+    """Only the 224 px blocks carry the classes: the 320 px groups, run after them, are at chance on the first fold
+    and stop there (their whole alpha path); the 224 px groups run every fold."""
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg",), scales=(224, 320))
+    blocks = spec.blocks("vgg16")
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 60)
+    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
+    for name, a, b in blocks:
+        if name.endswith("@224"):
+            x[:, a : a + 3] += 4.0 * np.eye(3)[y]
+    sel = select.select(x, y, blocks, "classification", models=("ridge",), n_classes=3, k=5)
+    for c in sel.table:
+        if c.group.endswith(" @320"):
+            assert c.raced and len(c.scores) == 1, c
+        elif c.group.endswith(" @224"):
+            assert not c.raced and len(c.scores) == 5, c
+        else:  # the stack: the noise blocks dilute the signal; it may stop after a later fold
+            assert c.raced or len(c.scores) == 5, c
+    assert sel.best.group.endswith(" @224") and sel.best.mean > 0.95
+
+
 def test_default_features_are_the_same_on_every_cpu(monkeypatch):
     from vggtransfer import Vgg16
     from vggtransfer.models import defaults

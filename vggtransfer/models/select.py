@@ -10,11 +10,13 @@ The search is staged so that it costs less than extracting the features it runs 
    so a group costs about as much for 2 classes as for 200.
 2. **Model** on the winning group: for classes logistic regression over C (one warm-started lbfgs path per fold,
    stopped relative to its gradient at zero) against the Dense head; for targets ridge against the Dense head
-   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid. These are
-   raced (Maron & Moore 1994): a candidate whose folds so far are worse than the best candidate's on the same
-   held-out rows by more than :data:`RACE_Z` standard errors of the paired difference runs no further fold (on many
-   classes the Dense head can be far behind, and its folds are selection's dearest part).
+   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid.
 3. **Calibration** of the winner from its out-of-fold outputs (:mod:`vggtransfer.models.calibration`).
+
+Both stages are raced (Maron & Moore 1994): a candidate (a block group's whole alpha path, a logistic-regression path,
+a Dense head L2) whose folds so far are worse than the best candidate's on the same held-out rows by more than
+:data:`RACE_Z` standard errors of the paired difference runs no further fold. On many classes most block groups and
+the Dense head are far behind after one fold, and their folds are most of selection's time.
 
 Folds are stratified: by class, or by quantile bin of the target. Every feature block is power- and L2-normalised
 first (:func:`vggtransfer.features.blocks.normalise_blocks`), so blocks of different depth weigh alike.
@@ -31,7 +33,7 @@ import numpy as np
 from vggtransfer.features.spec import parse_block_name
 from vggtransfer.models.calibration import fit_temperature, scores_to_log_probs
 from vggtransfer.models.defaults import AUTO
-from vggtransfer.models.solvers import logreg_path, ridge_oof
+from vggtransfer.models.solvers import logreg_path, ridge_oof_folds
 from vggtransfer.nets.cfg import end_point_names
 
 #: Regularisation grids (per model); the features are L2-normalised per block, so the grids are fixed, not
@@ -39,7 +41,7 @@ from vggtransfer.nets.cfg import end_point_names
 LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 RIDGE_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DENSE_L2S = AUTO.dense_l2s
-#: Racing: a stage-2 candidate stops after a fold where it trails the best candidate so far, on the held-out rows of
+#: Racing: a candidate stops after a fold where it trails the best candidate so far, on the held-out rows of
 #: the folds run, by more than this many standard errors of the paired per-row difference (correct or not for
 #: classes, squared error for targets). One-sided, so a candidate as good as the best is stopped by chance about once
 #: in 700 looks, and then it could only have tied; one truly better is practically never stopped.
@@ -306,18 +308,6 @@ def select(
                 f"{head}{best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}{tail}{time.perf_counter() - t0:.0f} s)"
             )
 
-    for label, names in groups.items():
-        for reg, o in zip(ridge_alphas, ridge_oof(features[:, columns(blocks, names)], codes, folds, ridge_alphas)):
-            # Classes: the raw output is the log-softmax of the scores (same argmax, so the same accuracy).
-            consider(label, "ridge", reg, scores_to_log_probs(o) if classes else o[:, 0], lazy_loss=classes)
-    assert best is not None and best_group is not None, "at least one block group and regularisation"
-    group = best_group
-    report("block group")
-    x = features[:, columns(blocks, groups[group])]
-    if "ridge" not in models or (classes and class_weight is not None):  # ridge ignores class weights
-        best, best_out = None, None
-
-    # Stage 2: logistic regression over C (classes; warm-started along the path) and the Dense head, on that group.
     # Racing: after each fold but the last, stop a candidate far behind the best so far on the rows run.
     def ran_until_behind(outs, run_fold) -> int:
         """Run folds in order (``run_fold(i, tr, te)`` fills ``outs``' rows ``te``) until every output in ``outs``
@@ -330,6 +320,27 @@ def select(
                 return i + 1
         return len(folds)
 
+    raced_groups = 0
+    for label, names in groups.items():
+        out = np.zeros((len(ridge_alphas), len(y), codes.shape[1] if classes else 1))
+        by_fold = ridge_oof_folds(features[:, columns(blocks, names)], codes, folds, ridge_alphas)
+
+        def ridge_fold(i, tr, te):
+            out[:, te] = next(by_fold)[1]
+
+        ran = ran_until_behind([o if classes else o[:, 0] for o in out], ridge_fold)
+        raced_groups += ran < len(folds)
+        for reg, o in zip(ridge_alphas, out):
+            # Classes: the raw output is the log-softmax of the scores (same argmax, so the same accuracy).
+            consider(label, "ridge", reg, scores_to_log_probs(o) if classes else o[:, 0], lazy_loss=classes, ran=ran)
+    assert best is not None and best_group is not None, "at least one block group and regularisation"
+    group = best_group
+    report("block group", raced_groups)
+    x = features[:, columns(blocks, groups[group])]
+    if "ridge" not in models or (classes and class_weight is not None):  # ridge ignores class weights
+        best, best_out = None, None
+
+    # Stage 2: logistic regression over C (classes; warm-started along the path) and the Dense head, on that group.
     if classes and "logreg" in models:
         out = np.zeros((len(logreg_cs), len(y), n_classes))
 

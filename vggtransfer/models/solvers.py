@@ -70,19 +70,49 @@ def _ridge_fit_rows(x, y, alpha: float) -> tuple:
     return w, ym - xm @ w
 
 
-def ridge_oof(x, y, folds, alphas) -> np.ndarray:
-    """Out-of-fold ridge predictions ``(len(alphas), n, outputs)`` for every fold and alpha. ``y`` is ``(n,)`` or
+def _ridge_fold_kernel(gram, y, tr, te, alphas) -> list:
+    """Held-out predictions ``[(len(te), outputs), ...]`` per alpha of ridge on rows ``tr``, from the kernel ``gram``
+    of every row alone (the wide form of :func:`_ridge_fit`): ``Kc_te,tr (Kc + a I)^-1 Yc + mean(Y)``, with both
+    kernels centred on the training rows' mean, so no weight vector of the group's width is ever formed."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    ym = y[tr].mean(0)
+    yc = y[tr] - ym
+    k = gram[np.ix_(tr, tr)]
+    r = k.mean(0)  # <x_j, mean of the training rows>
+    kc = k - r[:, None] - r[None, :] + r.mean()
+    kt = gram[np.ix_(te, tr)]
+    kt = kt - kt.mean(1)[:, None] - r[None, :] + r.mean()
+    eye = np.eye(len(tr))
+    return [kt @ cho_solve(cho_factor(kc + float(a) * eye), yc) + ym for a in alphas]
+
+
+def ridge_oof_folds(x, y, folds, alphas):
+    """Out-of-fold ridge predictions, one fold at a time: yields ``(te, preds)`` with ``preds`` of shape
+    ``(len(alphas), len(te), outputs)``, so that a caller may stop early (selection's racing). ``y`` is ``(n,)`` or
     ``(n, outputs)`` (e.g. one-hot class codes: the least-squares classifier). The Gram matrix is computed once for
-    all folds (see :func:`_ridge_fit`), which is what makes a grid of block groups cheap on many classes."""
+    all folds: the kernel ``x x^T`` when the rows are wider than a fold's training part is long (then every fold
+    works in kernel space), else the cross-product ``x^T x`` (see :func:`_ridge_fit`). That is what makes a grid of
+    block groups cheap on many classes."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64).reshape(len(x), -1)
     n_train = max(len(tr) for tr, _ in folds)
-    gram = x @ x.T if x.shape[1] > n_train else x.T @ x
-    out = np.zeros((len(alphas), len(x), y.shape[1]))
+    wide = x.shape[1] > n_train
+    gram = x @ x.T if wide else x.T @ x
     for tr, te in folds:
-        shared = gram if (x.shape[1] > len(tr)) == (x.shape[1] > n_train) else None
-        for i, (w, b) in enumerate(_ridge_fit(x, y, tr, alphas, shared, te)):
-            out[i, te] = x[te] @ w + b
+        if wide:
+            yield te, np.stack(_ridge_fold_kernel(gram, y, tr, te, alphas))
+        else:
+            shared = gram if x.shape[1] <= len(tr) else None
+            yield te, np.stack([x[te] @ w + b for w, b in _ridge_fit(x, y, tr, alphas, shared, te)])
+
+
+def ridge_oof(x, y, folds, alphas) -> np.ndarray:
+    """Out-of-fold ridge predictions ``(len(alphas), n, outputs)`` for every fold and alpha
+    (:func:`ridge_oof_folds`, every fold)."""
+    out = np.zeros((len(alphas), len(x), np.asarray(y).reshape(len(x), -1).shape[1]))
+    for te, preds in ridge_oof_folds(x, y, folds, alphas):
+        out[:, te] = preds
     return out
 
 
@@ -155,4 +185,13 @@ def fit_logreg(x, y, c: float, class_weight=None, seed: int = 0):
         return LogisticRegression(C=c, max_iter=1000, tol=tol, class_weight=class_weight, random_state=seed).fit(x, y)
 
 
-__all__ = ["ridge_oof", "ridge_path", "fit_ridge", "logreg_path", "fit_logreg", "LOGREG_REL_TOL", "CHUNK_ROWS"]
+__all__ = [
+    "ridge_oof",
+    "ridge_oof_folds",
+    "ridge_path",
+    "fit_ridge",
+    "logreg_path",
+    "fit_logreg",
+    "LOGREG_REL_TOL",
+    "CHUNK_ROWS",
+]
