@@ -170,3 +170,30 @@ def test_augmented_views_are_seeded_and_vary():
     c = augmented_view(img, 32, np.random.default_rng(2))
     assert a.shape == (32, 32, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert 0.0 <= a.min() and a.max() <= 1.0
+
+
+def test_a_confusion_matrix_of_many_classes_stays_legible(tmp_path):
+    """102 classes (the Caltech benchmark's): the text is the largest confusions, not 103 lines of 1,854 columns, and
+    the picture has no count per cell and stays under 2,600 px (it was 7,260 px square and took 14 s)."""
+    from PIL import Image
+
+    from vggtransfer.models.linear import format_confusion, save_confusion_png
+
+    k = 102
+    classes = [f"class_{i:03d}" for i in range(k)]
+    classes[0] = "BACKGROUND_Google"
+    cm = np.diag(np.full(k, 30))
+    cm[3, 7], cm[5, 1], cm[0, 9] = 9, 4, 1
+    text = format_confusion(cm, classes).splitlines()
+    assert "102 classes" in text[0] and "3 most frequent confusions" in text[0]
+    assert [line.split() for line in text[1:]] == [
+        ["class_003", "->", "class_007:", "9"],
+        ["class_005", "->", "class_001:", "4"],
+        ["BACKGROUND_Google", "->", "class_009:", "1"],
+    ]
+    assert max(len(line) for line in text) <= 120
+    assert "no item was confused" in format_confusion(np.diag(np.full(k, 3)), classes)
+    png = save_confusion_png(cm, classes, tmp_path / "cm.png", "102 classes")
+    assert max(Image.open(png).size) <= 2600
+    small = format_confusion(np.array([[3, 1], [0, 2]]), ["ants", "bees"]).splitlines()
+    assert small[0].split() == ["true\\pred", "ants", "bees"] and small[1].split() == ["ants", "3", "1"]

@@ -210,22 +210,32 @@ class LinearModel(ClassifierAPI, Model):
         return model
 
 
+#: Above this many classes a confusion matrix is drawn without a count in each cell (they would not be legible) and
+#: printed as its most frequent confusions instead of a table (102 classes: 1,854 columns of text).
+CONFUSION_CELLS_UP_TO = 30
+
+
 def save_confusion_png(cm: np.ndarray, classes, png, title: str = "") -> Path:
-    """Write a confusion matrix (rows: true class, columns: predicted) as a PNG with counts in the cells."""
+    """Write a confusion matrix (rows: true class, columns: predicted) as a PNG: counts in the cells up to
+    :data:`CONFUSION_CELLS_UP_TO` classes; beyond, the colours alone on a figure at most 24 inches (2,400 px) wide,
+    with smaller class labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * k, 1.0 + 0.7 * k), dpi=100)
+    cells = k <= CONFUSION_CELLS_UP_TO
+    side = 0.7 * k if cells else min(24.0, 0.22 * k)
+    fig, ax = plt.subplots(figsize=(1.2 + side, 1.0 + side), dpi=100)
     ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
+    font = None if cells else max(4.0, min(8.0, 0.22 * 72 * side / k))  # a label's height: one row's, in points
+    ax.set_xticks(range(k), classes, rotation=45 if cells else 90, ha="right" if cells else "center", fontsize=font)
+    ax.set_yticks(range(k), classes, fontsize=font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     top = cm.max() if cm.size else 0
-    for i in range(k):
+    for i in range(k if cells else 0):
         for j in range(k):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > top / 2 else "black")
     if title:
@@ -238,8 +248,21 @@ def save_confusion_png(cm: np.ndarray, classes, png, title: str = "") -> Path:
     return png
 
 
-def format_confusion(cm: np.ndarray, classes) -> str:
-    """The confusion matrix as aligned text, rows true classes and columns predicted ones."""
+def format_confusion(cm: np.ndarray, classes, most: int = 15) -> str:
+    """The confusion matrix as aligned text, rows true classes and columns predicted ones; above
+    :data:`CONFUSION_CELLS_UP_TO` classes, its ``most`` largest off-diagonal cells instead (``true -> predicted``)."""
+    if len(classes) > CONFUSION_CELLS_UP_TO:
+        off = np.array(cm, copy=True)
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None, kind="stable")[:most]
+        pairs = [(int(i), int(j)) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+        head = f"confusion matrix of {len(classes)} classes (all of it: --json or --png)"
+        if not pairs:
+            return head + "; no item was confused"
+        w = max(len(classes[i]) for i, _ in pairs)
+        lines = [head + f"; the {len(pairs)} most frequent confusions, true -> predicted: items"]
+        lines += [f"  {classes[i].ljust(w)} -> {classes[j]}: {off[i, j]}" for i, j in pairs]
+        return "\n".join(lines)
     w = max(6, max(len(c) for c in classes) + 1)
     lines = ["true\\pred".ljust(w) + "".join(c.rjust(w) for c in classes)]
     for c, row in zip(classes, cm):
