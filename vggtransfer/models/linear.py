@@ -217,7 +217,7 @@ CONFUSION_CELLS_UP_TO = 30
 
 def save_confusion_png(cm: np.ndarray, classes, png, title: str = "") -> Path:
     """Write a confusion matrix (rows: true class, columns: predicted) as a PNG: counts in the cells up to
-    :data:`CONFUSION_CELLS_UP_TO` classes; beyond, the colours alone on a figure at most 24 inches (2,400 px) wide,
+    :data:`CONFUSION_CELLS_UP_TO` classes; beyond, the colours alone on a figure at most 25 inches (2,520 px) wide,
     with smaller class labels."""
     import matplotlib
 
