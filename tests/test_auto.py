@@ -403,6 +403,18 @@ def test_auto_regressor_linear_model_has_no_pickle(scaled_npy, folder, tmp_path)
         AutoRegressor(scaled_npy, models=("logreg",))
 
 
+def _classes_at_one_scale(spec, scale: int, per_class: int):
+    """``(x, y)``: 3 classes of Gaussian noise rows of ``spec``'s width, where only the blocks at ``scale`` carry the
+    class (a shift of 4 on one of their first 3 columns)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], per_class)
+    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
+    for name, a, b in spec.blocks("vgg16"):
+        if name.endswith(f"@{scale}"):
+            x[:, a : a + 3] += 4.0 * np.eye(3)[y]
+    return x, y
+
+
 def test_the_scale_is_a_cross_validated_choice():
     from vggtransfer.models.select import candidate_groups
 
@@ -423,12 +435,7 @@ def test_the_scale_is_a_cross_validated_choice():
         == "pool5 avg"
     )
     # Only the 320 px blocks carry the classes: cross-validation must find that scale.
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 40)
-    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
-    for name, a, b in blocks:
-        if name.endswith("@320"):
-            x[:, a : a + 3] += 4.0 * np.eye(3)[y]
+    x, y = _classes_at_one_scale(spec, 320, per_class=40)
     sel = select.select(x, y, blocks, "classification", models=("logreg",), n_classes=3, k=3)
     assert sel.best.group.endswith("@320") and sel.best.mean > 0.95, sel.best
 
@@ -498,12 +505,7 @@ def test_racing_stops_block_groups_far_behind_after_one_fold():
     and stop there (their whole alpha path); the 224 px groups run every fold."""
     spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg",), scales=(224, 320))
     blocks = spec.blocks("vgg16")
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 60)
-    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
-    for name, a, b in blocks:
-        if name.endswith("@224"):
-            x[:, a : a + 3] += 4.0 * np.eye(3)[y]
+    x, y = _classes_at_one_scale(spec, 224, per_class=60)
     sel = select.select(x, y, blocks, "classification", models=("ridge",), n_classes=3, k=5)
     for c in sel.table:
         if c.group.endswith(" @320"):

@@ -14,6 +14,13 @@ import numpy as np
 from vggtransfer.features.spec import CHUNK_ROWS
 
 
+def _centred_kernel(k) -> tuple:
+    """``(Kc, r)``: the training rows' kernel ``k`` centred on their mean, and ``r``, each row's inner product with
+    that mean (``k``'s column means), which centres a kernel against other rows too."""
+    r = k.mean(0)
+    return k - r[:, None] - r[None, :] + r.mean(), r
+
+
 def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
     """``[(coef (d, outputs), intercept (outputs,)), ...]`` per alpha: ridge on rows ``tr`` of ``x`` (centred, the
     intercept unpenalised), one Cholesky factorisation per alpha of the smaller centred Gram matrix: the kernel
@@ -29,9 +36,7 @@ def _ridge_fit(x, y, tr, alphas, gram=None, held_out=None) -> list:
     yc = y[tr] - ym
     eye = np.eye(min(xt.shape))
     if xt.shape[1] > xt.shape[0]:
-        k = gram[np.ix_(tr, tr)] if gram is not None else xt @ xt.T
-        r = k.mean(0)
-        kc = k - r[:, None] - r[None, :] + r.mean()
+        kc, _ = _centred_kernel(gram[np.ix_(tr, tr)] if gram is not None else xt @ xt.T)
         xc = xt - xm
 
         def solve(a):
@@ -78,9 +83,7 @@ def _ridge_fold_kernel(gram, y, tr, te, alphas) -> list:
 
     ym = y[tr].mean(0)
     yc = y[tr] - ym
-    k = gram[np.ix_(tr, tr)]
-    r = k.mean(0)  # <x_j, mean of the training rows>
-    kc = k - r[:, None] - r[None, :] + r.mean()
+    kc, r = _centred_kernel(gram[np.ix_(tr, tr)])
     kt = gram[np.ix_(te, tr)]
     kt = kt - kt.mean(1)[:, None] - r[None, :] + r.mean()
     eye = np.eye(len(tr))
