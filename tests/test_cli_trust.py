@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from recipe_data import colour_folder
+from recipe_data import colour_folder, colour_h5
 
 from vggtransfer.cli import main
 from vggtransfer.models import defaults
@@ -502,6 +502,14 @@ def test_wrong_pairings_are_refused(capsys, models, folder, csv_file, tmp_path, 
     assert code == 2 and "--top-k" in err and "regressor" in err
     code, out, err = run(capsys, "evaluate", "--model", models / "clf", "--store", models / "reg.h5")
     assert code == 2 and "regression data" in err
+
+
+def test_an_h5_file_without_the_asked_split_names_the_splits_it_holds(capsys, models, tmp_path, scaled_npy):
+    """evaluate reads the test split by default: a train-only file says which splits it has, exit 2, nothing read."""
+    h5 = colour_h5(tmp_path / "train_only.h5", 3)
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", h5, "--weights", scaled_npy)
+    assert code == 2 and str(h5) in err and "missing key(s) test_set_x, test_set_y" in err
+    assert "it holds the split(s): train" in err and out == ""
 
 
 def test_an_empty_class_folder_is_an_error(capsys, tmp_path, scaled_npy):
