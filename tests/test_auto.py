@@ -649,3 +649,59 @@ def test_the_dense_heads_input_standardisation_is_the_overall_std_in_chunks():
     want_mean = x.mean(0, dtype=np.float64)
     np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
     assert scale == pytest.approx(1.0 / np.sqrt(np.mean((x - want_mean) ** 2)), rel=1e-6)
+
+
+# --- nested cross-validation -------------------------------------------------------------------------------------
+def test_nested_estimate_scores_each_outer_fold_on_rows_its_fit_never_saw():
+    y = np.repeat(np.arange(3), 10)
+    fitted = []
+
+    def fit(tr):
+        fitted.append(set(tr.tolist()))
+        return f"fit {len(fitted)}"
+
+    def predict(te):  # right on the even rows, wrong on the odd ones
+        assert not fitted[-1] & set(te.tolist()), "a held-out row was in the fit"
+        return np.where((te % 2 == 0)[:, None], np.eye(3)[y[te]], np.eye(3)[(y[te] + 1) % 3])
+
+    lines = []
+    out = select.nested_estimate(fit, predict, y, "classification", k=5, seed=0, log=lines.append)
+    assert out["folds"] == 5 and out["choices"] == [f"fit {i}" for i in range(1, 6)] and len(lines) == 5
+    held_out = [set(range(30)) - f for f in fitted]
+    assert sorted(r for h in held_out for r in h) == list(range(30))  # every row held out exactly once
+    assert out["mean"] == pytest.approx(np.mean([np.mean([r % 2 == 0 for r in h]) for h in held_out]))
+    assert out["metric"] == "accuracy" and out["std"] == pytest.approx(np.std(out["scores"]))
+    t = np.arange(20.0)
+    out = select.nested_estimate(lambda tr: "", lambda te: t[te] + 2.0, t, "regression", k=4)
+    assert out["metric"] == "rmse" and out["mean"] == pytest.approx(2.0) and out["folds"] == 4
+    with pytest.raises(ValueError, match=r"at least 3 training items of every class.*\[1\]"):
+        select.nested_estimate(fit, predict, np.array([0, 0, 0, 1, 1, 2, 2, 2]), "classification")
+
+
+def test_nested_cv_of_auto_scores_rows_that_neither_chose_nor_fitted_the_model(scaled_npy, tmp_path):
+    """Labels that the features do not predict, and more features than rows: the model fitted on every row
+    predicts those rows almost perfectly, so a nested estimate that let a held-out row into selection or the refit
+    would be far above chance; scored on rows that neither chose nor fitted it, it is at chance. The estimate is
+    saved with the model, and the final model is the plain fit on every row."""
+    from vggtransfer.models.auto import AutoClassifier
+
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg", "max"), scales=(32,))
+    kw = dict(features=spec, models=("ridge", "logreg"), folds=5, precision="fp32")
+    model = AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
+    config = model.attach().config
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (80, spec.dim("vgg16"))).astype(np.float32)
+    y = np.asarray(["a", "b"])[rng.permutation(np.repeat([0, 1], 40))]
+    report = model.fit_features(x, y, config, nested=5)
+    nested = report.selection["nested"]
+    assert np.mean(model.predict_features(x).argmax(1) == (y == "b")) > 0.9  # its own rows: memorised
+    assert 0.3 < nested["mean"] < 0.65 and len(nested["scores"]) == 5, nested
+    assert "nested 5-fold CV accuracy of the whole procedure" in report.describe_nested()
+    plain = AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
+    plain.fit_features(x, y, config)
+    assert plain.selection["cv_mean"] == report.selection["cv_mean"]
+    np.testing.assert_array_equal(plain.predict_features(x), model.predict_features(x))
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())["selection"]["nested"]
+    assert saved["scores"] == nested["scores"] and len(saved["choices"]) == 5
+    assert AutoClassifier(scaled_npy, restore_from=tmp_path / "m").selection["nested"]["mean"] == nested["mean"]

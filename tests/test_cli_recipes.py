@@ -422,3 +422,31 @@ def test_file_names_with_tabs_newlines_and_undecodable_bytes(capsys, scaled_npy,
     code, out, err = run(capsys, "predict", "--model", tmp_path / "m", data, *feats[:2], "--out", tmp_path / "r.csv")
     assert code == 0, err
     assert b"/bad\xff.png" in (tmp_path / "r.csv").read_bytes()
+
+
+def test_nested_cv_estimates_the_whole_procedure_and_evaluate_shows_it(capsys, scaled_npy, folder, tmp_path):
+    """``train --nested-cv``: the outer folds' estimate is printed, saved beside the winner's CV score and shown by
+    ``evaluate``; other recipes refuse the option."""
+    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--weights", scaled_npy)
+    assert code == 0, err
+    code, out, err = run(
+        capsys,
+        *("train", "--store", tmp_path / "s.h5", "--model", tmp_path / "m", "--folds", 3, "--nested-cv"),
+        *("--weights", scaled_npy),
+    )
+    assert code == 0 and "nested 3-fold CV accuracy of the whole procedure" in out, err
+    nested = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())["selection"]["nested"]
+    assert nested["folds"] == 3 and len(nested["scores"]) == 3 and len(nested["choices"]) == 3
+    assert all(c.startswith("chose ") for c in nested["choices"])
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "m", folder, "--weights", scaled_npy)
+    assert code == 0 and "nested cross-validated estimate of the whole procedure: accuracy" in out, err
+    assert f"{100 * nested['mean']:.2f} ± {100 * nested['std']:.2f} % (3 outer folds)" in out
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "m", folder, "--json", "--weights", scaled_npy)
+    shown = json.loads(out)
+    assert code == 0 and shown["nested_mean"] == nested["mean"] and shown["nested_folds"] == 3
+    code, out, err = run(
+        capsys,
+        *("train", "--store", tmp_path / "s.h5", "--model", tmp_path / "no", "--recipe", "linear", "--nested-cv"),
+        *("--weights", scaled_npy),
+    )
+    assert code == 2 and "--nested-cv: applies to --recipe auto only" in err

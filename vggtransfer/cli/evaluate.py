@@ -87,9 +87,31 @@ def run_evaluate(args) -> int:
 
 
 def _cv_estimate(model) -> dict:
-    """An auto model's cross-validated estimate, saved at training: ``{'cv_mean', 'cv_std', 'folds'}`` or {}."""
+    """An auto model's cross-validated estimates, saved at training: ``{'cv_mean', 'cv_std', 'folds'}`` and, when
+    trained with ``--nested-cv``, ``{'nested_mean', 'nested_std', 'nested_folds'}``; {} for other models."""
     sel = getattr(model, "selection", None) or {}
-    return {k: sel[k] for k in ("cv_mean", "cv_std", "folds") if k in sel}
+    out = {k: sel[k] for k in ("cv_mean", "cv_std", "folds") if k in sel}
+    nested = sel.get("nested") or {}
+    out.update({f"nested_{k}": nested[k] for k in ("mean", "std", "folds") if k in nested})
+    return out
+
+
+def _print_estimates(cv: dict, metric: str) -> None:
+    """The training-time estimates beside the test figure: the winner's CV score and, if saved, the nested one."""
+
+    def shown(mean, std):
+        return f"{100 * mean:.2f} ± {100 * std:.2f} %" if metric == "accuracy" else f"{mean:.4g} ± {std:.2g}"
+
+    name = "accuracy" if metric == "accuracy" else "RMSE"
+    if cv:
+        print(
+            f"cross-validated estimate at training: {name} {shown(cv['cv_mean'], cv['cv_std'])} ({cv['folds']} folds)"
+        )
+    if "nested_mean" in cv:
+        print(
+            f"nested cross-validated estimate of the whole procedure: {name} "
+            f"{shown(cv['nested_mean'], cv['nested_std'])} ({cv['nested_folds']} outer folds)"
+        )
 
 
 def _features_of_store(args, model, store):
@@ -126,11 +148,7 @@ def _evaluate_regressor(args, model, store) -> int:
             f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items"
             + (f" ({failed} unreadable, left out)" if failed else "")
         )
-        if cv:
-            print(
-                f"cross-validated estimate at training: RMSE {cv['cv_mean']:.4g} ± {cv['cv_std']:.2g} "
-                f"({cv['folds']} folds)"
-            )
+        _print_estimates(cv, "rmse")
     return 0
 
 
@@ -200,11 +218,7 @@ def _evaluate_classifier(args, model, store) -> int:
             + (f" ({failed} unreadable, left out)" if failed else "")
             + f"; expected calibration error {100 * ece:.2f} %, log loss {nll:.4f}"
         )
-        if cv:
-            print(
-                f"cross-validated estimate at training: accuracy {100 * cv['cv_mean']:.2f} ± "
-                f"{100 * cv['cv_std']:.2f} % ({cv['folds']} folds)"
-            )
+        _print_estimates(cv, "accuracy")
     return 0
 
 

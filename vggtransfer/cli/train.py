@@ -115,6 +115,13 @@ def add_parser(sub, parents):
         f"{defaults.AUTO.select_rows:,}); the winner is refitted on all of them",
     )
     p.add_argument(
+        "--nested-cv",
+        action="store_true",
+        default=None,
+        help="auto: also estimate the whole procedure (selection, refit, calibration) by nested cross-validation, "
+        "--folds outer folds: a figure free of the winner's optimism; costs about --folds times selection",
+    )
+    p.add_argument(
         "--members",
         type=positive_int,
         default=None,
@@ -222,7 +229,7 @@ def check_options(args) -> None:
     if args.recipe != "finetune":
         refuse(FINETUNE_OPTIONS, f"fine-tuning options; they apply to --recipe finetune only (not {args.recipe})")
     if args.recipe != "auto":
-        refuse(("folds", "members", "select_rows"), f"applies to --recipe auto only (not {args.recipe})")
+        refuse(("folds", "members", "select_rows", "nested_cv"), f"applies to --recipe auto only (not {args.recipe})")
         refuse(
             ("scales", "flip"),
             f"block features are --recipe auto's (not {args.recipe}); {args.recipe} reads one "
@@ -333,7 +340,13 @@ def run_train(args) -> int:
     if args.recipe == "auto":
         model = _auto_model(args, ds.task, ds.classes, arch)
         report = model.train_dataset(
-            ds, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args), cache_dir=cache_dir
+            ds,
+            seed=args.seed,
+            progress=progress(args),
+            class_weights=cw,
+            log=_log(args),
+            cache_dir=cache_dir,
+            nested=_nested(args),
         )
         for e in report.skipped:
             print(f"skipped {e}", file=sys.stderr)
@@ -406,7 +419,9 @@ def _train_from_store(args, cw, protect, t0) -> int:
         )
     if args.recipe == "auto":
         model = _auto_model(args, store.task, store.label_names, cfg["arch"])
-        report = model.train_store(store, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args))
+        report = model.train_store(
+            store, seed=args.seed, progress=progress(args), class_weights=cw, log=_log(args), nested=_nested(args)
+        )
         return _save_auto(args, model, report, protect, t0)
     if args.recipe == "linear":
         from vggtransfer.models.linear import LinearModel
@@ -519,7 +534,14 @@ def _save_auto(args, model, report, protect, t0, cache_dir=None) -> int:
     model.save(args.model, protect=protect)
     _done(cache_dir)
     print(f"{args.model}: {report.describe()} ({time.perf_counter() - t0:.0f} s)")
+    if report.describe_nested():
+        print(f"{args.model}: {report.describe_nested()}")
     return 0
+
+
+def _nested(args) -> int:
+    """``--nested-cv``: the outer folds of the nested estimate (``--folds``), or 0 for none."""
+    return (args.folds or defaults.AUTO.folds) if args.nested_cv else 0
 
 
 def _head_model(args, task, classes, arch, end_point, pooling, image_size, d):

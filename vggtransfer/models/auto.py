@@ -65,7 +65,7 @@ from vggtransfer.models.modeldir import (
     load_model_json,
     write_model_dir,
 )
-from vggtransfer.models.select import MODELS, candidate_groups, columns, select, selection_rows
+from vggtransfer.models.select import MODELS, candidate_groups, columns, nested_estimate, select, selection_rows
 from vggtransfer.models.solvers import fit_logreg, fit_ridge
 from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
@@ -89,6 +89,7 @@ class AutoReport:
     seconds_select: float = 0.0
     seconds_refit: float = 0.0
     members: int = 1  # the refitted Dense head's ensemble members (1 for the linear models)
+    seconds_nested: float = 0.0  # the nested cross-validation's, when asked for (``selection['nested']``)
 
     def describe(self) -> str:
         """One line: the choice and the CV estimate."""
@@ -111,6 +112,21 @@ class AutoReport:
         return (
             f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}{bag}){cal}; "
             f"{s['folds']}-fold CV {metric}{sample} {value}"
+        )
+
+    def describe_nested(self) -> str:
+        """One line: the nested cross-validation estimate of the whole procedure, or '' when none was asked for."""
+        n = self.selection.get("nested")
+        if not n:
+            return ""
+        value = (
+            f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} %"
+            if n["metric"] == "accuracy"
+            else f"{n['mean']:.4g} ± {n['std']:.2g}"
+        )
+        return (
+            f"nested {n['folds']}-fold CV {n['metric']} of the whole procedure (selection, refit, calibration): "
+            f"{value} ({self.seconds_nested:.0f} s)"
         )
 
 
@@ -348,8 +364,13 @@ class AutoModel(Model):
         epochs: int | None = None,
         patience: int | None = None,
         batch_size: int = 32,
+        nested: int = 0,
     ) -> AutoReport:
         """Select, refit and calibrate on raw block features made with ``config`` (an extractor's or a store's).
+
+        ``nested`` (>= 2): first estimate this whole procedure by nested cross-validation with that many outer
+        folds on the CV rows (:func:`vggtransfer.models.select.nested_estimate`; about ``nested`` times the cost of
+        selection and refit), saved as ``selection['nested']``.
 
         ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
         epochs, patience = epochs or self.epochs, patience or self.patience
@@ -402,6 +423,11 @@ class AutoModel(Model):
         rows = selection_rows(y, self.task, self.select_rows, self.folds, seed)
         if len(rows) < len(y) and log:
             log(f"cross-validation on a stratified {len(rows):,} of the {len(y):,} rows; the refit on all of them")
+        nested_result, t_nested = None, time.perf_counter()
+        if nested:
+            fit = dict(epochs=epochs, patience=patience, batch_size=batch_size, class_weights=class_weights)
+            nested_result = self._nested(features, y, config, rows, int(nested), seed, log, fit)
+        t_nested = time.perf_counter() - t_nested
         t0 = time.perf_counter()
         # Normalised in chunks of rows: the CV rows' blocks, then the winner's blocks of every row (memory: those,
         # not every block of every row in float64).
@@ -470,6 +496,8 @@ class AutoModel(Model):
             calibration = {"temperature": fit_temperature(sel.oof, y[rows])}
         self.fitted, self.calibration = fitted, calibration
         self.selection = {**sel.summary(), "rows": int(len(rows)), "rows_total": int(len(y))}
+        if nested_result is not None:
+            self.selection["nested"] = nested_result
         self.feature_config = dict(config)
         self.features_spec = spec
         report = AutoReport(
@@ -479,10 +507,29 @@ class AutoModel(Model):
             seconds_select=t1 - t0,
             seconds_refit=time.perf_counter() - t1,
             members=fitted.get("members", 1),
+            seconds_nested=t_nested,
         )
         if log:
             log(report.describe())
         return report
+
+    def _nested(self, features, y, config, rows, k, seed, log, fit) -> dict:
+        """Nested cross-validation of :meth:`fit_features` (selection, refit, calibration) on the CV ``rows``;
+        ``y`` encoded. Leaves the last outer fold's fit behind: the caller fits on every row next."""
+        sub, ys = np.asarray(features[rows], np.float32), y[rows]
+        names = np.asarray(self.classes) if self.task == "classification" else None
+
+        def fit_rows(tr) -> str:
+            targets = ys[tr] if names is None else names[ys[tr]]
+            return self.fit_features(sub[tr], targets, config, seed=seed, progress=False, **fit).describe()
+
+        def predict_rows(te):
+            out = self.predict_features(sub[te])
+            return out if self.task == "regression" else np.log(np.maximum(out, 1e-30))
+
+        if log:
+            log(f"nested cross-validation: {k} outer folds, each selecting, refitting and calibrating on the rest")
+        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log)
 
     def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
         return HeadSpec(
