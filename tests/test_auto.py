@@ -15,7 +15,7 @@ from vggtransfer.data import datasets
 from vggtransfer.data.images import load_image, prepare_array, view_geometry
 from vggtransfer.features.blocks import BlockExtractor
 from vggtransfer.features.spec import FeatureSpec, normalise_blocks, parse_block_name
-from vggtransfer.models import calibration, select, solvers
+from vggtransfer.models import calibration, nested, select, solvers
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +358,7 @@ def test_auto_classifier_trains_saves_restores_predicts(scaled_npy, folder, tmp_
     lines = []
     report = model.train_dataset(ds, log=lines.append)
     sel = report.selection
-    assert sel["folds"] == 3 and sel["model"] in ("logreg", "ridge", "dense") and sel["cv_mean"] > 0.9
+    assert sel["folds"] == 3 and sel["model"] in ("logreg", "ridge", "dense", "average") and sel["cv_mean"] > 0.9
     assert {c["group"] for c in sel["table"]} == {
         "pool5 avg",
         "pool5 avg+max",
@@ -489,7 +489,7 @@ def test_racing_stops_a_candidate_far_behind_after_one_fold_and_never_one_that_c
 
         return dense
 
-    kw = dict(models=None, k=5, n_classes=n_classes, dense_l2s=(0.1, 1.0))
+    kw = dict(models=None, k=5, n_classes=n_classes, dense_l2s=(0.1, 1.0), average=False)
     sel = select.select(x, y, blocks, task, dense=trainer(False), **kw)
     assert calls == [0.1, 1.0] and sel.best.model != "dense"
     raced = [c for c in sel.table if c.model == "dense"]
@@ -629,10 +629,11 @@ def test_auto_trains_and_evaluates_on_a_store_read_in_chunks_as_on_one_in_memory
         if store is lazy:  # several chunks of rows, each read from the file
             monkeypatch.setattr(spec_module, "CHUNK_ROWS", 3)
         model.train_store(store, seed=0)
-        outs.append((model.selection["cv_mean"], model.fitted["coef"], model.predict_store(store)))
+        outs.append((model.selection["cv_mean"], model._linear_arrays(), model.predict_store(store)))
         model.close()
-    assert outs[0][0] == outs[1][0]
-    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    assert outs[0][0] == outs[1][0] and outs[0][1].keys() == outs[1][1].keys()
+    for k in outs[0][1]:
+        np.testing.assert_array_equal(outs[0][1][k], outs[1][1][k])
     np.testing.assert_array_equal(outs[0][2], outs[1][2])
 
 
@@ -665,17 +666,17 @@ def test_nested_estimate_scores_each_outer_fold_on_rows_its_fit_never_saw():
         return np.where((te % 2 == 0)[:, None], np.eye(3)[y[te]], np.eye(3)[(y[te] + 1) % 3])
 
     lines = []
-    out = select.nested_estimate(fit, predict, y, "classification", k=5, seed=0, log=lines.append)
+    out = nested.nested_estimate(fit, predict, y, "classification", k=5, seed=0, log=lines.append)
     assert out["folds"] == 5 and out["choices"] == [f"fit {i}" for i in range(1, 6)] and len(lines) == 5
     held_out = [set(range(30)) - f for f in fitted]
     assert sorted(r for h in held_out for r in h) == list(range(30))  # every row held out exactly once
     assert out["mean"] == pytest.approx(np.mean([np.mean([r % 2 == 0 for r in h]) for h in held_out]))
     assert out["metric"] == "accuracy" and out["std"] == pytest.approx(np.std(out["scores"]))
     t = np.arange(20.0)
-    out = select.nested_estimate(lambda tr: "", lambda te: t[te] + 2.0, t, "regression", k=4)
+    out = nested.nested_estimate(lambda tr: "", lambda te: t[te] + 2.0, t, "regression", k=4)
     assert out["metric"] == "rmse" and out["mean"] == pytest.approx(2.0) and out["folds"] == 4
     with pytest.raises(ValueError, match=r"at least 3 training items of every class.*\[1\]"):
-        select.nested_estimate(fit, predict, np.array([0, 0, 0, 1, 1, 2, 2, 2]), "classification")
+        nested.nested_estimate(fit, predict, np.array([0, 0, 0, 1, 1, 2, 2, 2]), "classification")
 
 
 def test_nested_cv_of_auto_scores_rows_that_neither_chose_nor_fitted_the_model(scaled_npy, tmp_path):
@@ -705,3 +706,66 @@ def test_nested_cv_of_auto_scores_rows_that_neither_chose_nor_fitted_the_model(s
     saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())["selection"]["nested"]
     assert saved["scores"] == nested["scores"] and len(saved["choices"]) == 5
     assert AutoClassifier(scaled_npy, restore_from=tmp_path / "m").selection["nested"]["mean"] == nested["mean"]
+
+
+def test_classes_average_each_familys_best_unless_racing_stopped_it():
+    """Where the families are close, the result is the average of each family's best candidate on the chosen group,
+    each calibrated by its own temperature; a family that racing stopped is left out; ``average=False`` picks."""
+    rng = np.random.default_rng(3)
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(224,))
+    blocks = spec.blocks("vgg16")
+    y = np.repeat(np.arange(3), 40)
+    x = rng.normal(0, 1, (len(y), spec.dim("vgg16")))
+    x[:, :3] += 1.5 * np.eye(3)[y]
+
+    def dense(good):
+        def train(x_tr, y_tr, x_te, y_te, l2, seed):
+            if not good:  # always a wrong class
+                return np.eye(3)[(y_te + 1) % 3] * 0.97 + 0.01, 4
+            scores = 2.0 * x_te[:, :3] + rng.normal(0, 1, (len(y_te), 3))
+            p = np.exp(scores - scores.max(1, keepdims=True))
+            return p / p.sum(1, keepdims=True), 4
+
+        return train
+
+    kw = dict(k=4, n_classes=3, dense_l2s=(1.0,))
+    sel = select.select(x, y, blocks, "classification", dense=dense(True), **kw)
+    assert sel.best.model == "average" and [p["model"] for p in sel.parts] == ["ridge", "logreg", "dense"]
+    assert sel.parts[2]["epochs"] == [4] * 4 and all(p["temperature"] > 0 for p in sel.parts)
+    by_model = {(c.model, c.reg): c for c in sel.table if c.group == sel.best.group and not c.raced}
+    for p in sel.parts:  # each part is its family's best on the group
+        family = [c for (m, _), c in by_model.items() if m == p["model"]]
+        assert p["cv_mean"] == max(c.mean for c in family)
+    assert np.allclose(np.exp(sel.oof).sum(1), 1) and sel.summary()["parts"] == sel.parts
+    assert len(sel.best.scores) == 4 and sel.table[-1] is sel.best
+    hopeless = select.select(x, y, blocks, "classification", dense=dense(False), **kw)
+    assert [p["model"] for p in hopeless.parts] == ["ridge", "logreg"]
+    assert [c.raced for c in hopeless.table if c.model == "dense"] == [True]
+    picked = select.select(x, y, blocks, "classification", dense=dense(True), average=False, **kw)
+    assert picked.best.model in ("ridge", "logreg", "dense") and not picked.parts
+    only = select.select(x, y, blocks, "classification", models=("logreg",), **kw)
+    assert only.best.model == "logreg" and not only.parts  # one family: nothing to average
+
+
+def test_an_averaged_model_predicts_the_mean_of_its_calibrated_parts(scaled_npy, folder, tmp_path):
+    from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.models.calibration import apply_temperature
+
+    spec = FeatureSpec(end_points=("pool4", "pool5"), scales=(32,))
+    model = AutoClassifier(scaled_npy, features=spec, models=("ridge", "logreg"), folds=3, precision="fp32")
+    ds = datasets.from_folder(folder)
+    feats, ok, _ = model.attach().extract_paths(ds.paths)
+    report = model.fit_features(feats, ds.labels[ok], model.attach().config)
+    assert report.selection["model"] == "average" and "average of ridge (alpha" in report.describe()
+    x = normalise_blocks(feats, spec.blocks("vgg16"), model.power, only=model.fitted["blocks"])
+    parts = []
+    for p in model.fitted["parts"]:
+        a = model.fitted["arrays"][p["model"]]
+        s = x.astype(np.float64) @ a["coef"].T + a["intercept"]
+        parts.append(apply_temperature(np.exp(s - s.max(1, keepdims=True)), p["temperature"]))
+    want = apply_temperature(np.mean(parts, 0), model.calibration["temperature"])
+    np.testing.assert_allclose(model.predict_features(feats), want, rtol=1e-6, atol=1e-9)
+    model.save(tmp_path / "m")
+    assert "arrays" not in json.loads((tmp_path / "m" / "vggtransfer.json").read_text())["model"]
+    again = AutoClassifier(scaled_npy, restore_from=tmp_path / "m", precision="fp32")
+    np.testing.assert_allclose(again.predict_features(feats), want, rtol=1e-6, atol=1e-9)

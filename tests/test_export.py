@@ -122,6 +122,12 @@ def models(scaled_npy, photos, tmp_path_factory):
     m.train_dataset(ds, progress=False)
     assert m.fitted["model"] == "ridge" and np.shape(m.fitted["coef"])[0] == len(ds.classes)
     out["auto-ridge-classifier"] = m.save(root / "auto_lsq")
+    m = AutoClassifier(
+        scaled_npy, features=FeatureSpec(scales=(48,)), hidden=(8,), members=2, folds=3, epochs=10, precision="fp32"
+    )
+    m.train_dataset(ds, progress=False)
+    assert m.fitted["model"] == "average" and len(m.fitted["parts"]) >= 2, m.selection  # the default's average
+    out["auto-average"] = m.save(root / "auto_avg")
     m = AutoRegressor(scaled_npy, features=FeatureSpec(scales=(64,)), models=("ridge",), folds=3, precision="fp32")
     m.train(ds.paths, y)
     out["auto-ridge"] = m.save(root / "auto_ridge")

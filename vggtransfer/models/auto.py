@@ -65,7 +65,8 @@ from vggtransfer.models.modeldir import (
     load_model_json,
     write_model_dir,
 )
-from vggtransfer.models.select import MODELS, candidate_groups, columns, nested_estimate, select, selection_rows
+from vggtransfer.models.nested import nested_estimate
+from vggtransfer.models.select import MODELS, candidate_groups, columns, select, selection_rows
 from vggtransfer.models.solvers import fit_logreg, fit_ridge
 from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
@@ -100,8 +101,16 @@ class AutoReport:
             if metric == "accuracy"
             else f"{s['cv_mean']:.4g} ± {s['cv_std']:.2g}"
         )
-        reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[s["model"]]
-        bag = f", {self.members} members" if s["model"] == "dense" and self.members > 1 else ""
+
+        def one(model, value) -> str:
+            reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[model]
+            bag = f", {self.members} members" if model == "dense" and self.members > 1 else ""
+            return f"{model} ({reg} {value:g}{bag})"
+
+        if s["model"] == "average":
+            chosen = "average of " + ", ".join(one(p["model"], p["reg"]) for p in s["parts"])
+        else:
+            chosen = one(s["model"], s["reg"])
         cal = self.calibration.get("kind", "")
         cal = (
             f", calibration {cal}"
@@ -109,10 +118,7 @@ class AutoReport:
             else (f", temperature {self.calibration['temperature']:.3g}" if "temperature" in self.calibration else "")
         )
         sample = f" on {s['rows']:,} of {s['rows_total']:,} rows" if s.get("rows", 0) < s.get("rows_total", 0) else ""
-        return (
-            f"chose {s['group']} -> {s['model']} ({reg} {s['reg']:g}{bag}){cal}; "
-            f"{s['folds']}-fold CV {metric}{sample} {value}"
-        )
+        return f"chose {s['group']} -> {chosen}{cal}; {s['folds']}-fold CV {metric}{sample} {value}"
 
     def describe_nested(self) -> str:
         """One line: the nested cross-validation estimate of the whole procedure, or '' when none was asked for."""
@@ -369,7 +375,7 @@ class AutoModel(Model):
         """Select, refit and calibrate on raw block features made with ``config`` (an extractor's or a store's).
 
         ``nested`` (>= 2): first estimate this whole procedure by nested cross-validation with that many outer
-        folds on the CV rows (:func:`vggtransfer.models.select.nested_estimate`; about ``nested`` times the cost of
+        folds on the CV rows (:func:`vggtransfer.models.nested.nested_estimate`; about ``nested`` times the cost of
         selection and refit), saved as ``selection['nested']``.
 
         ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
@@ -462,34 +468,22 @@ class AutoModel(Model):
         if self.dense is not None:
             self.dense.close()
             self.dense = None
-        if best.model == "dense":
-            self.dense = DenseHead(
-                x.shape[1], self._head_spec(best.reg, self.members), self.learning_rate, self.threads
-            )
-            final = max(1, int(round(statistics.median(sel.best_epochs))))
-            history = self.dense.fit(
-                x,
-                y,
-                epochs=final,
-                patience=final,
-                seed=seed,
-                progress=progress,
-                batch_size=batch_size,
-                class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
-            )
-            fitted["epochs"], fitted["members"] = final, self.members
-        elif best.model == "ridge":  # for classes, the least-squares classifier: one-hot codes, (K, d) weights
-            fitted.update(fit_ridge(x, y if self.task == "regression" else np.eye(n_classes)[y], best.reg))
+        fit_args = dict(seed=seed, progress=progress, batch_size=batch_size, cw=cw)
+        if best.model == "average":  # classes: each family's best, refitted; arrays per linear family
+            fitted["parts"] = [{k: p[k] for k in ("model", "reg", "temperature")} for p in sel.parts]
+            for part, chosen in zip(fitted["parts"], sel.parts):
+                if part["model"] == "dense":
+                    history, part["epochs"] = self._refit_dense(x, y, part["reg"], chosen["epochs"], **fit_args)
+                    part["members"] = self.members
+                else:
+                    fitted.setdefault("arrays", {})[part["model"]] = self._refit_linear(
+                        x, y, part["model"], part["reg"], cw, seed
+                    )
+        elif best.model == "dense":
+            history, fitted["epochs"] = self._refit_dense(x, y, best.reg, sel.best_epochs, **fit_args)
+            fitted["members"] = self.members
         else:
-            clf = fit_logreg(x, y, best.reg, cw, seed)
-            coef, intercept = clf.coef_, clf.intercept_
-            if coef.shape[0] == 1:  # binary: sklearn keeps one row, for class 1
-                coef = np.vstack([np.zeros_like(coef), coef])
-                intercept = np.r_[0.0, intercept]
-            full_coef = np.zeros((n_classes, coef.shape[1]))
-            full_int = np.full(n_classes, -1e9)
-            full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
-            fitted.update(coef=full_coef, intercept=full_int)
+            fitted.update(self._refit_linear(x, y, best.model, best.reg, cw, seed))
         if self.task == "regression":
             calibration = fit_regression_calibration(sel.oof, y[rows], seed=seed)
         else:
@@ -506,12 +500,46 @@ class AutoModel(Model):
             history=history,
             seconds_select=t1 - t0,
             seconds_refit=time.perf_counter() - t1,
-            members=fitted.get("members", 1),
+            members=self.members if self.dense is not None else 1,
             seconds_nested=t_nested,
         )
         if log:
             log(report.describe())
         return report
+
+    def _refit_dense(self, x, y, l2, fold_epochs, *, seed, progress, batch_size, cw) -> tuple:
+        """The Dense head (an ensemble of ``members``) on every row for the folds' median early-stopping epoch;
+        ``(history, epochs)``."""
+        n_classes = len(self.classes)
+        self.dense = DenseHead(x.shape[1], self._head_spec(l2, self.members), self.learning_rate, self.threads)
+        final = max(1, int(round(statistics.median(fold_epochs))))
+        history = self.dense.fit(
+            x,
+            y,
+            epochs=final,
+            patience=final,
+            seed=seed,
+            progress=progress,
+            batch_size=batch_size,
+            class_weights=None if cw is None else [cw[i] for i in range(n_classes)],
+        )
+        return history, final
+
+    def _refit_linear(self, x, y, model: str, reg: float, cw, seed) -> dict:
+        """``{'coef', 'intercept'}`` of ridge (targets; for classes the least-squares classifier on one-hot codes,
+        (K, d) weights) or logistic regression (classes, (K, d) for every class) on every row."""
+        n_classes = len(self.classes)
+        if model == "ridge":
+            return fit_ridge(x, y if self.task == "regression" else np.eye(n_classes)[y], reg)
+        clf = fit_logreg(x, y, reg, cw, seed)
+        coef, intercept = clf.coef_, clf.intercept_
+        if coef.shape[0] == 1:  # binary: sklearn keeps one row, for class 1
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.r_[0.0, intercept]
+        full_coef = np.zeros((n_classes, coef.shape[1]))
+        full_int = np.full(n_classes, -1e9)
+        full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
+        return {"coef": full_coef, "intercept": full_int}
 
     def _nested(self, features, y, config, rows, k, seed, log, fit) -> dict:
         """Nested cross-validation of :meth:`fit_features` (selection, refit, calibration) on the CV ``rows``;
@@ -575,20 +603,30 @@ class AutoModel(Model):
         if not len(features):
             return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
         x = normalise_blocks(features, blocks, self.power, only=self.fitted["blocks"])
-        model = self.fitted["model"]
-        if model == "dense":
-            assert self.dense is not None  # fitted or restored with the model
-            raw = self.dense.predict(x)
-        elif self.task == "regression":  # ridge, the one linear model for targets
-            raw = x.astype(np.float64) @ np.asarray(self.fitted["coef"]) + self.fitted["intercept"]
-        else:  # classes' linear models (logistic regression, least squares): softmax of the scores
-            logits = x.astype(np.float64) @ np.asarray(self.fitted["coef"]).T + np.asarray(self.fitted["intercept"])
-            logits -= logits.max(1, keepdims=True)
-            raw = np.exp(logits)
-            raw /= raw.sum(1, keepdims=True)
+        if self.fitted["model"] == "average":  # each family's probabilities at its own temperature, averaged
+            raw = np.mean(
+                [apply_temperature(self._raw(x, p["model"]), p["temperature"]) for p in self.fitted["parts"]], 0
+            )
+        else:
+            raw = self._raw(x, self.fitted["model"])
         if self.task == "regression":
             return apply_regression_calibration(self.calibration, raw)
         return apply_temperature(raw, self.calibration["temperature"])
+
+    def _raw(self, x, model: str) -> np.ndarray:
+        """One fitted model's uncalibrated outputs on normalised blocks ``x``: the Dense head's, ridge's values
+        (targets), or the softmax of a linear classifier's scores (logistic regression, least squares)."""
+        if model == "dense":
+            assert self.dense is not None  # fitted or restored with the model
+            return self.dense.predict(x)
+        arrays = self.fitted["arrays"][model] if self.fitted["model"] == "average" else self.fitted
+        coef, intercept = np.asarray(arrays["coef"]), np.asarray(arrays["intercept"])
+        if self.task == "regression":  # ridge, the one linear model for targets
+            return x.astype(np.float64) @ coef + intercept
+        logits = x.astype(np.float64) @ coef.T + intercept
+        logits -= logits.max(1, keepdims=True)
+        raw = np.exp(logits)
+        return raw / raw.sum(1, keepdims=True)
 
     def _output_shape(self, n: int) -> tuple:
         return (n,) if self.task == "regression" else (n, len(self.classes))
@@ -628,7 +666,7 @@ class AutoModel(Model):
             "classes": list(self.classes),
             "feature_config": self.feature_config,
             "power": self.power,
-            "model": {k: v for k, v in self.fitted.items() if k not in ("coef", "intercept")},
+            "model": {k: v for k, v in self.fitted.items() if k not in ("coef", "intercept", "arrays")},
             "calibration": self.calibration,
             "selection": self.selection,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -646,15 +684,21 @@ class AutoModel(Model):
         def write(tmp: Path) -> None:
             if self.dense is not None:
                 self.dense.save(tmp)
-            else:
-                np.savez(
-                    tmp / LINEAR_FILE,
-                    coef=np.asarray(self.fitted["coef"]),
-                    intercept=np.asarray(self.fitted["intercept"]),
-                )
+            arrays = self._linear_arrays()
+            if arrays:
+                np.savez(tmp / LINEAR_FILE, **arrays)
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
 
         return write_model_dir(path, write, protect)
+
+    def _linear_arrays(self) -> dict:
+        """What ``linear.npz`` holds: ``coef``/``intercept`` of a linear winner, ``coef_MODEL``/``intercept_MODEL``
+        per linear family of an average; {} for a Dense head alone."""
+        if self.fitted["model"] == "average":
+            return {f"{k}_{model}": np.asarray(a[k]) for model, a in self.fitted.get("arrays", {}).items() for k in a}
+        if self.fitted["model"] == "dense":
+            return {}
+        return {"coef": np.asarray(self.fitted["coef"]), "intercept": np.asarray(self.fitted["intercept"])}
 
     def _restore(self, restore_from) -> None:
         cfg, folder = load_model_json(restore_from)
@@ -682,7 +726,9 @@ class AutoModel(Model):
         self._infer_classes = False  # a restored classifier keeps its classes
         self.calibration, self.selection = cfg["calibration"], cfg.get("selection", {})
         self.fitted = dict(cfg["model"])
-        if self.fitted.get("model") == "dense":
+        kind = self.fitted.get("model")
+        parts = [p.get("model") for p in self.fitted.get("parts", [])] if kind == "average" else [kind]
+        if "dense" in parts:
             missing = checkpoint_files_missing(folder, CHECKPOINT)
             if missing or "head" not in cfg:
                 raise ModelError(f"{folder}: head checkpoint file(s) missing: {', '.join(missing) or 'head spec'}")
@@ -690,13 +736,19 @@ class AutoModel(Model):
             dim = len(columns(self.features_spec.blocks(self.feature_config["arch"]), self.fitted["blocks"]))
             self.dense = DenseHead(dim, spec, threads=self.threads)
             self.dense.restore(folder)
-        else:
+        linear = [m for m in parts if m != "dense"]
+        if linear:
             npz = folder / LINEAR_FILE
             if not npz.is_file():
                 raise ModelError(f"{folder}: {LINEAR_FILE} is missing (an incomplete copy of the model folder?)")
             try:
                 with np.load(npz, allow_pickle=False) as data:
-                    self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
+                    if kind == "average":
+                        self.fitted["arrays"] = {
+                            m: {"coef": data[f"coef_{m}"], "intercept": data[f"intercept_{m}"]} for m in linear
+                        }
+                    else:
+                        self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelError(f"{npz}: cannot be read ({exc})") from None
             if self.task == "regression":

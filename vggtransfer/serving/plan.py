@@ -149,15 +149,31 @@ def _plan_auto(model) -> ServingPlan:
     conv = conv_weights_of(extractor.session, extractor.graph)
     fitted, task, power = model.fitted, model.task, model.power
     values: dict = {}
-    if fitted["model"] == "dense":
+    if model.dense is not None:
         values = head_values_of(model.dense.session, model.dense.graph)
-        core = _dense_head(model.dense.spec, values)
-    elif task == "regression":  # ridge, the one linear model for targets
-        w, b = np.asarray(fitted["coef"], np.float64), float(fitted["intercept"])
-        core = lambda x: tf.linalg.matvec(tf.cast(x, tf.float64), w, transpose_a=False) + b  # noqa: E731
-    else:  # classes' linear models (logistic regression, least squares): softmax of the scores
-        coef, intercept = np.asarray(fitted["coef"], np.float64), np.asarray(fitted["intercept"], np.float64)
-        core = lambda x: _softmax64(tf.matmul(tf.cast(x, tf.float64), coef.T) + intercept)  # noqa: E731
+
+    def core_of(kind: str, arrays: dict):
+        """One fitted model's uncalibrated outputs as graph ops (``AutoModel._raw``)."""
+        if kind == "dense":
+            return _dense_head(model.dense.spec, values)
+        if task == "regression":  # ridge, the one linear model for targets
+            w, b = np.asarray(arrays["coef"], np.float64), float(arrays["intercept"])
+            return lambda x: tf.linalg.matvec(tf.cast(x, tf.float64), w, transpose_a=False) + b
+        # classes' linear models (logistic regression, least squares): softmax of the scores
+        coef, intercept = np.asarray(arrays["coef"], np.float64), np.asarray(arrays["intercept"], np.float64)
+        return lambda x: _softmax64(tf.matmul(tf.cast(x, tf.float64), coef.T) + intercept)
+
+    if fitted["model"] == "average":  # each family's probabilities at its own temperature, averaged
+        parts = [
+            (core_of(p["model"], fitted.get("arrays", {}).get(p["model"], {})), _temperature(float(p["temperature"])))
+            for p in fitted["parts"]
+        ]
+
+        def core(x):
+            return tf.add_n([cal(tf.cast(c(x), tf.float64)) for c, cal in parts]) / float(len(parts))
+
+    else:
+        core = core_of(fitted["model"], fitted)
     calibrate = (
         _regression_calibration(model.calibration)
         if task == "regression"
