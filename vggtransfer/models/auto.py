@@ -3,15 +3,18 @@
 :class:`AutoClassifier` and :class:`AutoRegressor` extract several feature blocks in one pass
 (:class:`~vggtransfer.features.blocks.BlockExtractor`), choose block group x model x regularisation by stratified k-fold
 cross-validation on the training data only (:func:`vggtransfer.models.select.select`), refit the winner on every training
-item and calibrate its outputs from the out-of-fold predictions. A Dense head winner is refitted as a deep ensemble:
+item and calibrate its outputs from the out-of-fold predictions. For classes the winner is, where more than one model
+family survives racing, the average of each family's best (:func:`vggtransfer.models.select.average_of_families`),
+each part refitted and calibrated on its own. A Dense head winner is refitted as a deep ensemble:
 ``members`` (default 5) copies of the head, each initialised on its own and trained on its own loss, outputs averaged
 (cross-validation scores one head, so selection costs what it did; the refit costs about ``members`` fits, in one
 graph). Its effect on the main job's 5 splits: README, "The main job's figures". ``train`` reports the choice and
-the CV estimate (mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model.
+the CV estimate (mean ± std over folds); both are saved in ``vggtransfer.json`` beside the model, with the nested
+CV estimate of the whole procedure when asked for (``nested=``, ``train --nested-cv``).
 
 Models on disk (``kind: auto``): ``vggtransfer.json`` (feature spec, chosen blocks, model, calibration, CV table) and
-either ``linear.npz`` (the linear model's coefficients: no pickle) or ``head.ckpt.*`` (the Dense head, saved by a
-Saver). The card's :class:`~vggtransfer.models.vgg16.Vgg16` is an :class:`AutoRegressor` whose model is always its Dense
+``linear.npz`` (the linear models' coefficients: no pickle) and/or ``head.ckpt.*`` (the Dense head, saved by a
+Saver), as the model or an average's parts need them. The card's :class:`~vggtransfer.models.vgg16.Vgg16` is an :class:`AutoRegressor` whose model is always its Dense
 head (fc6 256 ReLU + 1 output; each ensemble member has that shape, ``members=1`` keeps one); auto then chooses its
 input block group and its L2 weight.
 
