@@ -98,19 +98,18 @@ def _cv_estimate(model) -> dict:
 
 def _print_estimates(cv: dict, metric: str) -> None:
     """The training-time estimates beside the test figure: the winner's CV score and, if saved, the nested one."""
-
-    def shown(mean, std):
-        return f"{100 * mean:.2f} ± {100 * std:.2f} %" if metric == "accuracy" else f"{mean:.4g} ± {std:.2g}"
+    from vggtransfer.models.select import format_estimate
 
     name = "accuracy" if metric == "accuracy" else "RMSE"
     if cv:
         print(
-            f"cross-validated estimate at training: {name} {shown(cv['cv_mean'], cv['cv_std'])} ({cv['folds']} folds)"
+            f"cross-validated estimate at training: {name} "
+            f"{format_estimate(metric, cv['cv_mean'], cv['cv_std'])} ({cv['folds']} folds)"
         )
     if "nested_mean" in cv:
         print(
             f"nested cross-validated estimate of the whole procedure: {name} "
-            f"{shown(cv['nested_mean'], cv['nested_std'])} ({cv['nested_folds']} outer folds)"
+            f"{format_estimate(metric, cv['nested_mean'], cv['nested_std'])} ({cv['nested_folds']} outer folds)"
         )
 
 

@@ -69,7 +69,7 @@ from vggtransfer.models.modeldir import (
     write_model_dir,
 )
 from vggtransfer.models.nested import nested_estimate
-from vggtransfer.models.select import MODELS, candidate_groups, columns, select, selection_rows
+from vggtransfer.models.select import MODELS, candidate_groups, columns, format_estimate, select, selection_rows
 from vggtransfer.models.solvers import fit_logreg, fit_ridge
 from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
@@ -99,11 +99,7 @@ class AutoReport:
         """One line: the choice and the CV estimate."""
         s = self.selection
         metric = s["metric"]
-        value = (
-            f"{100 * s['cv_mean']:.2f} ± {100 * s['cv_std']:.2f} %"
-            if metric == "accuracy"
-            else f"{s['cv_mean']:.4g} ± {s['cv_std']:.2g}"
-        )
+        value = format_estimate(metric, s["cv_mean"], s["cv_std"])
 
         def one(model, value) -> str:
             reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[model]
@@ -128,14 +124,9 @@ class AutoReport:
         n = self.selection.get("nested")
         if not n:
             return ""
-        value = (
-            f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} %"
-            if n["metric"] == "accuracy"
-            else f"{n['mean']:.4g} ± {n['std']:.2g}"
-        )
         return (
             f"nested {n['folds']}-fold CV {n['metric']} of the whole procedure (selection, refit, calibration): "
-            f"{value} ({self.seconds_nested:.0f} s)"
+            f"{format_estimate(n['metric'], n['mean'], n['std'])} ({self.seconds_nested:.0f} s)"
         )
 
 
