@@ -450,3 +450,22 @@ def test_nested_cv_estimates_the_whole_procedure_and_evaluate_shows_it(capsys, s
         *("--weights", scaled_npy),
     )
     assert code == 2 and "--nested-cv: applies to --recipe auto only" in err
+
+
+def test_nested_cv_with_a_class_too_small_for_it_names_the_class(capsys, scaled_npy, folder, tmp_path):
+    """Two photos of a class are enough to train (2-fold CV) but not for nested CV: one line naming the class and
+    what is needed, exit 2, no model written."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    for extra in sorted((data / "blue").iterdir())[2:]:
+        extra.unlink()
+    code, out, err = run(
+        capsys,
+        *("train", "--data", data, "--model", tmp_path / "m", "--nested-cv", "--scales", 32),
+        *("--weights", scaled_npy, "--precision", "fp32"),
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert "nested cross-validation needs at least 3 training items of every class" in err and "['blue']" in err
+    assert not (tmp_path / "m").exists()

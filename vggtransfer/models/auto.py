@@ -551,7 +551,7 @@ class AutoModel(Model):
 
         if log:
             log(f"nested cross-validation: {k} outer folds, each selecting, refitting and calibrating on the rest")
-        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log)
+        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None)
 
     def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
         return HeadSpec(
