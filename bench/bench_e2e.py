@@ -6,7 +6,7 @@ writes to metrics.json (feature extraction, head training) plus the rest (start-
 fresh-process prediction). ``--api`` (or when the example is missing) times the equivalent through the API instead:
 Vgg16(weights).train(800 JPEGs, lengths) + save + restore + predict, phase by phase.
 
-    python bench/bench_e2e.py [--precision auto] [--api]
+    python bench/bench_e2e.py [--precision auto] [--api] [--name e2e_auto]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--limit", type=int, default=0, help="only the first N images per class (smoke test)")
     p.add_argument("--api", action="store_true", help="time the API equivalent instead of the example script")
+    p.add_argument("--name", default=None, help="results file bench/results/NAME.json (default: e2e_PRECISION)")
     args = p.parse_args(argv)
     example = Path(__file__).resolve().parents[1] / "examples" / "train_length_regressor.py"
     if example.exists() and not args.api:
@@ -88,7 +89,7 @@ def main(argv=None):
         "val_rmse": report.history.best_val_metric,
         "predictions_first3": pred[:3].tolist(),
     }
-    path = save(f"e2e_{args.precision}", result)
+    path = save(args.name or f"e2e_{args.precision}", result)
     print(report_md(result))
     print(f"wrote {path}")
 
@@ -147,7 +148,7 @@ def run_example(example: Path, args):
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
         "stdout_tail": p.stdout[-1500:],
     }
-    path = save(f"e2e_{args.precision}", result)
+    path = save(args.name or f"e2e_{args.precision}", result)
     lines = [
         f"Environment: {fmt_env(env)}. Precision {args.precision}. Job: `{result['command']}` (temp dirs).",
         "",
