@@ -5,7 +5,7 @@
 - SIGNS (6 hand-sign digits, 64x64 JPEGs): pool5 at 64 px flattened (2x2x512), logistic regression on
   train_signs + val_signs (1,080), accuracy on test_signs (120; one image = 0.83 points).
 
-    python bench/bench_bf16_accuracy.py
+    python bench/bench_bf16_accuracy.py [--name bf16_accuracy]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def dataset(name):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="hymenoptera,signs")
+    p.add_argument("--name", default="bf16_accuracy", help="results file bench/results/NAME.json")
     args = p.parse_args(argv)
     quiet_tf()
     import numpy as np
@@ -98,7 +99,7 @@ def main(argv=None):
         res["max_probability_diff"] = float(np.abs(probas["fp32"] - probas["bf16"]).max())
         out["datasets"][name] = res
         print(name, res, file=sys.stderr)
-    path = save("bf16_accuracy", out)
+    path = save(args.name, out)
     print(report(out))
     print(f"wrote {path}")
 
