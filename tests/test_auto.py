@@ -575,7 +575,7 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
     assert any("stratified 60 of the 200 rows" in m for m in messages)
     z = normalise_blocks(x, spec.blocks("vgg16"), model.power)
     every_row = solvers.fit_ridge(z, y, report.selection["reg"])
-    np.testing.assert_allclose(model.fitted["coef"], every_row["coef"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(model.fitted["arrays"]["ridge"]["coef"], every_row["coef"], rtol=1e-5, atol=1e-8)
     model.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
     assert saved["selection"]["rows"] == 60

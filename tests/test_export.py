@@ -120,7 +120,7 @@ def models(scaled_npy, photos, tmp_path_factory):
     out["auto-dense-ensemble"] = m.save(root / "auto_bag")
     m = AutoClassifier(scaled_npy, features=FeatureSpec(scales=(48,)), models=("ridge",), folds=3, precision="fp32")
     m.train_dataset(ds, progress=False)
-    assert m.fitted["model"] == "ridge" and np.shape(m.fitted["coef"])[0] == len(ds.classes)
+    assert m.fitted["model"] == "ridge" and np.shape(m.fitted["arrays"]["ridge"]["coef"])[0] == len(ds.classes)
     out["auto-ridge-classifier"] = m.save(root / "auto_lsq")
     m = AutoClassifier(
         scaled_npy, features=FeatureSpec(scales=(48,)), hidden=(8,), members=2, folds=3, epochs=10, precision="fp32"

@@ -477,7 +477,7 @@ class AutoModel(Model):
             history, fitted["epochs"] = self._refit_dense(x, y, best.reg, sel.best_epochs, **fit_args)
             fitted["members"] = self.members
         else:
-            fitted.update(self._refit_linear(x, y, best.model, best.reg, cw, seed))
+            fitted["arrays"] = {best.model: self._refit_linear(x, y, best.model, best.reg, cw, seed)}
         if self.task == "regression":
             calibration = fit_regression_calibration(sel.oof, y[rows], seed=seed)
         else:
@@ -613,7 +613,7 @@ class AutoModel(Model):
         if model == "dense":
             assert self.dense is not None  # fitted or restored with the model
             return self.dense.predict(x)
-        arrays = self.fitted["arrays"][model] if self.fitted["model"] == "average" else self.fitted
+        arrays = self.fitted["arrays"][model]
         coef, intercept = np.asarray(arrays["coef"]), np.asarray(arrays["intercept"])
         if self.task == "regression":  # ridge, the one linear model for targets
             return x.astype(np.float64) @ coef + intercept
@@ -660,7 +660,7 @@ class AutoModel(Model):
             "classes": list(self.classes),
             "feature_config": self.feature_config,
             "power": self.power,
-            "model": {k: v for k, v in self.fitted.items() if k not in ("coef", "intercept", "arrays")},
+            "model": {k: v for k, v in self.fitted.items() if k != "arrays"},
             "calibration": self.calibration,
             "selection": self.selection,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -687,12 +687,12 @@ class AutoModel(Model):
 
     def _linear_arrays(self) -> dict:
         """What ``linear.npz`` holds: ``coef``/``intercept`` of a linear winner, ``coef_MODEL``/``intercept_MODEL``
-        per linear family of an average; {} for a Dense head alone."""
+        per linear family of an average; {} for a Dense head alone. (In memory both are ``fitted["arrays"][MODEL]``;
+        the file keeps the names it has had since the format's first version.)"""
+        arrays = self.fitted.get("arrays", {})
         if self.fitted["model"] == "average":
-            return {f"{k}_{model}": np.asarray(a[k]) for model, a in self.fitted.get("arrays", {}).items() for k in a}
-        if self.fitted["model"] == "dense":
-            return {}
-        return {"coef": np.asarray(self.fitted["coef"]), "intercept": np.asarray(self.fitted["intercept"])}
+            return {f"{k}_{model}": np.asarray(a[k]) for model, a in arrays.items() for k in a}
+        return {k: np.asarray(v) for k, v in arrays.get(self.fitted["model"], {}).items()}
 
     def _restore(self, restore_from) -> None:
         cfg, folder = load_model_json(restore_from)
@@ -737,16 +737,14 @@ class AutoModel(Model):
                 raise ModelError(f"{folder}: {LINEAR_FILE} is missing (an incomplete copy of the model folder?)")
             try:
                 with np.load(npz, allow_pickle=False) as data:
-                    if kind == "average":
-                        self.fitted["arrays"] = {
-                            m: {"coef": data[f"coef_{m}"], "intercept": data[f"intercept_{m}"]} for m in linear
-                        }
-                    else:
-                        self.fitted["coef"], self.fitted["intercept"] = data["coef"], data["intercept"]
+                    names = {m: (f"coef_{m}", f"intercept_{m}") for m in linear} if kind == "average" else None
+                    names = names or {kind: ("coef", "intercept")}
+                    self.fitted["arrays"] = {m: {"coef": data[c], "intercept": data[i]} for m, (c, i) in names.items()}
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelError(f"{npz}: cannot be read ({exc})") from None
-            if self.task == "regression":
-                self.fitted["intercept"] = float(self.fitted["intercept"])
+            if self.task == "regression":  # ridge's one output
+                for arrays in self.fitted["arrays"].values():
+                    arrays["intercept"] = float(arrays["intercept"])
         self.restored_from = str(folder)
         self.attach()  # checks the conv weights' fingerprint now, not at the first prediction
 

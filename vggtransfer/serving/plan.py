@@ -152,10 +152,11 @@ def _plan_auto(model) -> ServingPlan:
     if model.dense is not None:
         values = head_values_of(model.dense.session, model.dense.graph)
 
-    def core_of(kind: str, arrays: dict):
+    def core_of(kind: str):
         """One fitted model's uncalibrated outputs as graph ops (``AutoModel._raw``)."""
         if kind == "dense":
             return _dense_head(model.dense.spec, values)
+        arrays = fitted["arrays"][kind]
         if task == "regression":  # ridge, the one linear model for targets
             w, b = np.asarray(arrays["coef"], np.float64), float(arrays["intercept"])
             return lambda x: tf.linalg.matvec(tf.cast(x, tf.float64), w, transpose_a=False) + b
@@ -164,16 +165,13 @@ def _plan_auto(model) -> ServingPlan:
         return lambda x: _softmax64(tf.matmul(tf.cast(x, tf.float64), coef.T) + intercept)
 
     if fitted["model"] == "average":  # each family's probabilities at its own temperature, averaged
-        parts = [
-            (core_of(p["model"], fitted.get("arrays", {}).get(p["model"], {})), _temperature(float(p["temperature"])))
-            for p in fitted["parts"]
-        ]
+        parts = [(core_of(p["model"]), _temperature(float(p["temperature"]))) for p in fitted["parts"]]
 
         def core(x):
             return tf.add_n([cal(tf.cast(c(x), tf.float64)) for c, cal in parts]) / float(len(parts))
 
     else:
-        core = core_of(fitted["model"], fitted)
+        core = core_of(fitted["model"])
     calibrate = (
         _regression_calibration(model.calibration)
         if task == "regression"
