@@ -54,6 +54,7 @@ def main(argv=None):
             base = times[pr][size].get(default)
             for b in batches:
                 row = {"precision": pr, "size": size, "batch": b, "img_s": median([n / t for t in times[pr][size][b]])}
+                row["seconds_all"] = times[pr][size][b]
                 row["library_default"] = b == default
                 if base:
                     row["vs_default"] = median([t0 / t for t0, t in zip(base, times[pr][size][b])])
