@@ -664,6 +664,23 @@ def test_api_training_piped_to_a_file_writes_no_bar(tmp_path, scaled_npy):
     assert 1 <= int(res.stdout.strip()) <= 50
 
 
+def test_python_dash_m_vggtransfer_is_the_cli(tmp_path):
+    """``python -m vggtransfer`` (no console script on PATH) runs the same CLI: its help names the program and lists
+    the commands; a bad argument gets the one-line error and exit code 2, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-m", "vggtransfer", "--help"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout.startswith("usage: vggtransfer"), res.stdout + res.stderr
+    assert all(c in res.stdout for c in ("train", "predict", "evaluate", "extract", "export"))
+    res = subprocess.run(
+        [sys.executable, "-m", "vggtransfer", "predict", "--model", str(tmp_path / "nope"), "x.jpg"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "no such model directory" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_errors_come_before_tensorflow_is_imported(tmp_path):
     script = (
         "import sys, time\nfrom vggtransfer.cli import main\nt = time.perf_counter()\n"

@@ -12,7 +12,16 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "vggtransfer"
 
 #: Lowest first: a module may import its own layer (without a cycle) and the layers below it, never one above.
-LAYERS = (("core",), ("nets",), ("weights",), ("data",), ("features",), ("models",), ("serving", "scale"), ("cli",))
+LAYERS = (
+    ("core",),
+    ("nets",),
+    ("weights",),
+    ("data",),
+    ("features",),
+    ("models",),
+    ("serving", "scale"),
+    ("cli", "__main__"),  # ``python -m vggtransfer`` runs the CLI
+)
 #: "~400 lines" as `ruff format` writes them (it puts each argument of a long call on its own line).
 MAX_LINES = 450
 
