@@ -182,6 +182,24 @@ def test_ridge_out_of_fold_path_matches_scikit_learn_per_fold():
     assert fitted["intercept"] == pytest.approx(sk.intercept_)
 
 
+def test_logreg_arrays_give_one_row_per_class_binary_and_absent_classes_included():
+    """A fitted LogisticRegression as (K, d) weights: the softmax of ``x W^T + b`` is scikit-learn's predict_proba
+    for the classes it saw (binary too, where it keeps one row), and 0 for a class absent from its labels."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (60, 5))
+    for labels in ([0, 2], [0, 1, 3]):  # binary with class 1 absent; three classes with class 2 absent, K = 4
+        y = rng.choice(labels, 60)
+        clf = LogisticRegression(C=1.0).fit(x, y)
+        coef, intercept = solvers.logreg_arrays(clf, 4)
+        assert coef.shape == (4, 5) and intercept.shape == (4,)
+        probs = np.exp(calibration.scores_to_log_probs(x @ coef.T + intercept))
+        np.testing.assert_allclose(probs[:, clf.classes_], clf.predict_proba(x), rtol=1e-9, atol=1e-12)
+        absent = [c for c in range(4) if c not in labels]
+        assert np.all(probs[:, absent] == 0.0)
+
+
 def test_the_refit_on_many_rows_sums_over_chunks_of_float32_rows(monkeypatch):
     """More rows than columns: the refit's ridge sums its cross-products over chunks of rows (no float64 copy of a
     large feature matrix); it is scikit-learn's Ridge on the same float32 rows, one output or several."""

@@ -70,7 +70,7 @@ from vggtransfer.models.modeldir import (
 )
 from vggtransfer.models.nested import nested_estimate
 from vggtransfer.models.select import MODELS, candidate_groups, columns, format_estimate, select, selection_rows
-from vggtransfer.models.solvers import fit_logreg, fit_ridge
+from vggtransfer.models.solvers import fit_logreg, fit_ridge, logreg_arrays
 from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
 
@@ -525,15 +525,8 @@ class AutoModel(Model):
         n_classes = len(self.classes)
         if model == "ridge":
             return fit_ridge(x, y if self.task == "regression" else np.eye(n_classes)[y], reg)
-        clf = fit_logreg(x, y, reg, cw, seed)
-        coef, intercept = clf.coef_, clf.intercept_
-        if coef.shape[0] == 1:  # binary: sklearn keeps one row, for class 1
-            coef = np.vstack([np.zeros_like(coef), coef])
-            intercept = np.r_[0.0, intercept]
-        full_coef = np.zeros((n_classes, coef.shape[1]))
-        full_int = np.full(n_classes, -1e9)
-        full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
-        return {"coef": full_coef, "intercept": full_int}
+        coef, intercept = logreg_arrays(fit_logreg(x, y, reg, cw, seed), n_classes)
+        return {"coef": coef, "intercept": intercept}
 
     def _nested(self, features, y, config, rows, k, seed, log, fit) -> dict:
         """Nested cross-validation of :meth:`fit_features` (selection, refit, calibration) on the CV ``rows``;

@@ -188,6 +188,19 @@ def fit_logreg(x, y, c: float, class_weight=None, seed: int = 0):
         return LogisticRegression(C=c, max_iter=1000, tol=tol, class_weight=class_weight, random_state=seed).fit(x, y)
 
 
+def logreg_arrays(clf, n_classes: int) -> tuple:
+    """``(coef (K, d), intercept (K,))`` of a fitted LogisticRegression, one row per class of ``n_classes``:
+    scikit-learn keeps one row for a binary problem (its predict_proba is expit = softmax([0, d])), so the other
+    class gets a zero row; a class absent from the training labels gets zero weights and an intercept of -1e9 (its
+    softmax probability is 0)."""
+    coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    full_coef, full_int = np.zeros((n_classes, coef.shape[1])), np.full(n_classes, -1e9)
+    full_coef[clf.classes_], full_int[clf.classes_] = coef, intercept
+    return full_coef, full_int
+
+
 __all__ = [
     "ridge_oof",
     "ridge_oof_folds",
@@ -195,6 +208,7 @@ __all__ = [
     "fit_ridge",
     "logreg_path",
     "fit_logreg",
+    "logreg_arrays",
     "LOGREG_REL_TOL",
     "CHUNK_ROWS",
 ]

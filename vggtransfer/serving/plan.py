@@ -12,6 +12,7 @@ import numpy as np
 from vggtransfer.core.tf import tf
 from vggtransfer.features.spec import end_point_names
 from vggtransfer.models.modeldir import ModelError
+from vggtransfer.models.solvers import logreg_arrays
 
 tf1 = tf.compat.v1
 
@@ -226,15 +227,10 @@ def _plan_linear(model) -> ServingPlan:
     model.attach(model._weights_path)
     conv = conv_weights_of(model.extractor.session, model.extractor.graph)
     scale_step, clf = model.pipeline.named_steps["scale"], model.pipeline.named_steps["clf"]
-    coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
-    if coef.shape[0] == 1:  # binary: one row for class 1 (sklearn's predict_proba is expit = softmax([0, d]))
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    full, full_b = logreg_arrays(clf, len(model.classes))  # a row per class (binary, absent classes)
     if not isinstance(scale_step, str):  # fold StandardScaler: ((x - m) / s) W^T + b = x (W / s)^T + (b - (m / s) W^T)
         mean, std = np.asarray(scale_step.mean_, np.float64), np.asarray(scale_step.scale_, np.float64)
-        coef, intercept = coef / std, intercept - (mean / std) @ coef.T
-    full = np.full((len(model.classes), coef.shape[1]), 0.0)
-    full_b = np.full(len(model.classes), -1e9)
-    full[clf.classes_], full_b[clf.classes_] = coef, intercept
+        full, full_b = full / std, full_b - (mean / std) @ full.T
 
     def head(features):
         return _softmax64(tf.matmul(tf.cast(features, tf.float64), full.T) + full_b)
