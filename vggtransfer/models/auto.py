@@ -56,6 +56,7 @@ from vggtransfer.models.calibration import (
     apply_temperature,
     fit_regression_calibration,
     fit_temperature,
+    scores_to_log_probs,
 )
 from vggtransfer.models.classifier_api import ClassifierAPI
 from vggtransfer.models.dense import DenseHead
@@ -610,10 +611,7 @@ class AutoModel(Model):
         coef, intercept = np.asarray(arrays["coef"]), np.asarray(arrays["intercept"])
         if self.task == "regression":  # ridge, the one linear model for targets
             return x.astype(np.float64) @ coef + intercept
-        logits = x.astype(np.float64) @ coef.T + intercept
-        logits -= logits.max(1, keepdims=True)
-        raw = np.exp(logits)
-        return raw / raw.sum(1, keepdims=True)
+        return np.exp(scores_to_log_probs(x.astype(np.float64) @ coef.T + intercept))
 
     def _output_shape(self, n: int) -> tuple:
         return (n,) if self.task == "regression" else (n, len(self.classes))
