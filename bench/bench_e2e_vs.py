@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, environment, write_results  # noqa: E402
+from bench.common import REPO, environment, median, write_results  # noqa: E402
 
 PHASE_FEATURES = "extract features (800 files: read+decode+resize+conv)"
 
@@ -48,10 +47,10 @@ def run_one(tree: Path, precision: str, name: str | None) -> dict:
     }
 
 
-def median(runs: list[dict], key: str):
-    """Median of ``key`` over the runs that report it."""
+def median_of(runs: list[dict], key: str):
+    """Median of ``key`` over the runs that report it (None where none does)."""
     values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
-    return statistics.median(values) if values else None
+    return median(values) if values else None
 
 
 def main(argv=None):
@@ -78,7 +77,7 @@ def main(argv=None):
             print(f"rep {rep} {label}: {run['total_s']:.1f} s (features {run['features_s']:.1f} s)", flush=True)
     summary = {}
     for key in ("total_s", "features_s", "peak_rss_mib"):
-        summary[key] = {"now": median(now, key), "before": median(before, key)}
+        summary[key] = {"now": median_of(now, key), "before": median_of(before, key)}
         if summary[key]["now"] and summary[key]["before"]:
             summary[key]["ratio"] = summary[key]["now"] / summary[key]["before"]
     result = {"env": env, "reps": args.reps, "before_tree": str(args.before), "summary": summary}
