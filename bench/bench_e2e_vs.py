@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, environment, median, write_results  # noqa: E402
+from bench.common import REPO, environment, median, quiet_tf, write_results  # noqa: E402
 
 PHASE_FEATURES = "extract features (800 files: read+decode+resize+conv)"
 
@@ -62,6 +62,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not (args.before / "bench" / "bench_e2e.py").is_file():
         raise SystemExit(f"--before {args.before}: expected a checkout with bench/bench_e2e.py")
+    quiet_tf()  # environment() imports TensorFlow: no C++ notices in the bench's output
     env = environment()
     now, before = [], []
     for rep in range(args.reps):
