@@ -624,6 +624,28 @@ def test_max_pixels_option(capsys, models, tmp_path, scaled_npy):
     assert code == 0 and out.startswith(f"{big}\t"), err
 
 
+def test_evaluate_and_extract_take_data_as_train_does(capsys, models, folder, tmp_path, scaled_npy):
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", "--data", folder, "--weights", scaled_npy)
+    assert code == 0 and "accuracy" in out, err
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", "--data", folder, tmp_path)
+    assert code == 2 and "DATA given twice" in err
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf")
+    assert code == 2 and "give DATA (or --data DATA) or --store" in err
+    store = tmp_path / "s.h5"
+    code, out, err = run(capsys, "extract", "--data", folder, "--store", store, "--weights", scaled_npy, *TINY)
+    assert code == 0 and store.exists(), err
+    code, out, err = run(capsys, "extract", "--store", tmp_path / "t.h5")
+    assert code == 2 and "give the data set: DATA" in err and not (tmp_path / "t.h5").exists()
+
+
+def test_an_unknown_option_is_reported_with_its_commands_usage(capsys, models):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", str(models / "clf"), "--bogus"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "vggtransfer evaluate: error: unrecognized arguments: --bogus" in err
+    assert "usage: vggtransfer evaluate" in err
+
+
 def test_csv_without_task_suggests_regression(capsys, csv_file, tmp_path):
     code, out, err = run(capsys, "train", "--data", csv_file, "--model", tmp_path / "m")
     assert code == 2 and "no column 'label'" in err and "--task regression" in err

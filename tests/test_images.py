@@ -128,6 +128,24 @@ def test_decompression_bomb_refused_before_decoding(tmp_path):
     assert load_image(tmp_path / "big.png", size=32).shape == (32, 32, 3)
 
 
+def test_the_pixel_cap_is_ours_above_pillows_own(tmp_path, monkeypatch):
+    # Pillow refuses an image over 2 x Image.MAX_IMAGE_PIXELS in Image.open, with its own message and whatever the
+    # user's --max-pixels says; lowered here so that a 100 x 100 image is over it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (100, 100), (10, 200, 30)).save(tmp_path / "p.png")
+    with pytest.raises(
+        ImageError, match=r"p\.png: image is 100x100 = 10,000 pixels, over the pixel limit of 5,000 .*--max-pixels"
+    ):
+        load_image(tmp_path / "p.png", max_pixels=5000)
+    data = (tmp_path / "p.png").read_bytes()
+    with pytest.raises(ImageError, match="body: image is 100x100 = 10,000 pixels, over the pixel limit of 5,000"):
+        decode_image_bytes(data, "body", max_pixels=5000)
+    # raised above Pillow's, the user's limit is the one that holds, and Pillow's own setting is left as it was
+    assert load_image(tmp_path / "p.png", size=32, max_pixels=20000)[0, 0, 1] > 0.7
+    assert decode_image_bytes(data, "body", max_pixels=20000).size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
 def test_directory_is_not_an_image(tmp_path):
     (tmp_path / "d.jpg").mkdir()
     with pytest.raises(ImageError, match="is a directory"):

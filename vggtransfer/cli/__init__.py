@@ -38,13 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub, parents)
     predict.add_parser(sub, parents)
     export.add_parser(sub, parents)
+    for command in sub.choices.values():  # so an unknown option is reported with its command's usage
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv=None) -> int:
     """Parse ``argv`` (default: the command line) and run the command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report it with the top-level usage; the command's own usage is the helpful one
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -203,6 +203,26 @@ def add_runtime_args(p) -> None:
     )
 
 
+def add_data_args(p, help_text: str, *, required: bool) -> None:
+    """DATA as a positional argument or as ``--data DATA``, the spelling ``train`` takes, so a user who trained with
+    ``--data`` can type the same to ``extract`` and ``evaluate``. :func:`run` merges the two into ``args.data``."""
+    p.add_argument("data", nargs="?", help=help_text)
+    p.add_argument("--data", dest="data_option", metavar="DATA", help="DATA given as an option (the same as DATA)")
+    p.set_defaults(data_required=required)
+
+
+def merge_data_args(args) -> None:
+    """Put ``--data`` into ``args.data``; a UsageError when both spellings name different data, or when DATA is
+    required and neither gives it."""
+    option = getattr(args, "data_option", None)
+    if option is not None:
+        if args.data is not None and args.data != option:
+            raise UsageError(f"DATA given twice ({args.data} and --data {option}); give it once")
+        args.data = option
+    if getattr(args, "data_required", False) and args.data is None:
+        raise UsageError("give the data set: DATA (a folder of class folders, an .h5 or a .csv) or --data DATA")
+
+
 def add_scale_out_args(p, workers_help: str) -> None:
     """The "scale-out" option group of ``extract`` and ``predict``: ``--workers N``, ``--ray [ADDRESS]`` and
     ``--shard-size`` (one definition, so both commands read them alike)."""
@@ -261,6 +281,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     try:
+        merge_data_args(args)
         return args.func(args)
     except KeyboardInterrupt:
         print(getattr(args, "interrupted", RESUMABLE), file=sys.stderr)

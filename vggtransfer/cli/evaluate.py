@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtransfer.cli.common import UsageError, add_runtime_args, check_output_file, picture_file, progress
+from vggtransfer.cli.common import (
+    UsageError,
+    add_data_args,
+    add_runtime_args,
+    check_output_file,
+    picture_file,
+    progress,
+)
 from vggtransfer.data.datasets import DATA_HELP
 
 
@@ -30,7 +37,7 @@ def add_parser(sub, parents):
         "Regressors: RMSE and MAE on a CSV with path,target (or a regression store).",
         epilog="example: vggtransfer evaluate --model models/clf hymenoptera_data/val --png confusion.png",
     )
-    p.add_argument("data", nargs="?", help=DATA_HELP)
+    add_data_args(p, DATA_HELP, required=False)
     p.add_argument("--store", type=Path, help="a feature store instead of DATA")
     p.add_argument("--model", required=True, type=Path, help="a model directory saved by `vggtransfer train`")
     p.add_argument("--split", default="test", help="h5 only: which split to read (default test)")
@@ -52,7 +59,7 @@ def run_evaluate(args) -> int:
     from vggtransfer.models.modeldir import read_kind
 
     if (args.data is None) == (args.store is None):
-        raise UsageError("give DATA or --store (one of them)")
+        raise UsageError("give DATA (or --data DATA) or --store, one of them")
     if args.png is not None:
         check_output_file(args.png, "--png", protect=(args.data, args.store, args.model))
     cfg = read_kind(args.model)

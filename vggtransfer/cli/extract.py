@@ -7,7 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from vggtransfer.cli.common import add_scale_out_args, announce_precision, positive_int, progress
+from vggtransfer.cli.common import add_data_args, add_scale_out_args, announce_precision, positive_int, progress
 from vggtransfer.cli.features import add_feature_args, block_spec, check_end_point, classic_features
 from vggtransfer.data.datasets import DATA_HELP
 from vggtransfer.models import defaults
@@ -35,7 +35,7 @@ def add_parser(sub, parents):
         "  vggtransfer extract hymenoptera_data/train --store classic.h5 --end-point pool5 --pooling avg",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", help=DATA_HELP)
+    add_data_args(p, DATA_HELP, required=True)
     p.add_argument("--store", required=True, type=Path, help="the HDF5 file to write (or resume)")
     p.add_argument("--split", default="train", help="h5 only: which {split}_set_x/_y to read (default train)")
     p.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Union
@@ -65,7 +66,7 @@ def _open(source, name: str, max_pixels: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns (and at 2x its own limit raises) for large images; our own cap below is the rule.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(source)
+            img = _open_header(source)
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageError(name, f"image has no pixels ({width}x{height})")
@@ -87,12 +88,32 @@ def _open(source, name: str, max_pixels: int | None = None) -> Image.Image:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(name, _describe_non_image(source)) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(name, f"image is over the pixel limit (a decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated"), SyntaxError or ValueError.
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
     return img
+
+
+_PILLOW_CAP = threading.Lock()
+
+
+def _open_header(source) -> Image.Image:
+    """``Image.open`` (the header only) with this library's pixel cap as the one rule: Pillow refuses an image over
+    2 x ``Image.MAX_IMAGE_PIXELS`` (179 MP) before the caller's own check, with its own message, and even when the
+    user raised ``--max-pixels`` above that. Such an image is opened again with Pillow's check off (a lock around
+    the switch of Pillow's global), so :func:`_open` says what the limit is and how to raise it, or decodes it."""
+    start = source.tell() if hasattr(source, "tell") else None
+    try:
+        return Image.open(source)
+    except Image.DecompressionBombError:
+        if start is not None:
+            source.seek(start)
+        with _PILLOW_CAP:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
 
 
 def _describe_non_image(source) -> str:
