@@ -520,6 +520,21 @@ def test_an_empty_class_folder_is_an_error(capsys, tmp_path, scaled_npy):
     assert code == 2 and str(data / "zebra") in err and "no usable image" in err
 
 
+@pytest.mark.parametrize("recipe", ["auto", "head", "finetune"])
+def test_an_h5_class_with_no_training_item_is_named_before_any_feature(capsys, tmp_path, recipe, monkeypatch):
+    import h5py
+
+    import vggtransfer.weights.sources as sources
+
+    path = colour_h5(tmp_path / "d.h5", n_per_class=4)
+    with h5py.File(path, "a") as fh:
+        del fh["list_classes"]
+        fh["list_classes"] = np.array([0, 1, 2])  # class 2 listed, no item of it
+    monkeypatch.setattr(sources, "resolve_weights", lambda *a, **k: pytest.fail("weights read before the check"))
+    code, out, err = run(capsys, "train", "--data", path, "--model", tmp_path / "m", "--recipe", recipe, *TINY)
+    assert code == 2 and f"{path}[train]: no training item of class(es) 2 (of 3: 0, 1, 2)" in err, err
+
+
 def test_store_refuses_feature_options_it_cannot_honour(capsys, models, tmp_path, scaled_npy):
     for opt, value in (("--pooling", "max"), ("--image-size", "64"), ("--end-point", "pool4")):
         code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--model", tmp_path / "m", opt, value)

@@ -172,3 +172,15 @@ def test_h5_other_layouts_grey_channels_first_float_labels_no_class_list(tmp_pat
         fh["train_set_y"] = np.zeros(2)
     with pytest.raises(DatasetError, match="train_set_x must"):
         datasets.from_signs_h5(text)
+
+
+def test_a_class_without_training_items_is_named_and_stops_api_training_before_features(tmp_path, scaled_npy):
+    from vggtransfer.models.auto import AutoClassifier
+
+    ds = datasets.Dataset(["a.jpg", "b.jpg"], np.array([0, 2]), ("ant", "bee", "wasp"), source="x.h5[train]")
+    with pytest.raises(DatasetError, match=r"x\.h5\[train\]: no training item of class\(es\) bee \(of 3"):
+        ds.check_every_class()
+    datasets.Dataset(["a.jpg"], np.array([1.5]), ()).check_every_class()  # targets: nothing to check
+    model = AutoClassifier(scaled_npy, classes=("ant", "bee", "wasp"))
+    with pytest.raises(DatasetError, match="no training item of class"):
+        model.train_dataset(ds)  # the paths do not exist: reaching the features would report them instead

@@ -325,6 +325,7 @@ def run_train(args) -> int:
     split = args.split or "train"
     ds = from_path(args.data, split, task)
     report_bad(ds)
+    ds.check_every_class()
     val = None
     if args.val_data:
         val_split = "test" if str(args.val_data).lower().endswith((".h5", ".hdf5")) else split

@@ -100,6 +100,19 @@ class Dataset:
             keep.extend(rng.permutation(idx)[:k])
         return self.subset(np.sort(np.array(keep, int)))
 
+    def check_every_class(self) -> None:
+        """Raise :class:`DatasetError` naming the data set when a class has no item: a model cannot learn a class
+        it never sees (checked before training pays for any feature)."""
+        if self.task != "classification":
+            return
+        absent = [c for c, n in zip(self.classes, self.class_counts()) if n == 0]
+        if absent:
+            raise DatasetError(
+                f"{self.source or 'data set'}: no training item of class(es) {', '.join(absent)} (of "
+                f"{len(self.classes)}: {', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}); a "
+                "model cannot learn a class it never sees"
+            )
+
     def class_counts(self) -> np.ndarray:
         """Items per class, in class order."""
         return np.bincount(self.labels.astype(int), minlength=len(self.classes))

@@ -307,6 +307,7 @@ class FineTunedClassifier(ClassifierAPI, Model):
         then train the trainable conv layers (backbone learning rate) and the head (learning rate) on them."""
         if tuple(dataset.classes) != self.classes:
             raise ValueError(f"data set classes {dataset.classes} differ from the model's {self.classes}")
+        dataset.check_every_class()
         if val is None:
             tr, va = split_indices(len(dataset), val_fraction, seed, dataset.labels)
             dataset, val = dataset.subset(tr), dataset.subset(va)

@@ -323,6 +323,7 @@ class TransferModel(Model):
         ``cache_dir``: the features go through resumable stores there (``train.h5``, ``val.h5``), so that a killed
         run continues its extraction when rerun; deleting it is the caller's. ``log`` hears about a resumed cache."""
         self._check_classes(dataset.classes)
+        dataset.check_every_class()
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir)
         feats, ok, errors = self.features_of(dataset, fit.get("progress"), cache and cache / "train.h5", log)
