@@ -180,6 +180,8 @@ def test_a_class_without_training_items_is_named_and_stops_api_training_before_f
     ds = datasets.Dataset(["a.jpg", "b.jpg"], np.array([0, 2]), ("ant", "bee", "wasp"), source="x.h5[train]")
     with pytest.raises(DatasetError, match=r"x\.h5\[train\]: no training item of class\(es\) bee \(of 3"):
         ds.check_every_class()
+    with pytest.raises(DatasetError, match=r"photos: one class only \(ant\); a classifier needs 2"):
+        datasets.Dataset(["a.jpg"], np.array([0]), ("ant",), source="photos").check_every_class()
     datasets.Dataset(["a.jpg"], np.array([1.5]), ()).check_every_class()  # targets: nothing to check
     model = AutoClassifier(scaled_npy, classes=("ant", "bee", "wasp"))
     with pytest.raises(DatasetError, match="no training item of class"):

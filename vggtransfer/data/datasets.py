@@ -101,10 +101,15 @@ class Dataset:
         return self.subset(np.sort(np.array(keep, int)))
 
     def check_every_class(self) -> None:
-        """Raise :class:`DatasetError` naming the data set when a class has no item: a model cannot learn a class
-        it never sees (checked before training pays for any feature)."""
+        """Raise :class:`DatasetError` naming the data set when it has one class only, or a class has no item: a
+        model cannot learn a class it never sees (checked before training pays for any feature)."""
         if self.task != "classification":
             return
+        if len(self.classes) < 2:
+            raise DatasetError(
+                f"{self.source or 'data set'}: one class only ({', '.join(self.classes)}); a classifier needs 2 or "
+                "more (class folders DATA/<class>/<image>, or labels)"
+            )
         absent = [c for c, n in zip(self.classes, self.class_counts()) if n == 0]
         if absent:
             raise DatasetError(
