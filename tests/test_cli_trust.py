@@ -535,6 +535,18 @@ def test_an_h5_class_with_no_training_item_is_named_before_any_feature(capsys, t
     assert code == 2 and f"{path}[train]: no training item of class(es) 2 (of 3: 0, 1, 2)" in err, err
 
 
+def test_auto_names_a_class_of_one_photo_before_any_feature(capsys, tmp_path, monkeypatch):
+    import vggtransfer.weights.sources as sources
+
+    data = colour_folder(tmp_path / "d", per_class=3)
+    lone = sorted((data / "blue").iterdir())
+    for extra in lone[1:]:
+        extra.unlink()
+    monkeypatch.setattr(sources, "resolve_weights", lambda *a, **k: pytest.fail("weights read before the check"))
+    code, out, err = run(capsys, "train", "--data", data, "--model", tmp_path / "m", *TINY)
+    assert code == 2 and f"{data}: class(es) blue have fewer than 2 training items" in err, err
+
+
 def test_store_refuses_feature_options_it_cannot_honour(capsys, models, tmp_path, scaled_npy):
     for opt, value in (("--pooling", "max"), ("--image-size", "64"), ("--end-point", "pool4")):
         code, out, err = run(capsys, "train", "--store", models / "clf.h5", "--model", tmp_path / "m", opt, value)

@@ -182,7 +182,13 @@ def test_a_class_without_training_items_is_named_and_stops_api_training_before_f
         ds.check_every_class()
     with pytest.raises(DatasetError, match=r"photos: one class only \(ant\); a classifier needs 2"):
         datasets.Dataset(["a.jpg"], np.array([0]), ("ant",), source="photos").check_every_class()
+    two = datasets.Dataset(["a.jpg", "b.jpg", "c.jpg"], np.array([0, 0, 1]), ("ant", "bee"), source="photos")
+    two.check_every_class()
+    with pytest.raises(DatasetError, match=r"photos: class\(es\) bee have fewer than 2 training items"):
+        two.check_every_class(min_items=2)
     datasets.Dataset(["a.jpg"], np.array([1.5]), ()).check_every_class()  # targets: nothing to check
     model = AutoClassifier(scaled_npy, classes=("ant", "bee", "wasp"))
     with pytest.raises(DatasetError, match="no training item of class"):
         model.train_dataset(ds)  # the paths do not exist: reaching the features would report them instead
+    with pytest.raises(DatasetError, match="have fewer than 2 training items"):
+        AutoClassifier(scaled_npy, classes=("ant", "bee")).train_dataset(two)

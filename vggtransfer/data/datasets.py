@@ -100,22 +100,31 @@ class Dataset:
             keep.extend(rng.permutation(idx)[:k])
         return self.subset(np.sort(np.array(keep, int)))
 
-    def check_every_class(self) -> None:
-        """Raise :class:`DatasetError` naming the data set when it has one class only, or a class has no item: a
-        model cannot learn a class it never sees (checked before training pays for any feature)."""
+    def check_every_class(self, min_items: int = 1) -> None:
+        """Raise :class:`DatasetError` naming the data set when it has one class only, or a class has fewer than
+        ``min_items`` items (none: a model cannot learn a class it never sees; auto's cross-validation needs 2).
+        Checked before training pays for any feature."""
         if self.task != "classification":
             return
+        where = self.source or "data set"
         if len(self.classes) < 2:
             raise DatasetError(
-                f"{self.source or 'data set'}: one class only ({', '.join(self.classes)}); a classifier needs 2 or "
-                "more (class folders DATA/<class>/<image>, or labels)"
+                f"{where}: one class only ({', '.join(self.classes)}); a classifier needs 2 or more (class folders "
+                "DATA/<class>/<image>, or labels)"
             )
-        absent = [c for c, n in zip(self.classes, self.class_counts()) if n == 0]
+        counts = self.class_counts()
+        absent = [c for c, n in zip(self.classes, counts) if n == 0]
         if absent:
             raise DatasetError(
-                f"{self.source or 'data set'}: no training item of class(es) {', '.join(absent)} (of "
-                f"{len(self.classes)}: {', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}); a "
-                "model cannot learn a class it never sees"
+                f"{where}: no training item of class(es) {', '.join(absent)} (of {len(self.classes)}: "
+                f"{', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}); a model cannot learn a "
+                "class it never sees"
+            )
+        few = [c for c, n in zip(self.classes, counts) if n < min_items]
+        if few:
+            raise DatasetError(
+                f"{where}: class(es) {', '.join(few)} have fewer than {min_items} training items; cross-validation "
+                f"needs {min_items} or more of every class"
             )
 
     def class_counts(self) -> np.ndarray:

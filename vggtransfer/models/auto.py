@@ -305,7 +305,7 @@ class AutoModel(Model):
         """Train on a :class:`Dataset` (paths or arrays). ``cache_dir``: the features go through a resumable store
         there (``train.h5``), so that a killed run continues its extraction when rerun; deleting it is the caller's."""
         self._check_classes(dataset.classes)
-        dataset.check_every_class()
+        dataset.check_every_class(min_items=2)  # cross-validation needs 2 of each; before features are paid for
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
         feats, ok, errors = self.features_of(dataset, progress, cache, log)
