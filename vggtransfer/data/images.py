@@ -88,6 +88,8 @@ def _open(source, name: str, max_pixels: int | None = None) -> Image.Image:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(name, _describe_non_image(source)) from None
+    except Image.DecompressionBombError as exc:  # a later frame of a multi-frame file, checked by Pillow on seek
+        raise ImageError(name, f"image is over the pixel limit (a decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated"), SyntaxError or ValueError.
         raise ImageError(name, f"corrupt or truncated image data ({exc})") from None
