@@ -22,8 +22,8 @@ from vggtransfer.data.images import (
     IMAGE_EXTENSIONS,
     ImageError,
     check_array_images,
+    check_image,
     files_under,
-    load_image,
     prepare_array,
 )
 from vggtransfer.data.splits import balanced_class_weights, split_indices
@@ -156,12 +156,14 @@ def resize_arrays(arrays, size: int) -> np.ndarray:
     return out
 
 
-def check_images(paths, size: int = 32):
-    """Decode each file once (small): ``(ok_indices, [BadItem])`` for unreadable images."""
+def check_images(paths):
+    """Read each file's header (:func:`vggtransfer.data.images.check_image`): ``(ok_indices, [BadItem])`` for the
+    files that are not images. A million photos take minutes, not the better part of an hour a decode would; an image
+    whose data turns out damaged when it is decoded is skipped and reported by the extraction."""
     ok, bad = [], []
     for i, p in enumerate(paths):
         try:
-            load_image(p, size)
+            check_image(p)
             ok.append(i)
         except ImageError as exc:
             bad.append(BadItem(str(p), exc.reason if hasattr(exc, "reason") else str(exc)))
@@ -177,8 +179,10 @@ def from_folder(root, verify: bool = True) -> Dataset:
 
     Images in sub-folders of a class folder belong to that class (as torchvision's ``ImageFolder``); hidden files
     and folders are skipped. A root that holds only split folders (``train/``, ``val/`` ... with class folders
-    inside) is a :class:`DatasetError` naming the folder to give instead. With ``verify`` every image is decoded
-    once and unreadable ones go to :attr:`Dataset.bad` (by path). Files with other extensions are reported too.
+    inside) is a :class:`DatasetError` naming the folder to give instead. With ``verify`` every file's header is
+    read (:func:`check_images`) and files that are not images go to :attr:`Dataset.bad` (by path); damage inside
+    an image's data shows when it is decoded (the extraction skips and reports it). Files with other extensions are
+    reported too.
     """
     root = Path(root)
     if root.is_file():
@@ -270,7 +274,8 @@ def from_csv(
     """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns.
 
     Relative paths are relative to the CSV's folder. Rows with an unknown label (when ``classes`` is given), a
-    non-numeric target, a missing file or an unreadable image are reported as ``file.csv:ROW``.
+    non-numeric target, a missing file or a file that is not an image (its header, as :func:`from_folder`) are
+    reported as ``file.csv:ROW``.
     """
     csv_path = Path(csv_path)
     if task not in ("classification", "regression"):
