@@ -550,6 +550,23 @@ def test_a_photo_cut_in_half_is_skipped_and_named_by_training(capsys, tmp_path, 
     assert code == 0 and f"skipped {cut}: corrupt or truncated image data" in err, err
 
 
+def test_the_file_check_bar_follows_quiet(capsys, folder, tmp_path, monkeypatch):
+    import vggtransfer.data.datasets as datasets
+
+    seen = []
+
+    def bar(items, progress=None, **kwargs):
+        seen.append((progress, kwargs["delay"]))
+        return items
+
+    monkeypatch.setattr(datasets, "bar", bar)
+    for quiet, expected in ((["-q"], False), ([], None)):
+        code, out, err = run(
+            capsys, "extract", folder, "--store", tmp_path / f"s{len(seen)}.h5", "--shard-size", "5", *quiet
+        )
+        assert code == 2 and seen[-1] == (expected, 2), (seen, err)  # files checked, then --shard-size refused
+
+
 def test_auto_names_a_class_of_one_photo_before_any_feature(capsys, tmp_path, monkeypatch):
     import vggtransfer.weights.sources as sources
 

@@ -133,7 +133,7 @@ def _evaluate_regressor(args, model, store) -> int:
         from vggtransfer.cli.train import report_bad
         from vggtransfer.data.datasets import from_path
 
-        ds = from_path(args.data, args.split, "regression")
+        ds = from_path(args.data, args.split, "regression", progress(args))
         report_bad(ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -176,7 +176,7 @@ def _evaluate_classifier(args, model, store) -> int:
         from vggtransfer.cli.train import report_bad
         from vggtransfer.data.datasets import from_path
 
-        ds = from_path(args.data, args.split, "classification")
+        ds = from_path(args.data, args.split, "classification", progress(args))
         report_bad(ds)
         res = model.evaluate_dataset(ds)
         y, pred, failed = res["y_true"], res["y_pred"], res["failed"]

@@ -69,7 +69,7 @@ def run_extract(args) -> int:
     from vggtransfer.data.store import build_store, check_store_path, store_status
 
     check_store_path(args.store)  # before the data are read and the weights loaded
-    ds = from_path(args.data, args.split, args.task)
+    ds = from_path(args.data, args.split, args.task, progress(args))
     report_bad(ds)
     from vggtransfer.cli.common import UsageError, explicit
     from vggtransfer.weights.sources import resolve_weights

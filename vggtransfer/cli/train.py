@@ -323,13 +323,13 @@ def run_train(args) -> int:
 
     task = args.task or "classification"
     split = args.split or "train"
-    ds = from_path(args.data, split, task)
+    ds = from_path(args.data, split, task, progress(args))
     report_bad(ds)
     ds.check_every_class(min_items=2 if args.recipe == "auto" else 1)
     val = None
     if args.val_data:
         val_split = "test" if str(args.val_data).lower().endswith((".h5", ".hdf5")) else split
-        val = from_path(args.val_data, val_split, task)
+        val = from_path(args.val_data, val_split, task, progress(args))
         report_bad(val, "(val) ")
     arch = args.arch or "vgg16"
     if args.end_point:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vggtransfer.core.progress import bar
 from vggtransfer.data.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -156,12 +157,13 @@ def resize_arrays(arrays, size: int) -> np.ndarray:
     return out
 
 
-def check_images(paths):
+def check_images(paths, progress: bool | None = None):
     """Read each file's header (:func:`vggtransfer.data.images.check_image`): ``(ok_indices, [BadItem])`` for the
     files that are not images. A million photos take minutes, not the better part of an hour a decode would; an image
-    whose data turns out damaged when it is decoded is skipped and reported by the extraction."""
+    whose data turns out damaged when it is decoded is skipped and reported by the extraction. A bar (on a terminal,
+    unless ``progress`` is False) shows when the check takes more than 2 s."""
     ok, bad = [], []
-    for i, p in enumerate(paths):
+    for i, p in enumerate(bar(paths, progress=progress, desc="checking files", unit="file", delay=2, leave=False)):
         try:
             check_image(p)
             ok.append(i)
@@ -174,7 +176,7 @@ def check_images(paths):
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "dev")
 
 
-def from_folder(root, verify: bool = True) -> Dataset:
+def from_folder(root, verify: bool = True, progress: bool | None = None) -> Dataset:
     """``root/<class>/<image>``: class names are the sorted sub-folder names; any image format the core loads.
 
     Images in sub-folders of a class folder belong to that class (as torchvision's ``ImageFolder``); hidden files
@@ -205,7 +207,7 @@ def from_folder(root, verify: bool = True) -> Dataset:
             paths.append(f)
             labels.append(c)
     if verify:
-        ok, unreadable = check_images(paths)
+        ok, unreadable = check_images(paths, progress)
         bad.extend(unreadable)
         paths, labels = [paths[i] for i in ok], [labels[i] for i in ok]
     counts = np.bincount(np.array(labels, np.int64), minlength=len(class_dirs))
@@ -270,6 +272,7 @@ def from_csv(
     path_column: str = "path",
     label_column: str | None = None,
     verify: bool = True,
+    progress: bool | None = None,
 ) -> Dataset:
     """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns.
 
@@ -310,7 +313,7 @@ def from_csv(
     if not verify:
         return ds
     name_of = dict(zip(paths, names))
-    ok, unreadable = check_images(ds.paths)
+    ok, unreadable = check_images(ds.paths, progress)
     bad = ds.bad + [BadItem(name_of.get(b.name, b.name), b.reason) for b in unreadable]
     return Dataset([ds.paths[i] for i in ok], ds.labels[ok], ds.classes, bad=bad, source=str(csv_path))
 
@@ -452,7 +455,7 @@ DATA_HELP = (
 )
 
 
-def from_path(path, split: str = "train", task: str = "classification") -> Dataset:
+def from_path(path, split: str = "train", task: str = "classification", progress: bool | None = None) -> Dataset:
     """A Dataset from a folder of class folders, a SIGNS-style h5 file or a CSV, chosen by what ``path`` is.
 
     Folders and h5 files hold class labels: asking them for ``task='regression'`` is a :class:`DatasetError`
@@ -467,7 +470,7 @@ def from_path(path, split: str = "train", task: str = "classification") -> Datas
                 f"{path}: a folder of class folders holds class labels, not regression targets; "
                 "for regression give a CSV with a header path,target"
             )
-        return from_folder(path)
+        return from_folder(path, progress=progress)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
@@ -479,5 +482,5 @@ def from_path(path, split: str = "train", task: str = "classification") -> Datas
             )
         return from_signs_h5(path, split)
     if suffix == ".csv":
-        return from_csv(path, task=task)
+        return from_csv(path, task=task, progress=progress)
     raise DatasetError(f"{path}: expected {DATA_HELP}")
