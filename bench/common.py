@@ -64,7 +64,7 @@ def environment() -> dict:
         "command": " ".join([Path(sys.executable).name] + sys.argv),
     }
     try:
-        import tensorflow as tf
+        from vggtransfer.core.tf import tf  # the quiet import: no C++ notices in a bench's output
 
         env["tensorflow"] = tf.__version__
     except ImportError:
