@@ -884,6 +884,8 @@ def test_predict_takes_folders_and_a_list_file(capsys, tmp_path):
         str(lists / "x.jpg"),
         str(photos / "b.jpg"),
     ]
+    (lists / "bom.txt").write_bytes("\ufeffx.jpg\r\ny.jpg\r\n".encode())  # Notepad's UTF-8: a BOM, CRLF
+    assert image_arguments([], lists / "bom.txt") == [str(lists / "x.jpg"), str(lists / "y.jpg")]
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     for argv, expected in (
         (["predict", "--model", tmp_path / "nomodel", tmp_path / "empty"], "empty: folder holds no image files"),

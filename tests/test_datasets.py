@@ -192,3 +192,27 @@ def test_a_class_without_training_items_is_named_and_stops_api_training_before_f
         model.train_dataset(ds)  # the paths do not exist: reaching the features would report them instead
     with pytest.raises(DatasetError, match="have fewer than 2 training items"):
         AutoClassifier(scaled_npy, classes=("ant", "bee")).train_dataset(two)
+
+
+def test_csv_as_spreadsheets_write_it(tmp_path):
+    folder = colour_folder(tmp_path / "photos", per_class=2)
+    red, blue = sorted((folder / "red").iterdir())[0], sorted((folder / "blue").iterdir())[0]
+    # Excel's "CSV UTF-8": a byte-order mark, CRLF line ends; header names in other case, with spaces
+    (tmp_path / "excel.csv").write_bytes(f"\ufeffPath , Label\r\n{red},red\r\n{blue},blue\r\n".encode())
+    ds = datasets.from_csv(tmp_path / "excel.csv")
+    assert ds.classes == ("blue", "red") and list(ds.labels) == [1, 0] and not ds.bad
+    # semicolons (a locale whose decimal mark is the comma), decimal commas in targets; tabs
+    (tmp_path / "semi.csv").write_text(f"path;target\n{red};12,5\n{blue};7\n")
+    assert list(datasets.from_csv(tmp_path / "semi.csv", task="regression").labels) == [12.5, 7.0]
+    (tmp_path / "tabs.csv").write_text(f"path\tlabel\n{red}\tred\n{blue}\tblue\n")
+    assert datasets.from_csv(tmp_path / "tabs.csv").classes == ("blue", "red")
+    # a comma file keeps "12,5" as text: not a number, reported for its row
+    (tmp_path / "comma.csv").write_text(f'path,target\n{red},"12,5"\n{blue},7\n')
+    ds = datasets.from_csv(tmp_path / "comma.csv", task="regression")
+    assert list(ds.labels) == [7.0] and "comma.csv:2" in str(ds.bad[0]) and "'12,5'" in str(ds.bad[0])
+    # an exact name wins; two that differ from it only in case are ambiguous: named, not guessed
+    (tmp_path / "exact.csv").write_text(f"path,Label,label\n{red},blue,red\n{blue},red,blue\n")
+    assert list(datasets.from_csv(tmp_path / "exact.csv").labels) == [1, 0]
+    (tmp_path / "twice.csv").write_text(f"path,Label,LABEL\n{red},red,red\n")
+    with pytest.raises(DatasetError, match="no column 'label'"):
+        datasets.from_csv(tmp_path / "twice.csv")

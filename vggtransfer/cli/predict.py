@@ -143,7 +143,7 @@ def image_arguments(items, list_file: Path | None = None) -> list:
             paths.append(str(item))
     if list_file is not None:
         try:
-            lines = list_file.read_text().splitlines()
+            lines = list_file.read_text(encoding="utf-8-sig").splitlines()  # a BOM (Notepad, Excel) is not a path
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--list {list_file}: cannot read ({exc})") from None
         for line in lines:

@@ -13,6 +13,7 @@ loader names bad items in one convention, which a split into modules would scatt
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,6 +266,22 @@ def _labelled(paths, raw_labels, names, classes, verify, source) -> Dataset:
     return Dataset(keep_p, labels, tuple(classes or ()), bad=bad, source=source)
 
 
+def _csv_rows(csv_path: Path) -> tuple:
+    """``(rows, delimiter)``: the rows of a CSV as dicts keyed by its header's names, stripped of spaces. Read as
+    spreadsheets write it: UTF-8 with or without Excel's byte-order mark; comma-separated, or tab- or
+    semicolon-separated when the header holds no comma (a spreadsheet where the comma is the decimal mark)."""
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+        header = text.split("\n", 1)[0]
+        delimiter = next((d for d in (",", "\t", ";") if d in header), ",")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        if reader.fieldnames:
+            reader.fieldnames = [name.strip() for name in reader.fieldnames]
+        return list(reader), delimiter
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: cannot read CSV ({exc})") from None
+
+
 def from_csv(
     csv_path,
     task: str = "classification",
@@ -274,7 +291,9 @@ def from_csv(
     verify: bool = True,
     progress: bool | None = None,
 ) -> Dataset:
-    """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns.
+    """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns (names matched
+    regardless of case and surrounding spaces; a spreadsheet's byte-order mark, tab or semicolon separators and, with
+    semicolons, decimal commas in targets are read as meant).
 
     Relative paths are relative to the CSV's folder. Rows with an unknown label (when ``classes`` is given), a
     non-numeric target, a missing file or a file that is not an image (its header, as :func:`from_folder`) are
@@ -284,28 +303,31 @@ def from_csv(
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     label_column = label_column or ("label" if task == "classification" else "target")
-    try:
-        with open(csv_path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{csv_path}: cannot read CSV ({exc})") from None
+    rows, delimiter = _csv_rows(csv_path)
     if not rows:
         raise DatasetError(f"{csv_path}: no rows")
+    columns = [k for k in rows[0] if k]
+    found = {}
     for col in (path_column, label_column):
-        if col not in rows[0]:
+        same = [k for k in columns if k == col] or [k for k in columns if k.lower() == col.lower()]
+        if len(same) != 1:
+            lower = [k.lower() for k in columns]
             hint = ""
-            if col == label_column and task == "classification" and "target" in rows[0]:
+            if col == label_column and task == "classification" and "target" in lower:
                 hint = "; it has a 'target' column: for regression give --task regression"
-            elif col == label_column and task == "regression" and "label" in rows[0]:
+            elif col == label_column and task == "regression" and "label" in lower:
                 hint = "; it has a 'label' column: for classification leave out --task regression"
-            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(k for k in rows[0] if k)}){hint}")
+            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(columns)}){hint}")
+        found[col] = same[0]
+    decimal_comma = delimiter == ";" and task == "regression"  # 12,5 from a spreadsheet where "," is the decimal mark
     paths, raw, names = [], [], []
     for r, row in enumerate(rows, start=2):
-        p = Path((row[path_column] or "").strip())
+        p = Path((row[found[path_column]] or "").strip())
         if not p.is_absolute():
             p = csv_path.parent / p
         paths.append(str(p))
-        raw.append((row[label_column] or "").strip())
+        value = (row[found[label_column]] or "").strip()
+        raw.append(value.replace(",", ".", 1) if decimal_comma and value.count(",") == 1 else value)
         names.append(f"{csv_path}:{r} ({p.name})")
     if task == "classification" and classes is None:
         classes = sorted(set(y for y in raw if y))
