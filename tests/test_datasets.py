@@ -210,6 +210,10 @@ def test_csv_as_spreadsheets_write_it(tmp_path):
     (tmp_path / "comma.csv").write_text(f'path,target\n{red},"12,5"\n{blue},7\n')
     ds = datasets.from_csv(tmp_path / "comma.csv", task="regression")
     assert list(ds.labels) == [7.0] and "comma.csv:2" in str(ds.bad[0]) and "'12,5'" in str(ds.bad[0])
+    # a CSV written on Windows: relative paths with backslashes
+    (folder.parent / "win.csv").write_text(f"path,label\nphotos\\red\\{red.name},red\nphotos\\blue\\{blue.name},blue\n")
+    ds = datasets.from_csv(folder.parent / "win.csv")
+    assert ds.paths == [str(red), str(blue)] and not ds.bad
     # an exact name wins; two that differ from it only in case are ambiguous: named, not guessed
     (tmp_path / "exact.csv").write_text(f"path,Label,label\n{red},blue,red\n{blue},red,blue\n")
     assert list(datasets.from_csv(tmp_path / "exact.csv").labels) == [1, 0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,6 +283,19 @@ def _csv_rows(csv_path: Path) -> tuple:
         raise DatasetError(f"{csv_path}: cannot read CSV ({exc})") from None
 
 
+def _csv_path(csv_path: Path, text: str) -> Path:
+    """A CSV row's image path: relative to the CSV's folder; a Windows path (``photos\\cat.jpg``, a CSV written on
+    Windows) is read with ``/`` where it names no file as written but does so."""
+    p = Path(text)
+    p = p if p.is_absolute() else csv_path.parent / p
+    if "\\" in text and os.sep != "\\" and not p.exists():
+        alt = Path(text.replace("\\", "/"))
+        alt = alt if alt.is_absolute() else csv_path.parent / alt
+        if alt.exists():
+            return alt
+    return p
+
+
 def from_csv(
     csv_path,
     task: str = "classification",
@@ -293,7 +307,7 @@ def from_csv(
 ) -> Dataset:
     """A CSV with a header: ``path`` and ``label`` (classification) or ``target`` (regression) columns (names matched
     regardless of case and surrounding spaces; a spreadsheet's byte-order mark, tab or semicolon separators and, with
-    semicolons, decimal commas in targets are read as meant).
+    semicolons, decimal commas in targets are read as meant; so are Windows paths with ``\\``).
 
     Relative paths are relative to the CSV's folder. Rows with an unknown label (when ``classes`` is given), a
     non-numeric target, a missing file or a file that is not an image (its header, as :func:`from_folder`) are
@@ -322,9 +336,7 @@ def from_csv(
     decimal_comma = delimiter == ";" and task == "regression"  # 12,5 from a spreadsheet where "," is the decimal mark
     paths, raw, names = [], [], []
     for r, row in enumerate(rows, start=2):
-        p = Path((row[found[path_column]] or "").strip())
-        if not p.is_absolute():
-            p = csv_path.parent / p
+        p = _csv_path(csv_path, (row[found[path_column]] or "").strip())
         paths.append(str(p))
         value = (row[found[label_column]] or "").strip()
         raw.append(value.replace(",", ".", 1) if decimal_comma and value.count(",") == 1 else value)
