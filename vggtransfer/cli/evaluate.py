@@ -93,6 +93,10 @@ def run_evaluate(args) -> int:
     return _evaluate_classifier(args, model, store)
 
 
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def _cv_estimate(model) -> dict:
     """An auto model's cross-validated estimates, saved at training: ``{'cv_mean', 'cv_std', 'folds'}`` and, when
     trained with ``--nested-cv``, ``{'nested_mean', 'nested_std', 'nested_folds'}``; {} for other models."""
@@ -145,13 +149,13 @@ def _evaluate_regressor(args, model, store) -> int:
     rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
     mae = float(np.mean(np.abs(pred - y)))
     if args.png:
-        _save_scatter_png(y, pred, args.png, f"{args.model.name}: RMSE {rmse:.4g} on {len(y)} items")
+        _save_scatter_png(y, pred, args.png, f"{args.model.name}: RMSE {rmse:.4g} on {_items(len(y))}")
     cv = _cv_estimate(model)
     if args.json:
         print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed), **cv}, allow_nan=False))
     else:
         print(
-            f"RMSE {rmse:.4g}, MAE {mae:.4g} on {len(y)} items"
+            f"RMSE {rmse:.4g}, MAE {mae:.4g} on {_items(len(y))}"
             + (f" ({failed} unreadable, left out)" if failed else "")
         )
         _print_estimates(cv, "rmse")
@@ -220,7 +224,7 @@ def _evaluate_classifier(args, model, store) -> int:
         )
         print(format_confusion(cm, classes))
         print(
-            f"accuracy {100 * acc:.2f} % (mean class recall {100 * recall:.2f} %) on {len(y)} items"
+            f"accuracy {100 * acc:.2f} % (mean class recall {100 * recall:.2f} %) on {_items(len(y))}"
             + (f" ({failed} unreadable, left out)" if failed else "")
             + f"; expected calibration error {100 * ece:.2f} %, log loss {nll:.4f}"
         )
