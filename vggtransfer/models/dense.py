@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from vggtransfer.core.runtime import Closing
-from vggtransfer.models import defaults
 from vggtransfer.models.heads import HeadSpec, History
 from vggtransfer.models.modeldir import CHECKPOINT
-
-AUTO = defaults.AUTO
-LINEAR_FILE = "linear.npz"
-AUTO_FORMAT = 1
 
 
 class DenseHead(Closing):
