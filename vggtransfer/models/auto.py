@@ -147,6 +147,16 @@ def spec_of(config: dict) -> FeatureSpec:
     return FeatureSpec.from_dict(config["features"]) if "features" in config else legacy_spec(config)
 
 
+def _linear_file_names(kind: str | None, models) -> dict:
+    """``{MODEL: (coef name, intercept name)}`` in ``linear.npz`` for the linear ``models`` of a fitted ``kind``:
+    ``coef``/``intercept`` for a linear winner, ``coef_MODEL``/``intercept_MODEL`` per family of an average. (In
+    memory both are ``fitted["arrays"][MODEL]``; the file keeps the names it has had since the format's first
+    version.) Written by ``AutoModel._linear_arrays``, read by ``AutoModel._restore``."""
+    if kind == "average":
+        return {m: (f"coef_{m}", f"intercept_{m}") for m in models}
+    return {m: ("coef", "intercept") for m in models}
+
+
 class AutoModel(Model):
     """The auto recipe on frozen block features; see the module docstring. Subclasses fix the task."""
 
@@ -678,13 +688,13 @@ class AutoModel(Model):
         return write_model_dir(path, write, protect)
 
     def _linear_arrays(self) -> dict:
-        """What ``linear.npz`` holds: ``coef``/``intercept`` of a linear winner, ``coef_MODEL``/``intercept_MODEL``
-        per linear family of an average; {} for a Dense head alone. (In memory both are ``fitted["arrays"][MODEL]``;
-        the file keeps the names it has had since the format's first version.)"""
+        """What ``linear.npz`` holds (names: :func:`_linear_file_names`); {} for a Dense head alone."""
         arrays = self.fitted.get("arrays", {})
-        if self.fitted["model"] == "average":
-            return {f"{k}_{model}": np.asarray(a[k]) for model, a in arrays.items() for k in a}
-        return {k: np.asarray(v) for k, v in arrays.get(self.fitted["model"], {}).items()}
+        return {
+            name: np.asarray(arrays[model][key])
+            for model, names in _linear_file_names(self.fitted["model"], arrays).items()
+            for key, name in zip(("coef", "intercept"), names)
+        }
 
     def _restore(self, restore_from) -> None:
         cfg, folder = load_model_json(restore_from)
@@ -729,8 +739,7 @@ class AutoModel(Model):
                 raise ModelError(f"{folder}: {LINEAR_FILE} is missing (an incomplete copy of the model folder?)")
             try:
                 with np.load(npz, allow_pickle=False) as data:
-                    names = {m: (f"coef_{m}", f"intercept_{m}") for m in linear} if kind == "average" else None
-                    names = names or {kind: ("coef", "intercept")}
+                    names = _linear_file_names(kind, linear)
                     self.fitted["arrays"] = {m: {"coef": data[c], "intercept": data[i]} for m, (c, i) in names.items()}
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelError(f"{npz}: cannot be read ({exc})") from None
