@@ -286,14 +286,17 @@ def _csv_rows(csv_path: Path) -> tuple:
 def _csv_path(csv_path: Path, text: str) -> Path:
     """A CSV row's image path: relative to the CSV's folder; a Windows path (``photos\\cat.jpg``, a CSV written on
     Windows) is read with ``/`` where it names no file as written but does so."""
-    p = Path(text)
-    p = p if p.is_absolute() else csv_path.parent / p
-    if "\\" in text and os.sep != "\\" and not p.exists():
-        alt = Path(text.replace("\\", "/"))
-        alt = alt if alt.is_absolute() else csv_path.parent / alt
-        if alt.exists():
-            return alt
-    return p
+
+    def under_csv(name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else csv_path.parent / p
+
+    path = under_csv(text)
+    if "\\" in text and os.sep != "\\" and not path.exists():
+        windows = under_csv(text.replace("\\", "/"))
+        if windows.exists():
+            return windows
+    return path
 
 
 def from_csv(
