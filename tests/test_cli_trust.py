@@ -405,7 +405,7 @@ def test_ctrl_c_prints_one_line(capsys, monkeypatch, folder, scaled_npy, tmp_pat
     # the precision and features lines are said once per process: present when this test runs first, absent after
     # another CLI test
     assert code == 130 and lines[-1] == "interrupted; rerun the same command to continue", lines
-    assert all(line.startswith(("precision auto: ", "features: ")) for line in lines[:-1]), lines
+    assert all(line.startswith(("precision auto: ", "features: ", "data: ")) for line in lines[:-1]), lines
 
 
 def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_npy):
@@ -446,7 +446,7 @@ def test_sigint_of_a_real_extract_prints_one_line_and_resumes(tmp_path, scaled_n
         pytest.skip("the extraction finished before the interrupt")
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and lines[-1] == "interrupted; rerun the same command to continue", err
-    assert all(line.startswith(("precision auto: ", "features: ")) for line in lines[:-1]), err
+    assert all(line.startswith(("precision auto: ", "features: ", "data: ")) for line in lines[:-1]), err
     res = run_cli(*args)
     assert res.returncode == 0 and "300/300 items" in res.stdout, res.stderr
 
@@ -565,6 +565,24 @@ def test_the_file_check_bar_follows_quiet(capsys, folder, tmp_path, monkeypatch)
             capsys, "extract", folder, "--store", tmp_path / f"s{len(seen)}.h5", "--shard-size", "5", *quiet
         )
         assert code == 2 and seen[-1] == (expected, 2), (seen, err)  # files checked, then --shard-size refused
+
+
+def test_train_says_what_data_it_found_and_notes_a_folder_one_level_too_high(capsys, tmp_path, monkeypatch):
+    import vggtransfer.weights.sources as sources
+
+    root = tmp_path / "photos"
+    colour_folder(root / "data", per_class=3)
+    colour_folder(root / "demo", per_class=1)
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt  # the weights: by then the data line and the note must be out
+
+    monkeypatch.setattr(sources, "resolve_weights", stop)
+    code, out, err = run(capsys, "train", "--data", root, "--model", tmp_path / "m", "--recipe", "head", *TINY)
+    assert f"note: {root}: every class folder (data/, demo/) holds the same folders (blue/, red/)" in err, err
+    assert f"data: {root}: 8 images in 2 classes (data: 6, demo: 2)" in err, err
+    code, out, err = run(capsys, "train", "--data", root / "data", "--model", tmp_path / "m", "-q", *TINY)
+    assert "note:" not in err and "data:" not in err, err  # --quiet: no data line; no note to give
 
 
 def test_auto_names_a_class_of_one_photo_before_any_feature(capsys, tmp_path, monkeypatch):

@@ -47,6 +47,34 @@ def test_images_in_sub_folders_belong_to_their_class_and_split_layouts_are_named
     assert datasets.from_folder(root).class_counts().tolist() == [2, 3]
 
 
+def test_a_folder_one_level_above_the_class_folders_gets_a_note_naming_the_folder_to_give(tmp_path):
+    root = tmp_path / "photos"
+    colour_folder(root / "data", per_class=2)
+    colour_folder(root / "demo", per_class=1)
+    ds = datasets.from_folder(root)
+    assert ds.classes == ("data", "demo")  # as torchvision's ImageFolder reads it: not an error
+    (note,) = ds.notes
+    assert "every class folder (data/, demo/) holds the same folders (blue/, red/)" in note
+    assert f"give one of data/, demo/ instead, e.g. {root / 'data'}" in note
+    assert ds.subset([0, 1]).notes == ds.notes
+    assert datasets.from_folder(root / "data").notes == []  # class folders with images: nothing to note
+    (root / "demo" / "red").rename(root / "demo" / "green")  # different sub-folders: a hierarchy, not a split
+    assert datasets.from_folder(root).notes == []
+    (root / "demo" / "green").rename(root / "demo" / "red")
+    (root / "demo" / "loose.png").write_bytes((root / "data" / "red" / "01.png").read_bytes())
+    assert datasets.from_folder(root).notes == []  # a class folder with an image of its own
+
+
+def test_summary_names_the_counts_a_user_should_check(tmp_path):
+    two = datasets.Dataset(["a", "b", "c"], np.array([0, 1, 1]), ("ants", "bees"), source="s")
+    assert two.summary() == "3 images in 2 classes (ants: 1, bees: 2)"
+    many = datasets.Dataset([str(i) for i in range(25)], np.arange(25) % 10, tuple("abcdefghij"))
+    assert many.summary() == "25 images in 10 classes (2 to 3 per class)"
+    targets = datasets.Dataset(["a", "b"], np.array([20.0, 150.5]), ())
+    assert targets.summary() == "2 images, targets 20 to 150.5 (mean 85.25)"
+    assert datasets.Dataset(["a"], np.array([1.0]), ()).summary().startswith("1 image,")
+
+
 def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="no class folders"):
         datasets.from_folder(tmp_path)

@@ -22,6 +22,7 @@ from vggtransfer.cli.common import (
     check_output_file,
     picture_file,
     progress,
+    report_bad,
 )
 from vggtransfer.data.datasets import DATA_HELP
 
@@ -134,11 +135,10 @@ def _evaluate_regressor(args, model, store) -> int:
     if store is not None:
         pred, y, failed = _features_of_store(args, model, store), store.labels.astype(np.float64), len(store.errors)
     else:
-        from vggtransfer.cli.train import report_bad
         from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "regression", progress(args))
-        report_bad(ds)
+        report_bad(ds, quiet=getattr(args, "quiet", False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             pred = model.predict(ds.paths, errors="report", progress=progress(args))
@@ -177,11 +177,10 @@ def _evaluate_classifier(args, model, store) -> int:
         y, failed = to_model[store.labels.astype(int)], len(store.errors)
         pred = probs.argmax(1)
     else:
-        from vggtransfer.cli.train import report_bad
         from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "classification", progress(args))
-        report_bad(ds)
+        report_bad(ds, quiet=getattr(args, "quiet", False))
         res = model.evaluate_dataset(ds)
         y, pred, failed = res["y_true"], res["y_pred"], res["failed"]
         probs = res["probabilities"][~np.isnan(res["probabilities"]).any(axis=1)]

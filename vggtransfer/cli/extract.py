@@ -7,7 +7,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from vggtransfer.cli.common import add_data_args, add_scale_out_args, announce_precision, positive_int, progress
+from vggtransfer.cli.common import (
+    add_data_args,
+    add_scale_out_args,
+    announce_precision,
+    positive_int,
+    progress,
+    report_bad,
+)
 from vggtransfer.cli.features import add_feature_args, block_spec, check_end_point, classic_features
 from vggtransfer.data.datasets import DATA_HELP
 from vggtransfer.models import defaults
@@ -58,7 +65,6 @@ def add_parser(sub, parents):
 
 def run_extract(args) -> int:
     """Build (or resume) the store; prints ``STORE: done/total items``."""
-    from vggtransfer.cli.train import report_bad
     from vggtransfer.data.datasets import from_path
 
     arch = args.arch or "vgg16"
@@ -70,7 +76,7 @@ def run_extract(args) -> int:
 
     check_store_path(args.store)  # before the data are read and the weights loaded
     ds = from_path(args.data, args.split, args.task, progress(args))
-    report_bad(ds)
+    report_bad(ds, quiet=getattr(args, "quiet", False))
     from vggtransfer.cli.common import UsageError, explicit
     from vggtransfer.weights.sources import resolve_weights
 

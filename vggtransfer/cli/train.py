@@ -26,6 +26,7 @@ from vggtransfer.cli.common import (
     positive_float,
     positive_int,
     progress,
+    report_bad,
 )
 from vggtransfer.cli.features import add_feature_args, block_spec, check_end_point, classic_features
 from vggtransfer.data.datasets import DATA_HELP
@@ -268,12 +269,6 @@ def check_options(args) -> None:
         raise UsageError("--class-weights: applies to classifiers, not to --task regression")
 
 
-def report_bad(ds, label: str = "") -> None:
-    """One ``skipped NAME: reason`` line per unusable item of a data set, on stderr."""
-    for b in ds.bad:
-        print(f"skipped {label}{b}", file=sys.stderr)
-
-
 def _store_conflicts(args, cfg: dict) -> None:
     """Feature options given with --store must match the store (they cannot change stored features)."""
     wanted = {"arch": args.arch, "end_point": args.end_point, "pooling": args.pooling, "image_size": args.image_size}
@@ -324,13 +319,13 @@ def run_train(args) -> int:
     task = args.task or "classification"
     split = args.split or "train"
     ds = from_path(args.data, split, task, progress(args))
-    report_bad(ds)
+    report_bad(ds, quiet=getattr(args, "quiet", False))
     ds.check_every_class(min_items=2 if args.recipe == "auto" else 1)
     val = None
     if args.val_data:
         val_split = "test" if str(args.val_data).lower().endswith((".h5", ".hdf5")) else split
         val = from_path(args.val_data, val_split, task, progress(args))
-        report_bad(val, "(val) ")
+        report_bad(val, "(val) ", quiet=getattr(args, "quiet", False))
     arch = args.arch or "vgg16"
     if args.end_point:
         check_end_point(arch, args.end_point)
@@ -564,4 +559,4 @@ def _head_model(args, task, classes, arch, end_point, pooling, image_size, d):
     return VggRegressor(args.weights, **common)
 
 
-__all__ = ["add_parser", "run_train", "check_options", "report_bad"]
+__all__ = ["add_parser", "run_train", "check_options"]

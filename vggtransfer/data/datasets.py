@@ -59,6 +59,9 @@ class Dataset:
     arrays: np.ndarray | None = None
     bad: list = field(default_factory=list)
     source: str = ""
+    #: Things about the data set a user may not have meant that are not errors (e.g. a folder one level too high);
+    #: the CLI prints each as ``note: ...`` before training.
+    notes: list = field(default_factory=list)
 
     def __post_init__(self):
         self.paths = [str(p) for p in self.paths]
@@ -81,7 +84,7 @@ class Dataset:
         return len(self.paths)
 
     def subset(self, index) -> "Dataset":
-        """The items at ``index`` (in that order) as a new Dataset; ``bad`` and ``source`` are kept."""
+        """The items at ``index`` (in that order) as a new Dataset; ``bad``, ``source`` and ``notes`` are kept."""
         index = np.asarray(index, int)
         return Dataset(
             [self.paths[i] for i in index],
@@ -90,6 +93,7 @@ class Dataset:
             None if self.arrays is None else self.arrays[index],
             list(self.bad),
             self.source,
+            list(self.notes),
         )
 
     def split(self, val_fraction: float = 0.2, seed: int = 0):
@@ -133,6 +137,20 @@ class Dataset:
                 f"{where}: class(es) {', '.join(few)} have fewer than {min_items} training items; cross-validation "
                 f"needs {min_items} or more of every class"
             )
+
+    def summary(self) -> str:
+        """One line for people: how many items, and the classes with their counts (a range of counts where there are
+        more than 8 classes) or the targets' range and mean: "245 images in 2 classes (ants: 124, bees: 121)"."""
+        n = f"{len(self):,} image{'s' if len(self) != 1 else ''}"
+        if self.task != "classification":
+            y = self.labels.astype(float)
+            return f"{n}, targets {y.min():g} to {y.max():g} (mean {y.mean():.4g})"
+        counts = self.class_counts()
+        if len(self.classes) <= 8:
+            each = ", ".join(f"{c}: {k:,}" for c, k in zip(self.classes, counts))
+        else:
+            each = f"{counts.min():,} to {counts.max():,} per class"
+        return f"{n} in {len(self.classes)} classes ({each})"
 
     def class_counts(self) -> np.ndarray:
         """Items per class, in class order."""
@@ -200,6 +218,7 @@ def from_folder(root, verify: bool = True, progress: bool | None = None) -> Data
         names = ", ".join(d.name + "/" for d in class_dirs)
         train = next((d for d in class_dirs if d.name.lower().startswith("train")), class_dirs[0])
         raise DatasetError(f"{root}: holds split folders ({names}), not class folders; give one split, e.g. {train}")
+    notes = _nested_layout_note(root, class_dirs)
     paths, labels, bad = [], [], []
     for c, d in enumerate(class_dirs):
         for f in files_under(d):
@@ -220,7 +239,31 @@ def from_folder(root, verify: bool = True, progress: bool | None = None) -> Data
             f"{names}: class folder(s) with no usable image; a model cannot learn a class it never "
             "sees. Add images or remove the folder(s)"
         )
-    return Dataset(paths, np.array(labels, np.int64), tuple(d.name for d in class_dirs), bad=bad, source=str(root))
+    classes = tuple(d.name for d in class_dirs)
+    return Dataset(paths, np.array(labels, np.int64), classes, bad=bad, source=str(root), notes=notes)
+
+
+def _nested_layout_note(root: Path, class_dirs: list) -> list:
+    """A note when every class folder holds the same two or more sub-folders and no image of its own
+    (``root/data/{tiger,kittycat}``, ``root/demo/{tiger,kittycat}``): most likely ``root`` is one level above the
+    class folders, under split folders with names :data:`SPLIT_NAMES` does not know. Not an error: class folders
+    that each hold the same sub-folders (by year, say) are a real layout too."""
+    if len(class_dirs) < 2:
+        return []
+    inner = []
+    for d in class_dirs:
+        entries = [e for e in d.iterdir() if not e.name.startswith(".")]
+        if any(e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+            return []
+        inner.append(sorted(e.name for e in entries if e.is_dir()))
+    if len(inner[0]) < 2 or any(names != inner[0] for names in inner):
+        return []
+    outer = ", ".join(d.name + "/" for d in class_dirs)
+    return [
+        f"{root}: every class folder ({outer}) holds the same folders ({', '.join(n + '/' for n in inner[0])}) and "
+        f"no image of its own; the classes are taken to be {', '.join(d.name for d in class_dirs)}. If "
+        f"{', '.join(inner[0])} are the classes, give one of {outer} instead, e.g. {class_dirs[0]}"
+    ]
 
 
 def _has_subfolders(folder: Path) -> bool:
