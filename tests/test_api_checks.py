@@ -229,7 +229,7 @@ def test_auto_training_names_a_class_with_one_item_and_non_finite_rows(scaled_np
 
     model = AutoClassifier(scaled_npy, features=SPEC, models=("ridge",), precision="fp32")
     x = np.abs(np.random.default_rng(0).normal(size=(9, 512))).astype(np.float32)
-    with pytest.raises(ValueError, match=r"class\(es\) \['lone'\] have only 1 training item"):
+    with pytest.raises(ValueError, match=r"class\(es\) \['lone'\] have fewer than 2 training items"):
         model.train_on_features(x, ["a"] * 4 + ["b"] * 4 + ["lone"])
     x[3, 7] = np.nan
     with pytest.raises(ValueError, match=r"1 training feature row\(s\) hold NaN or inf \(the first: row 3\)"):

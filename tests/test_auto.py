@@ -240,7 +240,7 @@ def test_folds_are_stratified_and_small_sets_refused():
     y = np.r_[np.zeros(10, int), np.ones(5, int)]
     folds = select.make_folds(y, "classification", 5)
     assert len(folds) == 5 and all(np.bincount(y[te], minlength=2).tolist() == [2, 1] for _, te in folds)
-    with pytest.raises(ValueError, match=r"class index\(es\) \[2\] have 1"):
+    with pytest.raises(ValueError, match=r"class index\(es\) \[2\] have fewer"):
         select.make_folds(np.r_[y, 2], "classification")
     reg = select.make_folds(np.arange(50.0), "regression", 5)
     assert len(reg) == 5 and all(len(np.unique(np.arange(50)[te] // 10)) == 5 for _, te in reg)

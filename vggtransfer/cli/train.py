@@ -320,7 +320,7 @@ def run_train(args) -> int:
     split = args.split or "train"
     ds = from_path(args.data, split, task, progress(args))
     report_bad(ds, quiet=getattr(args, "quiet", False))
-    ds.check_every_class(min_items=2 if args.recipe == "auto" else 1)
+    ds.check_every_class(min_items=defaults.CV_MIN_PER_CLASS if args.recipe == "auto" else 1)
     val = None
     if args.val_data:
         val_split = "test" if str(args.val_data).lower().endswith((".h5", ".hdf5")) else split

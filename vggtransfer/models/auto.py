@@ -315,7 +315,7 @@ class AutoModel(Model):
         """Train on a :class:`Dataset` (paths or arrays). ``cache_dir``: the features go through a resumable store
         there (``train.h5``), so that a killed run continues its extraction when rerun; deleting it is the caller's."""
         self._check_classes(dataset.classes)
-        dataset.check_every_class(min_items=2)  # cross-validation needs 2 of each; before features are paid for
+        dataset.check_every_class(min_items=defaults.CV_MIN_PER_CLASS)  # before features are paid for
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
         feats, ok, errors = self.features_of(dataset, progress, cache, log)
@@ -402,10 +402,12 @@ class AutoModel(Model):
             missing = sorted(set(range(len(self.classes))) - set(y.tolist()))
             if missing:
                 raise ValueError(f"class(es) {[self.classes[i] for i in missing]} have no training item")
-            single = [self.classes[i] for i in np.flatnonzero(np.bincount(y, minlength=len(self.classes)) == 1)]
-            if single:
+            counts = np.bincount(y, minlength=len(self.classes))
+            few = [self.classes[i] for i in np.flatnonzero(counts < defaults.CV_MIN_PER_CLASS)]
+            if few:
                 raise ValueError(
-                    f"class(es) {single} have only 1 training item; cross-validation needs 2 or more of every class"
+                    f"class(es) {few} have fewer than {defaults.CV_MIN_PER_CLASS} training items; cross-validation "
+                    f"needs {defaults.CV_MIN_PER_CLASS} or more of every class"
                 )
             weights = resolve_class_weights(class_weights, y, len(self.classes))
             cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}

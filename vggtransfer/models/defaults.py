@@ -73,6 +73,11 @@ class AutoDefaults:
 
 AUTO = AutoDefaults()
 
+#: Cross-validation (``--recipe auto``) needs this many training items of every class: one to train on and one to
+#: score in some fold. Checked by the CLI before any weights are read, by ``train_dataset`` before any feature, and by
+#: ``fit_features`` / ``make_folds`` on what survived extraction.
+CV_MIN_PER_CLASS = 2
+
 
 def check_number(name: str, value, low, *, inclusive: bool = False, integer: bool = False, high=None) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a finite number above ``low`` (or at it, ``inclusive``),
@@ -155,6 +160,7 @@ def for_recipe(recipe: str, task: str) -> HeadDefaults:
 __all__ = [
     "AutoDefaults",
     "AUTO",
+    "CV_MIN_PER_CLASS",
     "check_auto_settings",
     "check_number",
     "FEATURES",

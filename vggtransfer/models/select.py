@@ -32,7 +32,7 @@ import numpy as np
 
 from vggtransfer.features.spec import parse_block_name
 from vggtransfer.models.calibration import fit_temperature, scores_to_log_probs
-from vggtransfer.models.defaults import AUTO
+from vggtransfer.models.defaults import AUTO, CV_MIN_PER_CLASS
 from vggtransfer.models.solvers import logreg_path, ridge_oof_folds
 from vggtransfer.nets.cfg import end_point_names
 
@@ -158,10 +158,11 @@ def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
     if task == "classification":
         counts = np.bincount(y)
         counts = counts[counts > 0]
-        if counts.min() < 2:
-            rare = [int(c) for c in np.flatnonzero(np.bincount(y) == 1)]
+        if counts.min() < CV_MIN_PER_CLASS:
+            rare = [int(c) for c, n in enumerate(np.bincount(y)) if 0 < n < CV_MIN_PER_CLASS]
             raise ValueError(
-                f"cross-validation needs at least 2 training items of every class; class index(es) {rare} have 1"
+                f"cross-validation needs at least {CV_MIN_PER_CLASS} training items of every class; class "
+                f"index(es) {rare} have fewer"
             )
         k = int(max(2, min(k, counts.min())))
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
