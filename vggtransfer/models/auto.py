@@ -60,6 +60,7 @@ from vggtransfer.models.calibration import (
 )
 from vggtransfer.models.classifier_api import ClassifierAPI
 from vggtransfer.models.dense import DenseHead
+from vggtransfer.models.folds import copies_count, copy_groups
 from vggtransfer.models.heads import HeadSpec, History
 from vggtransfer.models.modeldir import (
     CHECKPOINT,
@@ -447,6 +448,12 @@ class AutoModel(Model):
         # not every block of every row in float64).
         z = normalise_blocks(features[rows], blocks, self.power)
         _check_finite(z, rows)
+        copies = copy_groups(z)
+        if copies is not None and log:
+            log(
+                f"{copies_count(copies):,} training images are copies of others (the same features); "
+                "cross-validation keeps each copy in its original's fold"
+            )
         try:
             sel = select(
                 z,
@@ -461,6 +468,7 @@ class AutoModel(Model):
                 dense=dense_cv,
                 dense_l2s=self.l2s,
                 log=log,
+                copies=copies,
             )
         finally:
             for h in dense_heads.values():
@@ -558,7 +566,8 @@ class AutoModel(Model):
 
         if log:
             log(f"nested cross-validation: {k} outer folds, each selecting, refitting and calibrating on the rest")
-        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None)
+        copies = copy_groups(normalise_blocks(sub, spec_of(config).blocks(config["arch"]), self.power))
+        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None, copies)
 
     def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
         return HeadSpec(

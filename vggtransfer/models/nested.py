@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vggtransfer.models.select import fold_score, make_folds
+from vggtransfer.models.folds import make_folds
+from vggtransfer.models.select import fold_score
 
 
-def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=None, classes=None) -> dict:
+def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=None, classes=None, copies=None) -> dict:
     """An estimate of the whole procedure by nested cross-validation: ``k`` outer folds (other than the inner ones);
     on each, ``fit(train_rows)`` runs selection, refit and calibration on the outer training rows alone and returns
     a one-line description of its choice, and ``predict(test_rows)`` gives its calibrated outputs on the held-out
@@ -17,7 +18,9 @@ def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=N
     Why: the winner's own CV score is the best of many candidates scored on the same folds, so it is optimistic
     where the folds are small (the winner's curse; Varma & Simon 2006, Cawley & Talbot 2010). The outer score is
     measured on rows that neither chose nor fitted the model it scores. Returns ``{'metric', 'folds', 'mean', 'std',
-    'scores', 'choices'}``. ``classes``: the class names, for the error on a class with too few items."""
+    'scores', 'choices'}``. ``classes``: the class names, for the error on a class with too few items. ``copies``:
+    group ids of rows that are copies of one image (:func:`vggtransfer.models.folds.copy_groups`), kept in one outer
+    fold."""
     y = np.asarray(y)
     if task == "classification":
         counts = np.bincount(y)
@@ -28,7 +31,7 @@ def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=N
                 f"nested cross-validation needs at least 3 training items of every class (the inner folds need 2 "
                 f"of each); class {named} have fewer"
             )
-    folds = make_folds(y, task, k, seed + 1)
+    folds = make_folds(y, task, k, seed + 1, groups=copies)
     metric = "accuracy" if task == "classification" else "rmse"
     scores, choices = [], []
     for i, (tr, te) in enumerate(folds):

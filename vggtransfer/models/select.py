@@ -32,7 +32,8 @@ import numpy as np
 
 from vggtransfer.features.spec import parse_block_name
 from vggtransfer.models.calibration import fit_temperature, scores_to_log_probs
-from vggtransfer.models.defaults import AUTO, CV_MIN_PER_CLASS
+from vggtransfer.models.defaults import AUTO
+from vggtransfer.models.folds import copies_count, make_folds, selection_rows  # noqa: F401 (re-exported)
 from vggtransfer.models.solvers import logreg_path, ridge_oof_folds
 from vggtransfer.nets.cfg import end_point_names
 
@@ -98,6 +99,7 @@ class Selection:
     #: An average of model families (``best.model == 'average'``): each family's best candidate on the chosen group,
     #: ``{'model', 'reg', 'temperature', 'epochs', 'cv_mean'}``, in the order ridge, logreg, dense.
     parts: list = field(default_factory=list)
+    copies: int = 0  # rows that are copies of another row, kept in its fold
 
     def summary(self) -> dict:
         """JSON-ready: the choice, the CV estimate and the table."""
@@ -109,6 +111,7 @@ class Selection:
             "cv_mean": self.best.mean,
             "cv_std": self.best.std,
             "folds": self.folds,
+            "copies": self.copies,
             "seconds": round(self.seconds, 2),
             "best_epochs": self.best_epochs,
             "parts": self.parts,
@@ -144,65 +147,6 @@ def columns(blocks, names) -> np.ndarray:
     """Column indices of the named blocks, in the order of ``names``."""
     where = {n: (a, b) for n, a, b in blocks}
     return np.concatenate([np.arange(*where[n]) for n in names])
-
-
-# --- folds --------------------------------------------------------------------------------------------------------
-def make_folds(y, task: str, k: int = 5, seed: int = 0) -> list:
-    """``[(train_idx, test_idx), ...]``: stratified by class, or by quantile bin of the target for regression (as
-    many bins, up to 5, as keep ``k`` items in each)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    y = np.asarray(y)
-    if len(y) < 4:
-        raise ValueError(f"cross-validation needs at least 4 training items, got {len(y)}")
-    if task == "classification":
-        counts = np.bincount(y)
-        counts = counts[counts > 0]
-        if counts.min() < CV_MIN_PER_CLASS:
-            rare = [int(c) for c, n in enumerate(np.bincount(y)) if 0 < n < CV_MIN_PER_CLASS]
-            raise ValueError(
-                f"cross-validation needs at least {CV_MIN_PER_CLASS} training items of every class; class "
-                f"index(es) {rare} have fewer"
-            )
-        k = int(max(2, min(k, counts.min())))
-        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    k = int(max(2, min(k, len(y) // 2)))
-    bins = min(5, len(y) // k)
-    if bins < 2:
-        return list(KFold(k, shuffle=True, random_state=seed).split(y))
-    strata = quantile_bins(y, bins)
-    if np.bincount(strata).min() < k:  # ties at the edges: fall back to plain shuffled folds
-        return list(KFold(k, shuffle=True, random_state=seed).split(y))
-    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), strata))
-
-
-def quantile_bins(y, bins: int) -> np.ndarray:
-    """The quantile bin (0 .. ``bins`` - 1) of each target: the strata of regression folds and samples."""
-    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
-    return np.searchsorted(edges, y, side="right")
-
-
-def selection_rows(y, task: str, max_rows: int, k: int = 5, seed: int = 0) -> np.ndarray:
-    """Sorted row indices for cross-validation: all rows when there are at most ``max_rows``, else a seeded sample
-    stratified like the folds (by class, or by decile of the target) of about ``max_rows``, keeping at least
-    ``2 * k`` rows (or all) of every class so that every fold still sees every class."""
-    y = np.asarray(y)
-    n = len(y)
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-    if n <= max_rows:
-        return np.arange(n)
-    if task == "classification":
-        strata = y
-    else:
-        strata = quantile_bins(y, 10)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for s in np.unique(strata):
-        rows = np.flatnonzero(strata == s)
-        want = max(int(round(len(rows) * max_rows / n)), min(len(rows), 2 * k) if task == "classification" else 1)
-        keep.append(rng.choice(rows, size=min(want, len(rows)), replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------
@@ -270,6 +214,7 @@ def select(
     ridge_alphas=RIDGE_ALPHAS,
     log=None,
     average: bool = True,
+    copies=None,
 ) -> Selection:
     """Stratified ``k``-fold CV over block group x model x regularisation on normalised ``features``.
 
@@ -277,13 +222,14 @@ def select(
     than one model family has a candidate on the chosen group that racing did not stop, the result is the average
     of each family's best, calibrated (:func:`average_of_families`). ``dense`` is a callable
     ``dense(x_train, y_train, x_val, y_val, l2, seed) -> (outputs on x_val, best epoch)`` training the Dense head
-    (see :mod:`vggtransfer.models.auto`). ``log`` receives one line per stage.
+    (see :mod:`vggtransfer.models.auto`). ``log`` receives one line per stage. ``copies``: group ids of rows that
+    are copies of one image (:func:`vggtransfer.models.folds.copy_groups`), kept in one fold.
     """
     t0 = time.perf_counter()
     y = np.asarray(y)
     models = tuple(models or MODELS[task])
     groups = groups or candidate_groups(blocks)
-    folds = make_folds(y, task, k, seed)
+    folds = make_folds(y, task, k, seed, groups=copies)
     table = []
 
     # Stage 1: the block group, with closed-form ridge over its whole alpha path (one Gram matrix per group, shared
@@ -393,8 +339,10 @@ def select(
         table.append(cand)
         if log:
             log(f"average of {', '.join(p['model'] for p in parts)}: {cand.mean:.4g} ± {cand.std:.2g}")
-        return Selection(task, cand, table, oof, [], time.perf_counter() - t0, len(folds), parts)
-    return Selection(task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds))
+        return Selection(task, cand, table, oof, [], time.perf_counter() - t0, len(folds), parts, copies_count(copies))
+    return Selection(
+        task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds), copies=copies_count(copies)
+    )
 
 
 def average_of_families(group: str, family: dict, y, folds) -> tuple:
