@@ -46,8 +46,8 @@ def copies_count(groups) -> int:
 def make_folds(y, task: str, k: int = 5, seed: int = 0, groups=None) -> list:
     """``[(train_idx, test_idx), ...]``: stratified by class, or by quantile bin of the target for regression (as
     many bins, up to 5, as keep ``k`` items in each). ``groups`` (from :func:`copy_groups`): rows of one group land in
-    one fold. A class whose items are all copies of one image cannot be split; its copies are then treated as
-    distinct (its CV score cannot be honest either way, and every fold must see every class)."""
+    one fold. A class with fewer distinct images than folds cannot be split that way; its copies are then treated as
+    distinct (every fold must train on every class)."""
     from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 
     y = np.asarray(y)
