@@ -715,6 +715,27 @@ def test_evaluate_and_extract_take_data_as_train_does(capsys, models, folder, tm
     assert code == 2 and "give the data set: DATA" in err and not (tmp_path / "t.h5").exists()
 
 
+def test_evaluate_names_the_items_the_model_was_trained_on(capsys, models, folder, tmp_path, scaled_npy):
+    import json
+    import shutil
+
+    model = tmp_path / "auto"
+    code, out, err = run(capsys, "train", "--data", folder, "--model", model, "--weights", scaled_npy, *TINY, "-q")
+    assert code == 0 and (model / "training_fingerprints.npy").is_file(), err
+    mixed = colour_folder(tmp_path / "mixed", per_class=2, seed=5)  # new photos
+    for i, f in enumerate(sorted((folder / "red").iterdir())[:3]):
+        shutil.copy(f, mixed / "red" / f"renamed_{i}{f.suffix}")  # training files under other names
+    code, out, err = run(capsys, "evaluate", "--model", model, mixed, "--weights", scaled_npy)
+    assert code == 0 and "note: 3 of the 7 items are files the model was trained on (the same bytes)" in out, out
+    code, out, err = run(capsys, "evaluate", "--model", model, mixed, "--weights", scaled_npy, "--json")
+    assert code == 0 and json.loads(out)["seen_in_training"] == 3
+    fresh = colour_folder(tmp_path / "fresh", per_class=2, seed=6)
+    code, out, err = run(capsys, "evaluate", "--model", model, fresh, "--weights", scaled_npy)
+    assert code == 0 and "note:" not in out
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", mixed, "--weights", scaled_npy, "--json")
+    assert code == 0 and "seen_in_training" not in json.loads(out)  # a head model keeps no fingerprints
+
+
 def test_an_unknown_option_is_reported_with_its_commands_usage(capsys, models):
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--model", str(models / "clf"), "--bogus"])

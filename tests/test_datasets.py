@@ -65,6 +65,21 @@ def test_a_folder_one_level_above_the_class_folders_gets_a_note_naming_the_folde
     assert datasets.from_folder(root).notes == []  # a class folder with an image of its own
 
 
+def test_fingerprints_match_identical_content_whatever_the_name(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=2)
+    a = sorted((root / "red").iterdir())[0]
+    (tmp_path / "copy.bin").write_bytes(a.read_bytes())
+    (tmp_path / "other.bin").write_bytes(a.read_bytes() + b"\0")
+    fp = datasets.fingerprints([a, tmp_path / "copy.bin", tmp_path / "other.bin", tmp_path / "missing.jpg"])
+    assert fp.dtype == np.dtype("S16") and fp[0] == fp[1] and fp[0] != fp[2] and fp[3] == b""
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    arrays = datasets.fingerprints([pixels, pixels.copy(), pixels.reshape(6, 4, 3)])
+    assert arrays[0] == arrays[1] and arrays[0] != arrays[2]  # the same bytes in another shape: another image
+    ds = datasets.from_folder(root)
+    assert ds.fingerprints().tolist() == datasets.fingerprints(ds.paths).tolist()
+    assert len(datasets.fingerprints([])) == 0
+
+
 def test_summary_names_the_counts_a_user_should_check(tmp_path):
     two = datasets.Dataset(["a", "b", "c"], np.array([0, 1, 1]), ("ants", "bees"), source="s")
     assert two.summary() == "3 images in 2 classes (ants: 1, bees: 2)"

@@ -97,3 +97,30 @@ def test_auto_says_how_many_copies_it_kept_together_and_saves_it(scaled_npy, tmp
 @pytest.mark.parametrize("n", [0, 1])
 def test_too_few_rows_have_no_copies(n):
     assert folds.copy_groups(np.ones((n, 4))) is None
+
+
+def test_a_saved_model_keeps_its_training_fingerprints(scaled_npy, tmp_path):
+    from recipe_data import colour_folder
+
+    from vggtransfer import load_model
+    from vggtransfer.data import datasets
+    from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.models.modeldir import ModelError
+
+    ds = datasets.from_folder(colour_folder(tmp_path / "d", per_class=4))
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    model = AutoClassifier(scaled_npy, features=spec, models=("ridge",), folds=2, precision="fp32")
+    model.train_dataset(ds)
+    assert sorted(model.training_fingerprints.tolist()) == sorted(ds.fingerprints().tolist())
+    model.save(tmp_path / "m")
+    back = load_model(tmp_path / "m", scaled_npy)
+    assert back.training_fingerprints.tolist() == model.training_fingerprints.tolist()
+    feats, ok, _ = model.features_of(ds)
+    model.fit_features(feats, ds.labels[ok], model.attach().config)  # rows only: no items to fingerprint
+    assert model.training_fingerprints is None
+    model.save(tmp_path / "rows")
+    assert not (tmp_path / "rows" / "training_fingerprints.npy").exists()
+    assert load_model(tmp_path / "rows", scaled_npy).training_fingerprints is None
+    (tmp_path / "m" / "training_fingerprints.npy").write_bytes(b"not an array")
+    with pytest.raises(ModelError, match="training_fingerprints.npy: cannot be read"):
+        load_model(tmp_path / "m", scaled_npy)

@@ -125,6 +125,24 @@ def _print_estimates(cv: dict, metric: str) -> None:
         )
 
 
+def _seen_in_training(model, ds) -> dict:
+    """``{'seen_in_training': N}``: how many items of ``ds`` are files (or in-memory images) the model was trained on,
+    by their fingerprints; {} for a model that kept none (other kinds, or trained on rows of features)."""
+    kept = getattr(model, "training_fingerprints", None)
+    if kept is None:
+        return {}
+    mine = ds.fingerprints()
+    return {"seen_in_training": int(np.isin(mine[mine != b""], kept).sum())}
+
+
+def _print_seen(seen: dict, n: int) -> None:
+    if seen.get("seen_in_training"):
+        print(
+            f"note: {seen['seen_in_training']} of the {_items(n)} are files the model was trained on (the same "
+            "bytes): the figure is partly on photos it has seen"
+        )
+
+
 def _features_of_store(args, model, store):
     return model.predict_store(store, str(args.store))
 
@@ -132,6 +150,7 @@ def _features_of_store(args, model, store):
 def _evaluate_regressor(args, model, store) -> int:
     import warnings
 
+    seen: dict = {}
     if store is not None:
         pred, y, failed = _features_of_store(args, model, store), store.labels.astype(np.float64), len(store.errors)
     else:
@@ -139,6 +158,7 @@ def _evaluate_regressor(args, model, store) -> int:
 
         ds = from_path(args.data, args.split, "regression", progress(args))
         report_bad(ds, quiet=getattr(args, "quiet", False))
+        seen = _seen_in_training(model, ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             pred = model.predict(ds.paths, errors="report", progress=progress(args))
@@ -152,12 +172,14 @@ def _evaluate_regressor(args, model, store) -> int:
         _save_scatter_png(y, pred, args.png, f"{args.model.name}: RMSE {rmse:.4g} on {_items(len(y))}")
     cv = _cv_estimate(model)
     if args.json:
-        print(json.dumps({"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed), **cv}, allow_nan=False))
+        figures = {"rmse": rmse, "mae": mae, "n": int(len(y)), "failed": int(failed), **seen, **cv}
+        print(json.dumps(figures, allow_nan=False))
     else:
         print(
             f"RMSE {rmse:.4g}, MAE {mae:.4g} on {_items(len(y))}"
             + (f" ({failed} unreadable, left out)" if failed else "")
         )
+        _print_seen(seen, len(y) + failed)
         _print_estimates(cv, "rmse")
     return 0
 
@@ -171,6 +193,7 @@ def _evaluate_classifier(args, model, store) -> int:
     from vggtransfer.models.linear import format_confusion, save_confusion_png
 
     classes = list(model.classes)
+    seen: dict = {}
     if store is not None:
         to_model = class_index_map(store.label_names, classes, str(args.store))
         probs = _features_of_store(args, model, store)
@@ -181,6 +204,7 @@ def _evaluate_classifier(args, model, store) -> int:
 
         ds = from_path(args.data, args.split, "classification", progress(args))
         report_bad(ds, quiet=getattr(args, "quiet", False))
+        seen = _seen_in_training(model, ds)
         res = model.evaluate_dataset(ds)
         y, pred, failed = res["y_true"], res["y_pred"], res["failed"]
         probs = res["probabilities"][~np.isnan(res["probabilities"]).any(axis=1)]
@@ -210,6 +234,7 @@ def _evaluate_classifier(args, model, store) -> int:
                     "log_loss": None if math.isnan(nll) else nll,
                     "classes": classes,
                     "confusion": cm.tolist(),
+                    **seen,
                     **cv,
                 },
                 allow_nan=False,
@@ -227,6 +252,7 @@ def _evaluate_classifier(args, model, store) -> int:
             + (f" ({failed} unreadable, left out)" if failed else "")
             + f"; expected calibration error {100 * ece:.2f} %, log loss {nll:.4f}"
         )
+        _print_seen(seen, len(y) + failed)
         _print_estimates(cv, "accuracy")
     return 0
 

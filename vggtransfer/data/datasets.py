@@ -160,11 +160,46 @@ class Dataset:
         """'Balanced' weights n / (K * count_k): rare classes weigh more in the loss."""
         return balanced_class_weights(self.labels, len(self.classes))
 
+    def fingerprints(self) -> np.ndarray:
+        """Each item's :func:`fingerprints` (what ``evaluate`` compares with a model's training items)."""
+        return fingerprints(self.paths if self.arrays is None else self.arrays)
+
     def images(self, size: int) -> np.ndarray:
         """The in-memory images resized to ``size`` x ``size``, float32 RGB in [0, 1] (array data sets only)."""
         if self.arrays is None:
             raise ValueError("this data set holds image paths, not arrays")
         return resize_arrays(self.arrays, size)
+
+
+#: Bytes of a :func:`fingerprints` digest (BLAKE2b-128: no two different files share one in practice).
+FINGERPRINT_BYTES = 16
+
+
+def fingerprints(items, workers: int = 8) -> np.ndarray:
+    """BLAKE2b-128 digests (dtype ``S16``) of each item's bytes: an image file's content, or an in-memory image's
+    shape and pixels; empty for a file that cannot be read. Identical files share a digest, whatever their names:
+    a saved model keeps those of its training items, and ``evaluate`` names the test items among them. Files are
+    read in ``workers`` threads (the reads wait on the disk, not the CPU)."""
+    import concurrent.futures as cf
+    import hashlib
+
+    def digest(item) -> bytes:
+        h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
+        if isinstance(item, np.ndarray):
+            h.update(repr(item.shape).encode())
+            h.update(np.ascontiguousarray(item).tobytes())
+            return h.digest()
+        try:
+            with open(item, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            return b""
+        return h.digest()
+
+    items = list(items)
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(workers, len(items) or 1))) as pool:
+        return np.array(list(pool.map(digest, items)), dtype=f"S{FINGERPRINT_BYTES}").reshape(len(items))
 
 
 def resize_arrays(arrays, size: int) -> np.ndarray:

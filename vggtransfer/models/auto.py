@@ -37,7 +37,7 @@ import numpy as np
 
 from vggtransfer import __version__
 from vggtransfer.core.env import PRECISIONS
-from vggtransfer.data.datasets import Dataset
+from vggtransfer.data.datasets import Dataset, fingerprints
 from vggtransfer.data.images import ImageError
 from vggtransfer.data.splits import (
     check_data_classes,
@@ -78,6 +78,9 @@ from vggtransfer.weights.sources import resolve_weights
 
 AUTO = defaults.AUTO
 LINEAR_FILE = "linear.npz"
+#: The training items' fingerprints (:func:`vggtransfer.data.datasets.fingerprints`), where training read files or
+#: in-memory images: ``evaluate`` says how many of its items the model was trained on. Optional.
+FINGERPRINTS_FILE = "training_fingerprints.npy"
 AUTO_FORMAT = 1
 
 
@@ -247,6 +250,8 @@ class AutoModel(Model):
         self.dense: DenseHead | None = None
         self.last_errors: list = []
         self.restored_from: str | None = None
+        #: The fingerprints of the items the model was fitted on (``train``/``train_dataset``), else None.
+        self.training_fingerprints: np.ndarray | None = None
         if restore_from is not None:
             self._restore(restore_from)
 
@@ -298,6 +303,7 @@ class AutoModel(Model):
         report = self.fit_features(
             feats, targets[ok], fx.config, seed=seed, progress=progress, class_weights=class_weights, log=log, **head
         )
+        self.training_fingerprints = fingerprints([image_paths[i] for i in ok])
         report.skipped, report.seconds_features = errors, t1 - t0
         report.train_index = np.asarray(ok)
         return report
@@ -332,6 +338,7 @@ class AutoModel(Model):
             **head,
         )
         report.skipped, report.seconds_features, report.train_index = errors, t1 - t0, np.asarray(ok)
+        self.training_fingerprints = dataset.subset(ok).fingerprints()
         return report
 
     def train_store(
@@ -387,6 +394,7 @@ class AutoModel(Model):
 
         ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
         epochs, patience = epochs or self.epochs, patience or self.patience
+        self.training_fingerprints = None  # rows without their items; train() and train_dataset() set them after
         if epochs < 1 or patience < 1:
             raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
         spec = spec_of(config)
@@ -694,6 +702,8 @@ class AutoModel(Model):
             arrays = self._linear_arrays()
             if arrays:
                 np.savez(tmp / LINEAR_FILE, **arrays)
+            if self.training_fingerprints is not None:
+                np.save(tmp / FINGERPRINTS_FILE, self.training_fingerprints)
             (tmp / MODEL_FILE).write_text(json.dumps(cfg, indent=2))
 
         return write_model_dir(path, write, protect)
@@ -757,8 +767,22 @@ class AutoModel(Model):
             if self.task == "regression":  # ridge's one output
                 for arrays in self.fitted["arrays"].values():
                     arrays["intercept"] = float(arrays["intercept"])
+        self.training_fingerprints = _read_fingerprints(folder / FINGERPRINTS_FILE)
         self.restored_from = str(folder)
         self.attach()  # checks the conv weights' fingerprint now, not at the first prediction
+
+
+def _read_fingerprints(path: Path) -> np.ndarray | None:
+    """A saved model's training fingerprints (None where it has none: models saved before they were kept)."""
+    if not path.is_file():
+        return None
+    try:
+        fp = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot be read ({exc})") from None
+    if fp.ndim != 1 or fp.dtype.kind != "S":
+        raise ModelError(f"{path}: expected a 1-D array of fingerprints, got {fp.dtype} {fp.shape}")
+    return fp
 
 
 class AutoRegressor(AutoModel):
