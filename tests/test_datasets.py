@@ -80,6 +80,21 @@ def test_fingerprints_match_identical_content_whatever_the_name(tmp_path):
     assert len(datasets.fingerprints([])) == 0
 
 
+def test_copy_notes_name_copies_and_copies_filed_under_two_labels(tmp_path):
+    root = colour_folder(tmp_path / "data", per_class=3)
+    assert datasets.from_folder(root).copy_notes() == []
+    red = sorted((root / "red").iterdir())
+    (root / "red" / "again.png").write_bytes(red[1].read_bytes())
+    (root / "blue" / "placeholder.jpg").write_bytes(red[0].read_bytes())  # one file under two classes
+    ds = datasets.from_folder(root)
+    first, second = ds.copy_notes()
+    assert first.startswith("2 training items are copies of others (the same bytes), e.g. ")
+    assert second.startswith("1 of those images carries different labels, e.g. ")
+    assert f"{root / 'blue' / 'placeholder.jpg'} (blue)" in second and f"{red[0]} (red)" in second
+    targets = datasets.Dataset([str(red[0]), str(root / "blue" / "placeholder.jpg")], np.array([1.0, 2.5]), ())
+    assert "different targets" in targets.copy_notes()[1] and "(2.5)" in targets.copy_notes()[1]
+
+
 def test_summary_names_the_counts_a_user_should_check(tmp_path):
     two = datasets.Dataset(["a", "b", "c"], np.array([0, 1, 1]), ("ants", "bees"), source="s")
     assert two.summary() == "3 images in 2 classes (ants: 1, bees: 2)"

@@ -110,8 +110,20 @@ def test_a_saved_model_keeps_its_training_fingerprints(scaled_npy, tmp_path):
     ds = datasets.from_folder(colour_folder(tmp_path / "d", per_class=4))
     spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
     model = AutoClassifier(scaled_npy, features=spec, models=("ridge",), folds=2, precision="fp32")
-    model.train_dataset(ds)
+    messages: list = []
+    model.train_dataset(ds, log=messages.append)
     assert sorted(model.training_fingerprints.tolist()) == sorted(ds.fingerprints().tolist())
+    assert not any("copies" in m for m in messages)  # distinct photos: nothing said about copies
+    twin = tmp_path / "d" / "blue" / "twin.png"
+    twin.write_bytes(sorted((tmp_path / "d" / "red").iterdir())[0].read_bytes())
+    messages.clear()
+    AutoClassifier(scaled_npy, features=spec, models=("ridge",), folds=2, precision="fp32").train_dataset(
+        datasets.from_folder(tmp_path / "d"), log=messages.append
+    )
+    assert any(m.startswith("1 training item is a copy of another (the same bytes)") for m in messages), messages
+    assert any("1 of those images carries different labels" in m and str(twin) in m for m in messages), messages
+    assert any(m.startswith("1 training image is a copy of another (the same features)") for m in messages)
+    twin.unlink()
     model.save(tmp_path / "m")
     back = load_model(tmp_path / "m", scaled_npy)
     assert back.training_fingerprints.tolist() == model.training_fingerprints.tolist()

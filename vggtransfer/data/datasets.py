@@ -164,6 +164,38 @@ class Dataset:
         """Each item's :func:`fingerprints` (what ``evaluate`` compares with a model's training items)."""
         return fingerprints(self.paths if self.arrays is None else self.arrays)
 
+    def copy_notes(self, prints=None) -> list:
+        """Lines for people about items with the same bytes (``prints``: :meth:`fingerprints`, computed if not
+        given): how many are copies of others, with an example, and how many of those carry another label or target
+        than their twin (a photo cannot teach two classes: label noise, or a placeholder image filed under several
+        classes). [] where every item is distinct."""
+        prints = self.fingerprints() if prints is None else prints
+        groups: dict = {}
+        for i, fp in enumerate(prints):
+            if fp:
+                groups.setdefault(fp, []).append(i)
+        same = [g for g in groups.values() if len(g) > 1]
+        if not same:
+            return []
+
+        def shown(i: int) -> str:
+            label = self.classes[int(self.labels[i])] if self.classes else f"{float(self.labels[i]):g}"
+            return f"{self.paths[i]} ({label})"
+
+        copies = sum(len(g) - 1 for g in same)
+        what = (
+            "1 training item is a copy of another" if copies == 1 else f"{copies:,} training items are copies of others"
+        )
+        lines = [f"{what} (the same bytes), e.g. {' = '.join(map(shown, same[0][:2]))}"]
+        mixed = [g for g in same if len({self.labels[i].item() for i in g}) > 1]
+        if mixed:
+            lines.append(
+                f"{len(mixed):,} of those images {'carries' if len(mixed) == 1 else 'carry'} different "
+                f"{'labels' if self.classes else 'targets'}, e.g. "
+                f"{' = '.join(map(shown, mixed[0][:2]))}: one photo cannot teach both; relabel or remove the copies"
+            )
+        return lines
+
     def images(self, size: int) -> np.ndarray:
         """The in-memory images resized to ``size`` x ``size``, float32 RGB in [0, 1] (array data sets only)."""
         if self.arrays is None:

@@ -327,6 +327,10 @@ class AutoModel(Model):
         cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
         feats, ok, errors = self.features_of(dataset, progress, cache, log)
         t1 = time.perf_counter()
+        used = dataset.subset(ok)
+        prints = used.fingerprints()
+        for line in used.copy_notes(prints) if log else ():
+            log(line)
         report = self.fit_features(
             feats,
             dataset.labels[ok],
@@ -338,7 +342,7 @@ class AutoModel(Model):
             **head,
         )
         report.skipped, report.seconds_features, report.train_index = errors, t1 - t0, np.asarray(ok)
-        self.training_fingerprints = dataset.subset(ok).fingerprints()
+        self.training_fingerprints = prints
         return report
 
     def train_store(
@@ -458,10 +462,9 @@ class AutoModel(Model):
         _check_finite(z, rows)
         copies = copy_groups(z)
         if copies is not None and log:
-            log(
-                f"{copies_count(copies):,} training images are copies of others (the same features); "
-                "cross-validation keeps each copy in its original's fold"
-            )
+            n = copies_count(copies)
+            what = "1 training image is a copy of another" if n == 1 else f"{n:,} training images are copies of others"
+            log(f"{what} (the same features); cross-validation keeps each copy in its original's fold")
         try:
             sel = select(
                 z,
