@@ -252,14 +252,14 @@ def progress(args) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
 
-def report_bad(ds, label: str = "", quiet: bool = False) -> None:
+def report_bad(ds, args, label: str = "") -> None:
     """One ``skipped NAME: reason`` line per unusable item of a data set, a ``note:`` line per note, and (unless
-    ``quiet``) one line saying what was found, on stderr, before any feature is paid for."""
+    ``--quiet``) one line saying what was found, on stderr, before any feature is paid for."""
     for b in ds.bad:
         print(f"skipped {label}{b}", file=sys.stderr)
     for note in ds.notes:
         print(f"note: {note}", file=sys.stderr)
-    if not quiet:
+    if not getattr(args, "quiet", False):
         print(f"{label}data: {ds.source}: {ds.summary()}", file=sys.stderr)
 
 

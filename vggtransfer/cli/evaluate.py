@@ -157,7 +157,7 @@ def _evaluate_regressor(args, model, store) -> int:
         from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "regression", progress(args))
-        report_bad(ds, quiet=getattr(args, "quiet", False))
+        report_bad(ds, args)
         seen = _seen_in_training(model, ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -203,7 +203,7 @@ def _evaluate_classifier(args, model, store) -> int:
         from vggtransfer.data.datasets import from_path
 
         ds = from_path(args.data, args.split, "classification", progress(args))
-        report_bad(ds, quiet=getattr(args, "quiet", False))
+        report_bad(ds, args)
         seen = _seen_in_training(model, ds)
         res = model.evaluate_dataset(ds)
         y, pred, failed = res["y_true"], res["y_pred"], res["failed"]

@@ -76,7 +76,7 @@ def run_extract(args) -> int:
 
     check_store_path(args.store)  # before the data are read and the weights loaded
     ds = from_path(args.data, args.split, args.task, progress(args))
-    report_bad(ds, quiet=getattr(args, "quiet", False))
+    report_bad(ds, args)
     from vggtransfer.cli.common import UsageError, explicit
     from vggtransfer.weights.sources import resolve_weights
 

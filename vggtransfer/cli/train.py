@@ -319,13 +319,13 @@ def run_train(args) -> int:
     task = args.task or "classification"
     split = args.split or "train"
     ds = from_path(args.data, split, task, progress(args))
-    report_bad(ds, quiet=getattr(args, "quiet", False))
+    report_bad(ds, args)
     ds.check_every_class(min_items=defaults.CV_MIN_PER_CLASS if args.recipe == "auto" else 1)
     val = None
     if args.val_data:
         val_split = "test" if str(args.val_data).lower().endswith((".h5", ".hdf5")) else split
         val = from_path(args.val_data, val_split, task, progress(args))
-        report_bad(val, "(val) ", quiet=getattr(args, "quiet", False))
+        report_bad(val, args, "(val) ")
     arch = args.arch or "vgg16"
     if args.end_point:
         check_end_point(arch, args.end_point)
