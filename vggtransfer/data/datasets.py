@@ -169,12 +169,12 @@ class Dataset:
         given): how many are copies of others, with an example, and how many of those carry another label or target
         than their twin (a photo cannot teach two classes: label noise, or a placeholder image filed under several
         classes). [] where every item is distinct."""
-        prints = self.fingerprints() if prints is None else prints
+        first = first_copies(self.fingerprints() if prints is None else prints)
         groups: dict = {}
-        for i, fp in enumerate(prints):
-            if fp:
-                groups.setdefault(fp, []).append(i)
-        same = [g for g in groups.values() if len(g) > 1]
+        for i, f in enumerate(first):
+            if f != i:
+                groups.setdefault(int(f), [int(f)]).append(i)
+        same = [groups[k] for k in sorted(groups)]  # in the order of each group's first item
         if not same:
             return []
 
@@ -232,6 +232,13 @@ def fingerprints(items, workers: int = 8) -> np.ndarray:
     items = list(items)
     with cf.ThreadPoolExecutor(max_workers=max(1, min(workers, len(items) or 1))) as pool:
         return np.array(list(pool.map(digest, items)), dtype=f"S{FINGERPRINT_BYTES}").reshape(len(items))
+
+
+def first_copies(prints) -> np.ndarray:
+    """For each item, the index of the first item with the same fingerprint: itself unless it is a copy (an item
+    whose file could not be read, an empty fingerprint, is a copy of nothing)."""
+    first: dict = {}
+    return np.array([first.setdefault(fp, i) if fp else i for i, fp in enumerate(prints)], dtype=np.int64)
 
 
 def resize_arrays(arrays, size: int) -> np.ndarray:

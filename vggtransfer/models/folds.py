@@ -14,10 +14,9 @@ apart.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+from vggtransfer.data.datasets import fingerprints, first_copies
 from vggtransfer.models.defaults import CV_MIN_PER_CLASS
 
 
@@ -26,16 +25,12 @@ def copy_groups(x) -> np.ndarray | None:
     row is distinct. A copy is a bit-identical row: the extraction is deterministic per image, whatever the batch it
     ran in (measured: an image alone, in a batch of 2 and in a batch of 12 gives the same bits; the SIGNS JPEGs' 43
     pairs of identical files give 43 pairs of identical rows), so the same pixels give the same row. Rows are hashed
-    (BLAKE2b), so the cost is one pass over them."""
+    (:func:`vggtransfer.data.datasets.fingerprints`, as training files are), so the cost is one pass over them."""
     x = np.ascontiguousarray(x)
-    n = len(x)
-    if n < 2:
+    if len(x) < 2:
         return None
-    first: dict = {}
-    groups = np.array(
-        [first.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), i) for i, row in enumerate(x)]
-    )
-    return None if len(first) == n else groups
+    groups = first_copies(fingerprints(x))
+    return None if np.array_equal(groups, np.arange(len(x))) else groups
 
 
 def copies_count(groups) -> int:
