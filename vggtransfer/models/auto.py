@@ -577,7 +577,7 @@ class AutoModel(Model):
 
         if log:
             log(f"nested cross-validation: {k} outer folds, each selecting, refitting and calibrating on the rest")
-        copies = copy_groups(normalise_blocks(sub, spec_of(config).blocks(config["arch"]), self.power))
+        copies = copy_groups(sub)  # the same pixels give the same raw rows: no normalised copy of every row needed
         return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None, copies)
 
     def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
