@@ -734,6 +734,9 @@ def test_evaluate_names_the_items_the_model_was_trained_on(capsys, models, folde
     assert code == 0 and "note:" not in out
     code, out, err = run(capsys, "evaluate", "--model", models / "clf", mixed, "--weights", scaled_npy, "--json")
     assert code == 0 and "seen_in_training" not in json.loads(out)  # a head model keeps no fingerprints
+    (model / "training_fingerprints.npy").write_bytes(b"damaged")
+    code, out, err = run(capsys, "evaluate", "--model", model, mixed, "--weights", scaled_npy)
+    assert code == 2 and f"{model / 'training_fingerprints.npy'}: cannot be read" in err, err
 
 
 def test_an_unknown_option_is_reported_with_its_commands_usage(capsys, models):
