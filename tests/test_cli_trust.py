@@ -151,6 +151,30 @@ def test_model_dot_and_root_are_named_clearly(capsys, folder, scaled_npy, tmp_pa
     assert code == 2 and "not usable as a model directory" in err
 
 
+def test_a_model_path_that_is_not_utf8_is_refused_before_any_work(capsys, folder, scaled_npy, tmp_path):
+    """TensorFlow's checkpoint writer cannot name a file whose path is not UTF-8: the save failed with an internal
+    error ("Unable to convert element to UTF-8") after the whole training. Now refused up front, naming the path
+    with its byte as \\xff (not Python's \\udcff), and nothing is written."""
+    model = os.fsdecode(bytes(tmp_path) + b"/m\xff")
+    proc = run_cli("train", "--data", folder, "--model", model, "--weights", scaled_npy, *TINY)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {tmp_path}/m\\xff: a model's path must be valid UTF-8" in proc.stderr
+    assert "data:" not in proc.stderr and "Traceback" not in proc.stderr  # before the data set is even read
+    assert os.listdir(tmp_path) == []
+
+
+def test_file_names_that_are_not_utf8_are_printed_with_their_bytes(tmp_path, folder, scaled_npy):
+    """A skipped file whose name is not UTF-8 is named with its byte as \\xff on stderr, as on disk."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "red" / os.fsdecode(b"notes\xff.jpg")).write_text("not an image")
+    proc = run_cli("train", "--data", data, "--model", tmp_path / "m", "--weights", scaled_npy, *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipped {data}/red/notes\\xff.jpg: file is text" in proc.stderr and "\\udc" not in proc.stderr
+
+
 def test_a_previous_model_is_replaced_and_an_empty_folder_used(capsys, folder, scaled_npy, tmp_path):
     target = tmp_path / "m"
     target.mkdir()  # empty: nothing to lose

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vggtransfer.cli.common import common_options, run
+from vggtransfer.cli.common import common_options, run, terminal_streams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Parse ``argv`` (default: the command line) and run the command; returns the exit code."""
+    terminal_streams()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would report it with the top-level usage; the command's own usage is the helpful one

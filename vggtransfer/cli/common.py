@@ -11,6 +11,8 @@ arguments and paths are checked before a command pays for it.
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import math
 import os
 import sys
@@ -261,6 +263,35 @@ def report_bad(ds, args, label: str = "") -> None:
         print(f"note: {note}", file=sys.stderr)
     if not getattr(args, "quiet", False):
         print(f"{label}data: {ds.source}: {ds.summary()}", file=sys.stderr)
+
+
+def _file_name_bytes(exc: UnicodeError) -> tuple:
+    """Codec error handler: the bytes of a file name that are not UTF-8 (Python's surrogate escapes, U+DC80-U+DCFF)
+    written as ``\\xff``, as the name's bytes on disk; anything else as ``backslashreplace`` writes it."""
+    if isinstance(exc, UnicodeEncodeError):
+        chunk = exc.object[exc.start : exc.end]
+        if all(0xDC80 <= ord(c) <= 0xDCFF for c in chunk):
+            return "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in chunk), exc.end
+    return codecs.backslashreplace_errors(exc)
+
+
+FILE_NAME_BYTES = "vggtransfer.file_name_bytes"
+codecs.register_error(FILE_NAME_BYTES, _file_name_bytes)
+
+
+def terminal_streams() -> None:
+    """Make stdout and stderr print any text: a file name that is not valid UTF-8 shows its bytes as ``\\xff``
+    (not ``\\udcff``), and a character the terminal's encoding lacks never stops a command with an encoding
+    error."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=FILE_NAME_BYTES)
+
+
+def shown(text) -> str:
+    """``text`` with the bytes of a file name that are not UTF-8 written as ``\\xff`` (what
+    :func:`terminal_streams` prints), for output that is not written through those streams' encoding."""
+    return str(text).encode("utf-8", FILE_NAME_BYTES).decode("utf-8")
 
 
 def error(message: str) -> int:

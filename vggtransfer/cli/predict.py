@@ -6,7 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from vggtransfer.cli.common import UsageError, add_runtime_args, add_scale_out_args, check_output_file, positive_int
+from vggtransfer.cli.common import (
+    UsageError,
+    add_runtime_args,
+    add_scale_out_args,
+    check_output_file,
+    positive_int,
+    shown,
+)
 from vggtransfer.models.predictions import ResultsPathError, check_results_path, predict_rows, write_results
 
 
@@ -122,7 +129,7 @@ def field(text: str) -> str:
     written as \\\\, \\t, \\n, \\r, so a line is always one image, and a byte of a name that is not UTF-8 as \\xff (any
     terminal prints it). ``--json`` escapes names as JSON does; ``--out`` keeps them as they are on disk."""
     escaped = str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown(escaped)
 
 
 def image_arguments(items, list_file: Path | None = None) -> list:

@@ -71,7 +71,15 @@ from vggtransfer.models.modeldir import (
     write_model_dir,
 )
 from vggtransfer.models.nested import nested_estimate
-from vggtransfer.models.select import MODELS, candidate_groups, columns, format_estimate, select, selection_rows
+from vggtransfer.models.select import (
+    MODELS,
+    candidate_groups,
+    columns,
+    describe_model,
+    format_estimate,
+    select,
+    selection_rows,
+)
 from vggtransfer.models.solvers import fit_logreg, fit_ridge, logreg_arrays
 from vggtransfer.nets.cfg import ARCHITECTURES, end_point_names, get_cfg
 from vggtransfer.weights.sources import resolve_weights
@@ -106,15 +114,10 @@ class AutoReport:
         metric = s["metric"]
         value = format_estimate(metric, s["cv_mean"], s["cv_std"])
 
-        def one(model, value) -> str:
-            reg = {"logreg": "C", "ridge": "alpha", "dense": "L2"}[model]
-            bag = f", {self.members} members" if model == "dense" and self.members > 1 else ""
-            return f"{model} ({reg} {value:g}{bag})"
-
         if s["model"] == "average":
-            chosen = "average of " + ", ".join(one(p["model"], p["reg"]) for p in s["parts"])
+            chosen = "average of " + ", ".join(describe_model(p["model"], p["reg"], self.members) for p in s["parts"])
         else:
-            chosen = one(s["model"], s["reg"])
+            chosen = describe_model(s["model"], s["reg"], self.members)
         cal = self.calibration.get("kind", "")
         cal = (
             f", calibration {cal}"

@@ -57,6 +57,13 @@ def check_model_target(path, protect=()) -> Path:
     target = Path(os.path.abspath(given.expanduser()))
     if not target.name or target == target.parent:
         raise ModelError(f"{given}: not usable as a model directory (give a folder name, e.g. models/mine)")
+    try:
+        str(target).encode("utf-8")
+    except UnicodeEncodeError:  # a name's bytes that are not UTF-8 (surrogate escapes): TensorFlow cannot write them
+        raise ModelError(
+            f"{given}: a model's path must be valid UTF-8 (TensorFlow's checkpoint writer cannot name a "
+            "file otherwise); choose a --model path without such bytes"
+        ) from None
     if target.exists() and not target.is_dir():
         raise ModelError(
             f"{given}: exists and is a file, not a model directory; choose another --model path "

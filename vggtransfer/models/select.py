@@ -155,6 +155,16 @@ def format_estimate(metric: str, mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f} %" if metric == "accuracy" else f"{mean:.4g} ± {std:.2g}"
 
 
+#: The regularisation parameter of each model family, as the logs and reports name it.
+REG_NAMES = {"logreg": "C", "ridge": "alpha", "dense": "L2"}
+
+
+def describe_model(model: str, reg: float, members: int = 1) -> str:
+    """A model family at one regularisation as people read it: ``ridge (alpha 10)``, ``dense (L2 0.1, 5 members)``."""
+    bag = f", {members} members" if model == "dense" and members > 1 else ""
+    return f"{model} ({REG_NAMES[model]} {reg:g}{bag})"
+
+
 def fold_score(task, y, out, idx) -> float:
     """The score of ``out`` on rows ``idx``: accuracy of the argmax (classes) or RMSE (targets)."""
     if task == "classification":
@@ -238,6 +248,11 @@ def select(
     # cost a solver run growing with the classes. Its scores become log-probabilities through a temperature fitted
     # on the out-of-fold scores (only where the accuracy ties the best: it breaks ties).
     classes = task == "classification"
+    metric = "accuracy" if classes else "rmse"
+
+    def estimate(c: Candidate) -> str:
+        return format_estimate(metric, c.mean, c.std)
+
     codes = np.eye(n_classes or int(y.max()) + 1)[y] if classes else y
     best, best_out, best_group, best_epochs = None, None, None, []
     family: dict = {}  # stage 2: model -> (its best candidate on the chosen group, out-of-fold outputs, epochs)
@@ -264,12 +279,12 @@ def select(
         candidates that racing stopped, and the time taken."""
         assert best is not None, f"no candidate in stage {stage}"
         if log:
-            head = f"block group {best_group} (" if stage == "block group" else "model "
-            tail = f"; {len(groups)} groups, " if stage == "block group" else f" ({stage} done, "
+            done = f"{len(groups)} groups" if stage == "block group" else f"{stage} done"
             if raced:
-                tail += f"{raced} stopped early by racing, "
+                done += f", {raced} stopped early by racing"
+            head = f"block group {best_group}: best" if stage == "block group" else "best so far"
             log(
-                f"{head}{best.model} {best.reg:g}: {best.mean:.4g} ± {best.std:.2g}{tail}{time.perf_counter() - t0:.0f} s)"
+                f"{head} {describe_model(best.model, best.reg)}, CV {metric} {estimate(best)} ({done}, {time.perf_counter() - t0:.0f} s)"
             )
 
     # Racing: after each fold but the last, stop a candidate far behind the best so far on the rows run.
@@ -338,7 +353,7 @@ def select(
         cand, oof, parts = average_of_families(group, family, y, folds)
         table.append(cand)
         if log:
-            log(f"average of {', '.join(p['model'] for p in parts)}: {cand.mean:.4g} ± {cand.std:.2g}")
+            log(f"average of {', '.join(p['model'] for p in parts)}: CV {metric} {estimate(cand)}")
         return Selection(task, cand, table, oof, [], time.perf_counter() - t0, len(folds), parts, copies_count(copies))
     return Selection(
         task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds), copies=copies_count(copies)
@@ -380,6 +395,7 @@ __all__ = [
     "columns",
     "make_folds",
     "fold_score",
+    "describe_model",
     "format_estimate",
     "average_of_families",
     "selection_rows",
