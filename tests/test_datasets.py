@@ -103,6 +103,8 @@ def test_summary_names_the_counts_a_user_should_check(tmp_path):
     targets = datasets.Dataset(["a", "b"], np.array([20.0, 150.5]), ())
     assert targets.summary() == "2 images, targets 20 to 150.5 (mean 85.25)"
     assert datasets.Dataset(["a"], np.array([1.0]), ()).summary().startswith("1 image,")
+    one = datasets.Dataset(["a", "b"], np.array([0, 0]), ("ants",))  # refused later: the line must still read right
+    assert one.summary() == "2 images in 1 class (ants: 2)"
 
 
 def test_empty_folder_and_no_usable_item_are_clear_errors(tmp_path):
@@ -145,8 +147,8 @@ def test_csv_unknown_label_bad_target_missing_file(tmp_path):
     ds = datasets.from_csv(csv, classes=["blue", "red"])
     assert len(ds) == 2 and ds.labels.tolist() == [1, 0]
     reasons = " | ".join(str(b) for b in ds.bad)
-    assert "items.csv:4" in reasons and "unknown label 'green'" in reasons
-    assert "items.csv:5" in reasons and "missing.jpg" in reasons
+    assert "items.csv:4 (data/blue/01.png): unknown label 'green'" in reasons  # the path as the row gives it
+    assert "items.csv:5 (data/red/missing.jpg)" in reasons
     reg = tmp_path / "reg.csv"
     reg.write_text("path,target\ndata/red/00.jpg,1.5\ndata/blue/00.jpg,abc\n")
     ds = datasets.from_csv(reg, task="regression")

@@ -150,7 +150,7 @@ class Dataset:
             each = ", ".join(f"{c}: {k:,}" for c, k in zip(self.classes, counts))
         else:
             each = f"{counts.min():,} to {counts.max():,} per class"
-        return f"{n} in {len(self.classes)} classes ({each})"
+        return f"{n} in {len(self.classes)} class{'' if len(self.classes) == 1 else 'es'} ({each})"
 
     def class_counts(self) -> np.ndarray:
         """Items per class, in class order."""
@@ -456,11 +456,12 @@ def from_csv(
     decimal_comma = delimiter == ";" and task == "regression"  # 12,5 from a spreadsheet where "," is the decimal mark
     paths, raw, names = [], [], []
     for r, row in enumerate(rows, start=2):
-        p = _csv_path(csv_path, (row[found[path_column]] or "").strip())
+        written = (row[found[path_column]] or "").strip()
+        p = _csv_path(csv_path, written)
         paths.append(str(p))
         value = (row[found[label_column]] or "").strip()
         raw.append(value.replace(",", ".", 1) if decimal_comma and value.count(",") == 1 else value)
-        names.append(f"{csv_path}:{r} ({p.name})")
+        names.append(f"{csv_path}:{r} ({written})")  # the path as the row gives it: file names repeat across folders
     if task == "classification" and classes is None:
         classes = sorted(set(y for y in raw if y))
     ds = _labelled(paths, raw, names, classes if task == "classification" else None, False, str(csv_path))
