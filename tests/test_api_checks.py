@@ -98,12 +98,15 @@ def test_classes_are_inferred_sorted_like_scikit_learn():
 
 
 def test_bad_targets_fail_before_the_weights_are_read(folder, tmp_path):
-    """The weights file is not even valid: a target error must come first, so no time is spent extracting."""
+    """The weights file lacks every layer but the first (its header is sound, so the model is built; it would fail
+    at the first extraction): a target error must come first, so no time is spent extracting."""
+    from conftest import random_weights
+
     from vggtransfer import Vgg16
     from vggtransfer.models.auto import AutoClassifier
+    from vggtransfer.weights.npy import WeightsError, save_weights
 
-    bogus = tmp_path / "bogus.npy"
-    bogus.write_bytes(b"not weights")
+    bogus = save_weights(random_weights("vgg16", layers=["conv1_1"]), tmp_path / "bogus.npy")
     ds = datasets.from_folder(folder)
     with pytest.raises(ValueError, match="targets must be finite numbers; rows \\[1\\]"):
         Vgg16(bogus).train(ds.paths[:4], [1.0, np.nan, 2.0, 3.0])
@@ -113,6 +116,11 @@ def test_bad_targets_fail_before_the_weights_are_read(folder, tmp_path):
         AutoClassifier(bogus).train(ds.paths[:3], ["a", "a", "a"])
     with pytest.raises(ValueError, match="unknown labels at rows \\[1\\]"):
         AutoClassifier(bogus, classes=("blue", "red")).train(ds.paths[:2], ["red", "green"])
+    with pytest.raises(WeightsError, match="layer conv1_2 is missing"):  # the weights were never read before
+        AutoClassifier(bogus, classes=("blue", "red")).train(ds.paths[:4], ["red", "blue"] * 2)
+    (tmp_path / "notes.npy").write_bytes(b"not weights")  # no weights file at all: named when the model is built
+    with pytest.raises(WeightsError, match="notes.npy: not a .npy file"):
+        Vgg16(tmp_path / "notes.npy")
 
 
 def test_an_auto_classifier_takes_its_classes_from_the_labels_of_each_training_call(scaled_npy, folder, tmp_path):

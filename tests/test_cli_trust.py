@@ -576,6 +576,7 @@ def test_a_photo_cut_in_half_is_skipped_and_named_by_training(capsys, tmp_path, 
 
 def test_the_file_check_bar_follows_quiet(capsys, folder, tmp_path, monkeypatch):
     import vggtransfer.data.datasets as datasets
+    import vggtransfer.weights.sources as sources
 
     seen = []
 
@@ -583,12 +584,33 @@ def test_the_file_check_bar_follows_quiet(capsys, folder, tmp_path, monkeypatch)
         seen.append((progress, kwargs["delay"]))
         return items
 
+    def stop(*args, **kwargs):
+        raise ValueError("stopped after the file check")
+
     monkeypatch.setattr(datasets, "bar", bar)
+    monkeypatch.setattr(sources, "resolve_weights", stop)
     for quiet, expected in ((["-q"], False), ([], None)):
-        code, out, err = run(
-            capsys, "extract", folder, "--store", tmp_path / f"s{len(seen)}.h5", "--shard-size", "5", *quiet
-        )
-        assert code == 2 and seen[-1] == (expected, 2), (seen, err)  # files checked, then --shard-size refused
+        code, out, err = run(capsys, "extract", folder, "--store", tmp_path / f"s{len(seen)}.h5", *quiet)
+        assert code == 2 and seen[-1] == (expected, 2), (seen, err)  # files checked, then the weights looked for
+
+
+def test_a_wrong_weights_file_or_option_is_named_before_the_data_are_scanned(capsys, folder, tmp_path, monkeypatch):
+    """A --weights file that is no weights file (its header is read: milliseconds) and --shard-size without
+    workers are refused before the data set's files are checked, which takes minutes on a large set."""
+    import vggtransfer.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "from_path", lambda *a, **k: pytest.fail("data scanned before the check"))
+    not_weights = tmp_path / "lengths.csv"
+    not_weights.write_text("path,target\n")
+    for argv in (
+        ["train", "--data", folder, "--model", tmp_path / "m"],
+        ["extract", folder, "--store", tmp_path / "s.h5"],
+    ):
+        code, out, err = run(capsys, *argv, "--weights", not_weights)
+        assert code == 2 and f"error: {not_weights}: not a .npy file" in err, err
+    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "s.h5", "--shard-size", "5")
+    assert code == 2 and "--shard-size: only with --workers or --ray" in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s.h5").exists()
 
 
 def test_train_says_what_data_it_found_and_notes_a_folder_one_level_too_high(capsys, tmp_path, monkeypatch):

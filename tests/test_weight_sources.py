@@ -292,7 +292,7 @@ def test_resolution_order(tmp_path, monkeypatch, http_server, session):
     cached = cache / "vgg16_conv_imagenet.npy"
     for p in (explicit, env, cached):
         p.parent.mkdir(exist_ok=True)
-        p.write_bytes(b"x")
+        save_weights(random_weights("vgg16", layers=["conv1_1"]), p)
     never = [ws.WeightSource(name="never", arch="vgg16", kind="keras_h5", url=http_server.url("/never.h5"))]
     kw = dict(cache_dir=cache, sources=never, session=session, progress=False)
     monkeypatch.setenv("VGGTRANSFER_WEIGHTS", str(env))
@@ -310,6 +310,9 @@ def test_resolution_order(tmp_path, monkeypatch, http_server, session):
 def test_resolution_errors(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="given explicitly"):
         ws.resolve_weights(tmp_path / "nope.npy")
+    (tmp_path / "notes.txt").write_text("not weights")  # named now, from its header, not at the first extraction
+    with pytest.raises(WeightsError, match=r"notes.txt: not a .npy file"):
+        ws.resolve_weights(tmp_path / "notes.txt")
     monkeypatch.setenv("VGGTRANSFER_WEIGHTS", str(tmp_path / "env-nope.npy"))
     with pytest.raises(WeightsError, match=r"env-nope.npy: no such weights file \(from \$VGGTRANSFER_WEIGHTS\)"):
         ws.resolve_weights()

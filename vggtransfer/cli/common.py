@@ -244,6 +244,15 @@ def add_scale_out_args(p, workers_help: str) -> None:
     )
 
 
+def check_weights_option(args) -> None:
+    """A ``--weights`` file given is checked now, from its header (milliseconds, no array read, nothing
+    downloaded), so that a wrong file is named before the data set is scanned rather than after."""
+    if getattr(args, "weights", None) is not None:
+        from vggtransfer.weights.sources import resolve_weights
+
+        resolve_weights(args.weights)
+
+
 def explicit(args, name: str) -> bool:
     """True when the user gave option ``name`` (options whose default is None)."""
     return getattr(args, name, None) is not None

@@ -72,17 +72,17 @@ def run_extract(args) -> int:
     end_point = args.end_point or defaults.CLASSIFIER.end_point
     if classic:
         check_end_point(arch, end_point)
+    from vggtransfer.cli.common import UsageError, check_weights_option, explicit
     from vggtransfer.data.store import build_store, check_store_path, store_status
-
-    check_store_path(args.store)  # before the data are read and the weights loaded
-    ds = from_path(args.data, args.split, args.task, progress(args))
-    report_bad(ds, args)
-    from vggtransfer.cli.common import UsageError, explicit
     from vggtransfer.weights.sources import resolve_weights
 
     sharded = explicit(args, "workers") or explicit(args, "ray")
     if explicit(args, "shard_size") and not sharded:
         raise UsageError("--shard-size: only with --workers or --ray")
+    check_store_path(args.store)  # before the data are read and the weights loaded
+    check_weights_option(args)
+    ds = from_path(args.data, args.split, args.task, progress(args))
+    report_bad(ds, args)
     t0 = time.perf_counter()
     weights = resolve_weights(args.weights, arch=arch, progress=progress(args))
     announce_precision(args)

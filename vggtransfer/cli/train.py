@@ -18,6 +18,7 @@ from pathlib import Path
 from vggtransfer.cli.common import (
     UsageError,
     announce_precision,
+    check_weights_option,
     explicit,
     fraction,
     hidden_sizes,
@@ -309,6 +310,7 @@ def run_train(args) -> int:
     check_options(args)
     protect = [p for p in (args.data, args.val_data, args.store) if p is not None]
     check_model_target(args.model, protect=protect)
+    check_weights_option(args)
     cw = None if args.class_weights == "none" else "balanced"
     t0 = time.perf_counter()
     if args.store is not None:

@@ -177,7 +177,8 @@ def resolve_weights(
     """Find a weights file: ``path``, then ``$VGGTRANSFER_WEIGHTS``, then the cache, then each source's download.
 
     ``sources`` overrides the declared sources of ``arch`` (mirrors, tests); ``session`` the HTTP session. Raises
-    :class:`WeightsError` when an explicit path or the env path does not exist, or when nothing is found and every
+    :class:`WeightsError` when an explicit path or the env path does not exist or is not a weights file (its header
+    is read, no array), or when nothing is found and every
     download failed; the message lists each source tried, why it failed, and how to supply the file.
     """
     get_cfg(arch)  # a ValueError naming the known architectures, before any lookup or download
@@ -185,12 +186,14 @@ def resolve_weights(
         path = Path(path).expanduser()
         if not path.is_file():
             raise WeightsError(path, "no such weights file (given explicitly)")
+        list_layers(path)  # the header (no array is read): a file that is no weights file is named now, not later
         return path
     env = os.environ.get(ENV_WEIGHTS)
     if env:
         env_path = Path(env).expanduser()
         if not env_path.is_file():
             raise WeightsError(env_path, f"no such weights file (from ${ENV_WEIGHTS})")
+        list_layers(env_path)
         return env_path
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = cache_dir / cache_file_name(arch)
