@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -244,3 +246,13 @@ def test_the_type_checker_catches_a_call_to_a_missing_method(tmp_path):
         cwd=PACKAGE.parent,
     )
     assert res.returncode == 1 and '"VggClassifier" has no attribute "train_with_validation"' in res.stdout, res.stdout
+
+
+def test_the_public_api_is_listed_without_importing_tensorflow():
+    """``dir(vggtransfer)`` (tab completion, help()) shows the lazy public names, and listing them imports nothing."""
+    code = (
+        "import sys, vggtransfer as v; names = dir(v); "
+        "assert {'Vgg16', 'AutoClassifier', 'load_model', 'export_saved_model'} <= set(names), names; "
+        "assert 'tensorflow' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
