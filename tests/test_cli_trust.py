@@ -526,6 +526,18 @@ def test_wrong_pairings_are_refused(capsys, models, folder, csv_file, tmp_path, 
     assert code == 2 and "--top-k" in err and "regressor" in err
     code, out, err = run(capsys, "evaluate", "--model", models / "clf", "--store", models / "reg.h5")
     assert code == 2 and "regression data" in err
+    # A CSV whose columns suit the other task: the advice is in the command's terms (an option, the model's kind).
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label\n{folder / 'red' / '00.jpg'},red\n")
+    want = f"error: {csv_file}: no column 'label' (columns: path, target); its 'target' column holds a regressor's "
+    code, out, err = run(capsys, "train", "--data", csv_file, "--model", tmp_path / "m")
+    assert code == 2 and want + "numeric targets; for regression give --task regression" in err, err
+    code, out, err = run(capsys, "evaluate", "--model", models / "clf", csv_file, "--weights", scaled_npy)
+    assert code == 2 and want + f"numeric targets; {models / 'clf'} is a classifier, scored on class labels" in err
+    code, out, err = run(capsys, "evaluate", "--model", models / "reg", labels, "--weights", scaled_npy)
+    assert code == 2 and "no column 'target'" in err and f"{models / 'reg'} is a regressor, scored on numeric" in err
+    code, out, err = run(capsys, "extract", labels, "--store", tmp_path / "s.h5", "--task", "regression")
+    assert code == 2 and "for classification leave out --task regression" in err
 
 
 def test_an_h5_file_without_the_asked_split_names_the_splits_it_holds(capsys, models, tmp_path, scaled_npy):

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from vggtransfer.core.env import ENV_VERBOSE, PRECISIONS
+from vggtransfer.data.datasets import MissingColumnError
 from vggtransfer.data.images import ENV_MAX_PIXELS, MAX_PIXELS
 from vggtransfer.nets.cfg import MIN_INPUT_SIDE
 
@@ -330,6 +331,20 @@ def run(args) -> int:
                 os.environ[k] = v
 
 
+def _column_advice(args, other_task: str | None) -> str:
+    """What to do about a CSV whose columns suit the other task, in the command's terms."""
+    if other_task is None:
+        return ""
+    if args.command == "evaluate":
+        kind, wants = ("classifier", "class labels (a 'label' column)")
+        if other_task == "classification":
+            kind, wants = ("regressor", "numeric targets (a 'target' column)")
+        return f"; {args.model} is a {kind}, scored on {wants}"
+    if other_task == "regression":
+        return "; for regression give --task regression"
+    return "; for classification leave out --task regression"
+
+
 def _run(args) -> int:
     try:
         merge_data_args(args)
@@ -339,6 +354,8 @@ def _run(args) -> int:
         return EXIT_INTERRUPTED
     except KeyError as exc:
         return error(f"missing {exc}")
+    except MissingColumnError as exc:
+        return error(f"{exc}{_column_advice(args, exc.other_task)}")
     except (ValueError, OSError) as exc:  # ModelError, DatasetError, WeightsError, ImageError... are ValueErrors
         return error(str(exc) or type(exc).__name__)
     except Exception as exc:  # an internal error: one line, the traceback only with --verbose

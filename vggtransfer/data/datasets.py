@@ -36,6 +36,16 @@ class DatasetError(ValueError):
     """A data set that cannot be used at all (missing, wrong layout, or no usable item)."""
 
 
+class MissingColumnError(DatasetError):
+    """A CSV without the column its task reads. ``other_task`` is the task its columns suggest ('regression' where it
+    has a ``target`` column instead of ``label``, 'classification' the other way round), else None: a caller can say
+    what to do about it in its own terms (an option, a model's kind)."""
+
+    def __init__(self, message: str, other_task: str | None = None):
+        super().__init__(message)
+        self.other_task = other_task
+
+
 @dataclass
 class BadItem:
     """An item left out of a data set: its name (path, CSV row, h5 index) and why."""
@@ -446,12 +456,12 @@ def from_csv(
         same = [k for k in columns if k == col] or [k for k in columns if k.lower() == col.lower()]
         if len(same) != 1:
             lower = [k.lower() for k in columns]
-            hint = ""
+            other, hint = None, ""
             if col == label_column and task == "classification" and "target" in lower:
-                hint = "; it has a 'target' column: for regression give --task regression"
+                other, hint = "regression", "; its 'target' column holds a regressor's numeric targets"
             elif col == label_column and task == "regression" and "label" in lower:
-                hint = "; it has a 'label' column: for classification leave out --task regression"
-            raise DatasetError(f"{csv_path}: no column {col!r} (columns: {', '.join(columns)}){hint}")
+                other, hint = "classification", "; its 'label' column holds a classifier's class labels"
+            raise MissingColumnError(f"{csv_path}: no column {col!r} (columns: {', '.join(columns)}){hint}", other)
         found[col] = same[0]
     decimal_comma = delimiter == ";" and task == "regression"  # 12,5 from a spreadsheet where "," is the decimal mark
     paths, raw, names = [], [], []
