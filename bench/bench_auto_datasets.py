@@ -171,8 +171,41 @@ def run(
     }
 
 
-def main(argv=None) -> int:
+def signs_items() -> tuple:
+    """``(train paths, train labels, test images, test labels, classes)``: the 1,080 training JPEGs of SIGNS
+    (label = the file name's first character) and the pixels of the real test_signs.h5."""
     import h5py
+
+    signs = SHARED / "data" / "signs"
+    jpgs = sorted((signs / "64x64_SIGNS" / "train_signs").glob("*.jpg")) + sorted(
+        (signs / "64x64_SIGNS" / "val_signs").glob("*.jpg")
+    )
+    with h5py.File(signs / "test_signs.h5", "r") as fh:
+        test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
+    return [str(p) for p in jpgs], [int(p.name[0]) for p in jpgs], test_x, test_y, tuple(str(i) for i in range(6))
+
+
+def ants_bees_items() -> tuple:
+    """``(train paths, train labels, val paths, val labels, classes)`` of hymenoptera_data (every file, as
+    ``vggtransfer train`` lists them)."""
+    hym = {}
+    for split in ("train", "val"):
+        hym[split] = [
+            (str(f), c)
+            for c, cls in enumerate(("ants", "bees"))
+            for f in sorted((HYMENOPTERA / split / cls).iterdir())
+            if f.is_file()
+        ]
+    return (
+        [p for p, _ in hym["train"]],
+        [c for _, c in hym["train"]],
+        [p for p, _ in hym["val"]],
+        [c for _, c in hym["val"]],
+        ("ants", "bees"),
+    )
+
+
+def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
@@ -192,51 +225,13 @@ def main(argv=None) -> int:
     args.out = args.out or results_file("auto_datasets_nested" if args.nested else "auto_datasets", args)
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {}
-    signs = SHARED / "data" / "signs"
-    jpgs = sorted((signs / "64x64_SIGNS" / "train_signs").glob("*.jpg")) + sorted(
-        (signs / "64x64_SIGNS" / "val_signs").glob("*.jpg")
-    )
-    with h5py.File(signs / "test_signs.h5", "r") as fh:
-        test_x, test_y = fh["test_set_x"][()], fh["test_set_y"][()]
-    classes = tuple(str(i) for i in range(6))
-    test_jpgs = sorted((signs / "64x64_SIGNS" / "test_signs").glob("*.jpg"))
+    s = signs_items()
+    test_jpgs = sorted((SHARED / "data" / "signs" / "64x64_SIGNS" / "test_signs").glob("*.jpg"))
     also = ("test_jpeg_copies", [str(p) for p in test_jpgs], [int(p.name[0]) for p in test_jpgs])
-    result["signs"] = run(
-        "signs",
-        [str(p) for p in jpgs],
-        [int(p.name[0]) for p in jpgs],
-        test_x,
-        test_y,
-        classes,
-        args.weights,
-        seeds,
-        features,
-        args.cache,
-        also_on=also,
-        nested=args.nested,
-    )
-    result["signs"]["encoding_check"] = signs_encoding_check(test_x, test_jpgs)
-    hym = {}
-    for split in ("train", "val"):
-        items = [
-            (str(f), c)
-            for c, cls in enumerate(("ants", "bees"))
-            for f in sorted((HYMENOPTERA / split / cls).iterdir())
-            if f.is_file()
-        ]
-        hym[split] = items
+    result["signs"] = run("signs", *s, args.weights, seeds, features, args.cache, also_on=also, nested=args.nested)
+    result["signs"]["encoding_check"] = signs_encoding_check(s[2], test_jpgs)
     result["ants_bees"] = run(
-        "ants/bees",
-        [p for p, _ in hym["train"]],
-        [c for _, c in hym["train"]],
-        [p for p, _ in hym["val"]],
-        [c for _, c in hym["val"]],
-        ("ants", "bees"),
-        args.weights,
-        seeds,
-        features,
-        args.cache,
-        nested=args.nested,
+        "ants/bees", *ants_bees_items(), args.weights, seeds, features, args.cache, nested=args.nested
     )
     write_results(args.out, result, __file__, argv)
     for k in ("signs", "ants_bees"):
