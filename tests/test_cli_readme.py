@@ -135,6 +135,8 @@ def test_readme_cli_commands_run_on_tiny_real_data(tmp_path, real_weights, share
             "5",
             "--image-size",
             "64",
+            "--weights",
+            str(real_weights),
         ],
     ):
         ran_options.update(a for a in argv if a.startswith("--"))
