@@ -65,6 +65,25 @@ def test_a_folder_one_level_above_the_class_folders_gets_a_note_naming_the_folde
     assert datasets.from_folder(root).notes == []  # a class folder with an image of its own
 
 
+def test_image_files_outside_the_class_folders_are_named_not_silently_left_out(tmp_path):
+    root = colour_folder(tmp_path / "photos", per_class=2)
+    red = sorted((root / "red").iterdir())
+    (root / "stray.png").write_bytes(red[0].read_bytes())
+    (root / "notes.txt").write_text("not an image")  # other files at the top are not images left out: no word
+    ds = datasets.from_folder(root)
+    assert len(ds) == 4 and ds.classes == ("blue", "red")
+    assert ds.notes == [
+        f"{root}: 1 image file(s) lie directly in the folder, outside any class folder (e.g. stray.png): they have "
+        "no class and are left out; move them into their class folder"
+    ]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in red:
+        (flat / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(DatasetError, match=r"no class folders .*; it holds 2 image file\(s\) directly: move them"):
+        datasets.from_folder(flat)
+
+
 def test_fingerprints_match_identical_content_whatever_the_name(tmp_path):
     root = colour_folder(tmp_path / "data", per_class=2)
     a = sorted((root / "red").iterdir())[0]

@@ -296,13 +296,22 @@ def from_folder(root, verify: bool = True, progress: bool | None = None) -> Data
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = sorted(
+        f for f in root.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS
+    )
     if not class_dirs:
-        raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+        held = f"; it holds {len(loose):,} image file(s) directly: move them into one folder per class" if loose else ""
+        raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image files>){held}")
     if all(d.name.lower() in SPLIT_NAMES for d in class_dirs) and all(_has_subfolders(d) for d in class_dirs):
         names = ", ".join(d.name + "/" for d in class_dirs)
         train = next((d for d in class_dirs if d.name.lower().startswith("train")), class_dirs[0])
         raise DatasetError(f"{root}: holds split folders ({names}), not class folders; give one split, e.g. {train}")
     notes = _nested_layout_note(root, class_dirs)
+    if loose:
+        notes.append(
+            f"{root}: {len(loose):,} image file(s) lie directly in the folder, outside any class folder (e.g. "
+            f"{loose[0].name}): they have no class and are left out; move them into their class folder"
+        )
     paths, labels, bad = [], [], []
     for c, d in enumerate(class_dirs):
         for f in files_under(d):
