@@ -175,6 +175,17 @@ def test_file_names_that_are_not_utf8_are_printed_with_their_bytes(tmp_path, fol
     assert f"skipped {data}/red/notes\\xff.jpg: file is text" in proc.stderr and "\\udc" not in proc.stderr
 
 
+def test_a_terminal_whose_encoding_lacks_a_character_still_gets_every_line(models, folder, scaled_npy, tmp_path):
+    """stdout under an ASCII encoding (a bare container, PYTHONIOENCODING=ascii): a file name with an accent made
+    `predict` end in an encoding error after the work; it is written \xe9 as the name's non-UTF-8 bytes are."""
+    photo = tmp_path / "café.png"
+    photo.write_bytes(sorted((folder / "red").iterdir())[0].read_bytes())
+    env = {"PYTHONIOENCODING": "ascii"}
+    proc = run_cli("predict", "--model", models / "clf", photo, "--weights", scaled_npy, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{tmp_path}/caf\\xe9.png\t") and "Traceback" not in proc.stderr
+
+
 def test_a_previous_model_is_replaced_and_an_empty_folder_used(capsys, folder, scaled_npy, tmp_path):
     target = tmp_path / "m"
     target.mkdir()  # empty: nothing to lose
