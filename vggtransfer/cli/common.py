@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 
 from vggtransfer.core.env import ENV_VERBOSE, PRECISIONS
-from vggtransfer.data.datasets import MissingColumnError
 from vggtransfer.data.images import ENV_MAX_PIXELS, MAX_PIXELS
 from vggtransfer.nets.cfg import MIN_INPUT_SIDE
 
@@ -354,10 +353,10 @@ def _run(args) -> int:
         return EXIT_INTERRUPTED
     except KeyError as exc:
         return error(f"missing {exc}")
-    except MissingColumnError as exc:
-        return error(f"{exc}{_column_advice(args, exc.other_task)}")
     except (ValueError, OSError) as exc:  # ModelError, DatasetError, WeightsError, ImageError... are ValueErrors
-        return error(str(exc) or type(exc).__name__)
+        # data.datasets.MissingColumnError names the task its CSV suits (read by attribute: importing the data
+        # layer here would add its imports to every command's start-up, --help included)
+        return error((str(exc) or type(exc).__name__) + _column_advice(args, getattr(exc, "other_task", None)))
     except Exception as exc:  # an internal error: one line, the traceback only with --verbose
         if getattr(args, "verbose", False):
             traceback.print_exc()
