@@ -295,10 +295,9 @@ def from_folder(root, verify: bool = True, progress: bool | None = None) -> Data
         raise DatasetError(f"{root}: is a file; expected a folder of class folders ({root.name}/<class>/<image>)")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    loose = sorted(
-        f for f in root.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    entries = [e for e in root.iterdir() if not e.name.startswith(".")]
+    class_dirs = sorted(d for d in entries if d.is_dir())
+    loose = sorted(f for f in entries if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
     if not class_dirs:
         held = f"; it holds {len(loose):,} image file(s) directly: move them into one folder per class" if loose else ""
         raise DatasetError(f"{root}: no class folders (expected {root}/<class>/<image files>){held}")
