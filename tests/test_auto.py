@@ -601,6 +601,27 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
         AutoRegressor(scaled_npy, select_rows=0)
 
 
+def test_a_class_smaller_than_the_folds_is_named_with_the_folds_it_leaves(scaled_npy):
+    """A class of 3 items splits into 3 folds at most: the log says which class and how many folds, not silently."""
+    from vggtransfer.models.auto import AutoClassifier
+
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    model = AutoClassifier(scaled_npy, features=spec, classes=("big", "wasp"), models=("ridge",), precision="fp32")
+    config = model.attach().config
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 20 + [1] * 3)
+    x = rng.gamma(1.0, 1.0, (23, spec.dim("vgg16"))).astype(np.float32) + 3 * y[:, None] * (np.arange(512) < 20)
+    messages = []
+    report = model.fit_features(x, y, config, log=messages.append)
+    assert "note: class 'wasp' has 3 training items: 3-fold cross-validation instead of 5" in messages
+    assert report.selection["folds"] == 3 and "3-fold CV accuracy" in report.describe()
+    quiet = []
+    AutoClassifier(
+        scaled_npy, features=spec, classes=("big", "wasp"), models=("ridge",), folds=3, precision="fp32"
+    ).fit_features(x, y, config, log=quiet.append)
+    assert not any(m.startswith("note: class") for m in quiet)
+
+
 def test_a_bad_weights_argument_is_refused_at_construction(tmp_path):
     """The auto models (and the card's Vgg16) load the conv weights at the first extraction; a missing file or a
     non-path is still an error at construction, naming it, as the head models' eager load gives."""

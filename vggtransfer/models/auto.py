@@ -425,6 +425,12 @@ class AutoModel(Model):
                     f"class(es) {few} have fewer than {defaults.CV_MIN_PER_CLASS} training items; cross-validation "
                     f"needs {defaults.CV_MIN_PER_CLASS} or more of every class"
                 )
+            smallest = int(np.argmin(counts))
+            if counts[smallest] < self.folds and log:  # make_folds can split a class into no more folds than items
+                log(
+                    f"note: class {self.classes[smallest]!r} has {counts[smallest]} training items: "
+                    f"{counts[smallest]}-fold cross-validation instead of {self.folds}"
+                )
             weights = resolve_class_weights(class_weights, y, len(self.classes))
             cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}
         n_classes = len(self.classes)
