@@ -177,3 +177,38 @@ def test_list_images(tmp_path):
     for name in ("b.JPG", "a.png", "c.txt", "d.gif"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG", "d.gif"]
+
+
+@pytest.mark.parametrize("mode", ["whole", "crop", "squash"])
+def test_the_views_of_a_file_are_decoded_once_and_equal_each_view_decoded_alone(tmp_path, monkeypatch, mode):
+    """A multi-scale item's views come from one decode (a large JPEG's decode costs more than its views' conv
+    stack); each view is bit for bit what prepare() gives alone, for an EXIF-rotated JPEG and a palette PNG with
+    transparency (orientation and RGB conversion done once, before every view)."""
+    from vggtransfer.data import images
+
+    rotated = Image.fromarray(_gradient(97, 61))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=90)
+    pal = Image.fromarray(_gradient(70, 50)).convert("P")
+    pal.info["transparency"] = 3
+    pal.save(tmp_path / "p.png")
+    opened = []
+    real_open = images._open
+    monkeypatch.setattr(images, "_open", lambda *a, **k: opened.append(a[1]) or real_open(*a, **k))
+    for name in ("r.jpg", "p.png"):
+        views = images.load_views(tmp_path / name, (32, 45, 96), mode)
+        assert opened == [str(tmp_path / name)]
+        opened.clear()
+        for q, view in zip((32, 45, 96), views):
+            alone = load_image(tmp_path / name, q, mode=mode)
+            assert view.dtype == alone.dtype and np.array_equal(view, alone)
+        array = (load_image(tmp_path / name, None, crop=False) * 255).round().astype(np.uint8)
+        for q, view in zip((32, 96), images.array_views(array, (32, 96), mode)):
+            assert np.array_equal(view, images.prepare_array(array, q, mode))
+        opened.clear()
+    with pytest.raises(ImageError, match="bad.jpg"):
+        (tmp_path / "bad.jpg").write_bytes(b"not an image")
+        images.load_views(tmp_path / "bad.jpg", (32, 64))
+    with pytest.raises(ValueError, match="size must be at least 32"):
+        images.load_views(tmp_path / "r.jpg", (224, 16))

@@ -30,7 +30,7 @@ from vggtransfer.core.runtime import (
     resolve_precision,
 )
 from vggtransfer.core.tf import tf
-from vggtransfer.data.images import ImageError, check_array_images, load_image, prepare_array
+from vggtransfer.data.images import ImageError, array_views, check_array_images, load_views
 from vggtransfer.features.extractor import conv_sha256
 from vggtransfer.features.spec import PREPROCESSING, FeatureSpec, block_name, normalise_blocks, parse_block_name  # noqa: F401
 from vggtransfer.nets.cfg import get_cfg
@@ -115,12 +115,12 @@ class BlockExtractor(Closing):
 
     # --- views -------------------------------------------------------------------------------------------------
     def views_of_file(self, path) -> list:
-        """The prepared views (one per scale) of an image file; raises :class:`ImageError` naming it."""
-        return [load_image(path, q, mode=self.spec.view) for q in self.spec.scales]
+        """The prepared views (one per scale) of an image file, decoded once; raises :class:`ImageError` naming it."""
+        return load_views(path, self.spec.scales, self.spec.view)
 
     def views_of_array(self, array) -> list:
         """The prepared views of an in-memory uint8 RGB image (h, w, 3), by the same path as files."""
-        return [prepare_array(array, q, self.spec.view) for q in self.spec.scales]
+        return array_views(array, self.spec.scales, self.spec.view)
 
     # --- the batched run ----------------------------------------------------------------------------------------
     def iter_views(self, items, load, workers: int | None = None, window: int | None = None):
