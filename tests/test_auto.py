@@ -602,7 +602,8 @@ def test_large_sets_cross_validate_on_a_sample_and_refit_on_every_row(scaled_npy
 
 
 def test_a_class_smaller_than_the_folds_is_named_with_the_folds_it_leaves(scaled_npy):
-    """A class of 3 items splits into 3 folds at most: the log says which class and how many folds, not silently."""
+    """A class of 3 items splits into 3 folds at most: the log says which class and how many folds, not silently;
+    and classes of 20 and 3 photos are named as imbalanced, with the option that weights them equally."""
     from vggtransfer.models.auto import AutoClassifier
 
     spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
@@ -620,6 +621,17 @@ def test_a_class_smaller_than_the_folds_is_named_with_the_folds_it_leaves(scaled
         scaled_npy, features=spec, classes=("big", "wasp"), models=("ridge",), folds=3, precision="fp32"
     ).fit_features(x, y, config, log=quiet.append)
     assert not any(m.startswith("note: class") for m in quiet)
+    # 20 against 3: the imbalance is named with the option that weights the classes equally, unless it was given
+    imbalance = "note: the classes are imbalanced ('big' 20, 'wasp' 3)"
+    assert any(m.startswith(imbalance) and "--class-weights balanced" in m for m in messages + quiet)
+    with pytest.raises(ValueError, match="ridge.*takes no class weights.*add 'logreg' or 'dense'"):
+        model.fit_features(x, y, config, class_weights="balanced")
+    with pytest.raises(ValueError, match="takes no class weights"):  # before any image is read
+        model.train(["no/such/a.jpg", "no/such/b.jpg"], ["big", "wasp"], class_weights="balanced")
+    weighted = []
+    logreg = AutoClassifier(scaled_npy, features=spec, classes=("big", "wasp"), models=("logreg",), precision="fp32")
+    logreg.fit_features(x, y, config, log=weighted.append, class_weights="balanced")
+    assert not any(m.startswith("note: the classes are imbalanced") for m in weighted)
 
 
 def test_a_bad_weights_argument_is_refused_at_construction(tmp_path):

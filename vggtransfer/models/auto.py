@@ -288,6 +288,16 @@ class AutoModel(Model):
             return fx.extract_images(dataset.arrays, progress=progress)
         return fx.extract_paths(dataset.paths, progress=progress)
 
+    def _check_class_weights(self, class_weights) -> None:
+        """Refuse class weights that no candidate model could use, before any feature is paid for."""
+        if class_weights is None or self.task != "classification":
+            return
+        if not set(self.models) - {"ridge"}:
+            raise ValueError(
+                f"class_weights: the least-squares classifier (ridge) takes no class weights and models="
+                f"{tuple(self.models)} has no other; add 'logreg' or 'dense'"
+            )
+
     # --- training ----------------------------------------------------------------------------------------------
     def train(
         self, image_paths, targets, *, seed: int = 0, progress: bool | None = None, class_weights=None, log=None, **head
@@ -295,6 +305,7 @@ class AutoModel(Model):
         """Extract every image's blocks once, select by cross-validation, refit, calibrate. Bad images are skipped
         and reported in ``AutoReport.skipped``; ``targets`` are numbers (regressor) or class names/indices."""
         image_paths, targets = training_items(image_paths, targets)
+        self._check_class_weights(class_weights)
         self._forget_inferred_classes()
         targets = self._encode(targets)  # checked (and classes named) before any image is read
         t0 = time.perf_counter()
@@ -325,6 +336,7 @@ class AutoModel(Model):
         """Train on a :class:`Dataset` (paths or arrays). ``cache_dir``: the features go through a resumable store
         there (``train.h5``), so that a killed run continues its extraction when rerun; deleting it is the caller's."""
         self._check_classes(dataset.classes)
+        self._check_class_weights(class_weights)
         dataset.check_every_class(min_items=defaults.CV_MIN_PER_CLASS)  # before features are paid for
         t0 = time.perf_counter()
         cache = None if cache_dir is None else Path(cache_dir) / "train.h5"
@@ -401,6 +413,7 @@ class AutoModel(Model):
 
         ``epochs``/``patience``/``batch_size`` are the Dense head's training settings (default: the instance's)."""
         epochs, patience = epochs or self.epochs, patience or self.patience
+        self._check_class_weights(class_weights)
         self.training_fingerprints = None  # rows without their items; train() and train_dataset() set them after
         if epochs < 1 or patience < 1:
             raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
@@ -430,6 +443,14 @@ class AutoModel(Model):
                 log(
                     f"note: class {self.classes[smallest]!r} has {counts[smallest]} training items: "
                     f"{counts[smallest]}-fold cross-validation instead of {self.folds}"
+                )
+            big = int(np.argmax(counts))
+            if class_weights is None and counts[big] >= defaults.IMBALANCE_NOTE * counts[smallest] and log:
+                log(
+                    f"note: the classes are imbalanced ({self.classes[big]!r} {counts[big]}, {self.classes[smallest]!r} "
+                    f"{counts[smallest]}): the model learns these proportions and the CV accuracy counts each class by "
+                    f"its photos; where photos to come are not in these proportions, weight the classes equally "
+                    f"(--class-weights balanced, class_weights='balanced')"
                 )
             weights = resolve_class_weights(class_weights, y, len(self.classes))
             cw = None if weights is None else {i: float(w) for i, w in enumerate(weights)}

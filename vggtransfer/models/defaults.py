@@ -78,6 +78,10 @@ AUTO = AutoDefaults()
 #: ``fit_features`` / ``make_folds`` on what survived extraction.
 CV_MIN_PER_CLASS = 2
 
+#: ``train`` notes imbalance (and names ``--class-weights balanced``) where the largest class has this many times the
+#: photos of the smallest and no class weights were given.
+IMBALANCE_NOTE = 3
+
 
 def check_number(name: str, value, low, *, inclusive: bool = False, integer: bool = False, high=None) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a finite number above ``low`` (or at it, ``inclusive``),
@@ -161,6 +165,7 @@ __all__ = [
     "AutoDefaults",
     "AUTO",
     "CV_MIN_PER_CLASS",
+    "IMBALANCE_NOTE",
     "check_auto_settings",
     "check_number",
     "FEATURES",
