@@ -481,6 +481,27 @@ def test_behind_is_a_paired_test_on_the_same_rows():
     assert not select.behind("regression", t, t + rng.normal(size=300), t + rng.normal(size=300), rows)
 
 
+def test_with_class_weights_cross_validation_scores_the_weighted_accuracy_they_ask_for():
+    """90 photos of one class, 10 of the other, balanced weights: the score is the mean recall of the classes, and a
+    candidate that misses the whole small class is behind one that misses 6 of the large class (unweighted it is not:
+    4 rows of 100 are within the noise)."""
+    from vggtransfer.data.splits import balanced_class_weights
+
+    y = np.array([0] * 90 + [1] * 10)
+    rw = balanced_class_weights(y, 2)[y]
+    majority = np.eye(2)[np.zeros(100, int)]
+    rows = np.arange(100)
+    assert select.fold_score("classification", y, majority, rows) == 0.9
+    assert select.fold_score("classification", y, majority, rows, rw) == pytest.approx(0.5)  # recalls 1 and 0
+    best = np.eye(2)[y]
+    best[:6] = np.eye(2)[1]  # 6 of the large class wrong
+    assert not select.behind("classification", y, best, majority, rows)
+    assert select.behind("classification", y, best, majority, rows, row_weights=rw)
+    assert select.metric_name("classification", rw) == "class-weighted accuracy"
+    assert select.metric_name("classification") == "accuracy" and select.metric_name("regression") == "rmse"
+    assert select.format_estimate("class-weighted accuracy", 0.9, 0.01) == "90.00 ± 1.00 %"
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_racing_stops_a_candidate_far_behind_after_one_fold_and_never_one_that_can_win(task):
     """A Dense head trainer that is hopeless runs one fold per L2 and is never chosen; one that is best runs every
@@ -630,8 +651,12 @@ def test_a_class_smaller_than_the_folds_is_named_with_the_folds_it_leaves(scaled
         model.train(["no/such/a.jpg", "no/such/b.jpg"], ["big", "wasp"], class_weights="balanced")
     weighted = []
     logreg = AutoClassifier(scaled_npy, features=spec, classes=("big", "wasp"), models=("logreg",), precision="fp32")
-    logreg.fit_features(x, y, config, log=weighted.append, class_weights="balanced")
+    wreport = logreg.fit_features(x, y, config, log=weighted.append, class_weights="balanced")
     assert not any(m.startswith("note: the classes are imbalanced") for m in weighted)
+    assert logreg.selection["metric"] == "class-weighted accuracy"
+    assert (
+        any("CV class-weighted accuracy" in m for m in weighted) and "CV class-weighted accuracy" in wreport.describe()
+    )
 
 
 def test_a_bad_weights_argument_is_refused_at_construction(tmp_path):

@@ -469,3 +469,25 @@ def test_nested_cv_with_a_class_too_small_for_it_names_the_class(capsys, scaled_
     assert code == 2 and "Traceback" not in err, err
     assert "nested cross-validation needs at least 3 training items of every class" in err and "['blue']" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_class_weights_balanced_is_named_for_imbalanced_classes_and_cross_validates_what_it_asks_for(
+    capsys, scaled_npy, tmp_path
+):
+    """12 blue photos, 3 red: without weights `train` says so and names `--class-weights balanced`; with it, the CV
+    scores the class-weighted accuracy (the mean recall of the classes), and `evaluate` names that estimate."""
+    data = colour_folder(tmp_path / "data", per_class=12)
+    for extra in sorted((data / "red").iterdir())[3:]:
+        extra.unlink()
+    common = ("--data", data, "--weights", scaled_npy, "--folds", 3, "--epochs", 5)
+    code, out, err = run(capsys, "train", *common, "--model", tmp_path / "plain")
+    assert code == 0 and "note: the classes are imbalanced ('blue' 12, 'red' 3)" in err, err
+    assert "--class-weights balanced" in err and "3-fold CV accuracy" in out
+    code, out, err = run(capsys, "train", *common, "--model", tmp_path / "eq", "--class-weights", "balanced")
+    assert code == 0 and "imbalanced" not in out + err and "3-fold CV class-weighted accuracy" in out, err
+    code, out, err = run(capsys, "evaluate", "--data", data, "--model", tmp_path / "eq", "--weights", scaled_npy)
+    assert code == 0 and "cross-validated estimate at training: class-weighted accuracy" in out, err
+    code, out, err = run(
+        capsys, "evaluate", "--data", data, "--model", tmp_path / "eq", "--weights", scaled_npy, "--json"
+    )
+    assert json.loads(out)["cv_metric"] == "class-weighted accuracy", err

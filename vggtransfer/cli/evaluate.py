@@ -99,20 +99,24 @@ def _items(n: int) -> str:
 
 
 def _cv_estimate(model) -> dict:
-    """An auto model's cross-validated estimates, saved at training: ``{'cv_mean', 'cv_std', 'folds'}`` and, when
-    trained with ``--nested-cv``, ``{'nested_mean', 'nested_std', 'nested_folds'}``; {} for other models."""
+    """An auto model's cross-validated estimates, saved at training: ``{'cv_mean', 'cv_std', 'folds', 'cv_metric'}``
+    and, when trained with ``--nested-cv``, ``{'nested_mean', 'nested_std', 'nested_folds'}``; {} for other models."""
     sel = getattr(model, "selection", None) or {}
     out = {k: sel[k] for k in ("cv_mean", "cv_std", "folds") if k in sel}
+    if out and "metric" in sel:
+        out["cv_metric"] = sel["metric"]
     nested = sel.get("nested") or {}
     out.update({f"nested_{k}": nested[k] for k in ("mean", "std", "folds") if k in nested})
     return out
 
 
 def _print_estimates(cv: dict, metric: str) -> None:
-    """The training-time estimates beside the test figure: the winner's CV score and, if saved, the nested one."""
+    """The training-time estimates beside the test figure: the winner's CV score and, if saved, the nested one, in
+    the metric they were scored in (a model trained with class weights: the class-weighted accuracy)."""
     from vggtransfer.models.select import format_estimate
 
-    name = "accuracy" if metric == "accuracy" else "RMSE"
+    metric = cv.get("cv_metric", metric)
+    name = "RMSE" if metric == "rmse" else metric
     if cv:
         print(
             f"cross-validated estimate at training: {name} "

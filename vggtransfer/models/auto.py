@@ -608,7 +608,13 @@ class AutoModel(Model):
         if log:
             log(f"nested cross-validation: {k} outer folds, each selecting, refitting and calibrating on the rest")
         copies = copy_groups(sub)  # the same pixels give the same raw rows: no normalised copy of every row needed
-        return nested_estimate(fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None, copies)
+        weights = None
+        if self.task == "classification" and fit.get("class_weights") is not None:
+            per_class = resolve_class_weights(fit["class_weights"], ys, len(self.classes))
+            weights = np.asarray(per_class)[ys]
+        return nested_estimate(
+            fit_rows, predict_rows, ys, self.task, k, seed, log, self.classes or None, copies, weights
+        )
 
     def _head_spec(self, l2: float, members: int = 1) -> HeadSpec:
         return HeadSpec(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from vggtransfer.models.folds import make_folds
-from vggtransfer.models.select import fold_score
+from vggtransfer.models.select import fold_score, metric_name
 
 
-def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=None, classes=None, copies=None) -> dict:
+def nested_estimate(
+    fit, predict, y, task: str, k: int = 5, seed: int = 0, log=None, classes=None, copies=None, row_weights=None
+) -> dict:
     """An estimate of the whole procedure by nested cross-validation: ``k`` outer folds (other than the inner ones);
     on each, ``fit(train_rows)`` runs selection, refit and calibration on the outer training rows alone and returns
     a one-line description of its choice, and ``predict(test_rows)`` gives its calibrated outputs on the held-out
@@ -20,7 +22,8 @@ def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=N
     measured on rows that neither chose nor fitted the model it scores. Returns ``{'metric', 'folds', 'mean', 'std',
     'scores', 'choices'}``. ``classes``: the class names, for the error on a class with too few items. ``copies``:
     group ids of rows that are copies of one image (:func:`vggtransfer.models.folds.copy_groups`), kept in one outer
-    fold."""
+    fold. ``row_weights``: each row's class weight, where the classes carry weights (the score is then the
+    class-weighted accuracy, as in :func:`vggtransfer.models.select.fold_score`)."""
     y = np.asarray(y)
     if task == "classification":
         counts = np.bincount(y)
@@ -32,14 +35,15 @@ def nested_estimate(fit, predict, y, task: str, k: int = 5, seed: int = 0, log=N
                 f"of each); class {named} have fewer"
             )
     folds = make_folds(y, task, k, seed + 1, groups=copies)
-    metric = "accuracy" if task == "classification" else "rmse"
+    metric = metric_name(task, row_weights)
     scores, choices = [], []
     for i, (tr, te) in enumerate(folds):
         choices.append(fit(tr))
         out = np.asarray(predict(te))
-        scores.append(fold_score(task, y[te], out, np.arange(len(te))))
+        weights = None if row_weights is None else np.asarray(row_weights)[te]
+        scores.append(fold_score(task, y[te], out, np.arange(len(te)), weights))
         if log:
-            shown = f"{100 * scores[-1]:.2f} %" if metric == "accuracy" else f"{scores[-1]:.4g}"
+            shown = f"{scores[-1]:.4g}" if metric == "rmse" else f"{100 * scores[-1]:.2f} %"
             log(f"nested CV, outer fold {i + 1} of {len(folds)}: {metric} {shown} on {len(te)} held-out rows")
     return {
         "metric": metric,

@@ -100,6 +100,7 @@ class Selection:
     #: ``{'model', 'reg', 'temperature', 'epochs', 'cv_mean'}``, in the order ridge, logreg, dense.
     parts: list = field(default_factory=list)
     copies: int = 0  # rows that are copies of another row, kept in its fold
+    metric: str = ""  # what the CV scores: 'accuracy', 'class-weighted accuracy' or 'rmse' (default: by the task)
 
     def summary(self) -> dict:
         """JSON-ready: the choice, the CV estimate and the table."""
@@ -107,7 +108,7 @@ class Selection:
             "group": self.best.group,
             "model": self.best.model,
             "reg": self.best.reg,
-            "metric": "accuracy" if self.task == "classification" else "rmse",
+            "metric": self.metric or metric_name(self.task),
             "cv_mean": self.best.mean,
             "cv_std": self.best.std,
             "folds": self.folds,
@@ -151,8 +152,16 @@ def columns(blocks, names) -> np.ndarray:
 
 # --- scoring ------------------------------------------------------------------------------------------------------
 def format_estimate(metric: str, mean: float, std: float) -> str:
-    """A cross-validated estimate as people read it: ``96.33 ± 1.53 %`` (accuracy) or ``24.4 ± 2.3`` (RMSE)."""
-    return f"{100 * mean:.2f} ± {100 * std:.2f} %" if metric == "accuracy" else f"{mean:.4g} ± {std:.2g}"
+    """A cross-validated estimate as people read it: ``96.33 ± 1.53 %`` (accuracies) or ``24.4 ± 2.3`` (RMSE)."""
+    return f"{mean:.4g} ± {std:.2g}" if metric == "rmse" else f"{100 * mean:.2f} ± {100 * std:.2f} %"
+
+
+def metric_name(task: str, row_weights=None) -> str:
+    """What cross-validation scores: ``accuracy``; ``class-weighted accuracy`` where the classes carry weights (with
+    ``'balanced'`` weights, the mean recall of the classes); ``rmse`` for targets."""
+    if task != "classification":
+        return "rmse"
+    return "accuracy" if row_weights is None else "class-weighted accuracy"
 
 
 #: The regularisation parameter of each model family, as the logs and reports name it.
@@ -165,10 +174,15 @@ def describe_model(model: str, reg: float, members: int = 1) -> str:
     return f"{model} ({REG_NAMES[model]} {reg:g}{bag})"
 
 
-def fold_score(task, y, out, idx) -> float:
-    """The score of ``out`` on rows ``idx``: accuracy of the argmax (classes) or RMSE (targets)."""
+def fold_score(task, y, out, idx, row_weights=None) -> float:
+    """The score of ``out`` on rows ``idx``: accuracy of the argmax (classes; with ``row_weights``, each row's class
+    weight, the weighted accuracy the class weights ask the fit for) or RMSE (targets)."""
     if task == "classification":
-        return float(np.mean(out[idx].argmax(1) == y[idx]))
+        right = out[idx].argmax(1) == y[idx]
+        if row_weights is None:
+            return float(np.mean(right))
+        w = row_weights[idx]
+        return float(np.sum(w * right) / np.sum(w))
     return float(np.sqrt(np.mean((out[idx] - y[idx]) ** 2)))
 
 
@@ -181,13 +195,15 @@ def _loss(task, y, out) -> float:
     return float(np.mean((out - y) ** 2))
 
 
-def behind(task, y, best_out, out, rows, z: float = RACE_Z) -> bool:
+def behind(task, y, best_out, out, rows, z: float = RACE_Z, row_weights=None) -> bool:
     """Whether ``out`` is worse than ``best_out`` on ``rows`` by more than ``z`` standard errors of the paired
-    per-row difference: correct or not (classes; outputs whose argmax is the class), squared error (targets). Never
-    on fewer than 10 rows."""
+    per-row difference: correct or not (classes; outputs whose argmax is the class; scaled by ``row_weights``
+    relative to their mean where the classes carry weights), squared error (targets). Never on fewer than 10 rows."""
     y = y[rows]
     if task == "classification":
         d = (best_out[rows].argmax(1) == y).astype(float) - (out[rows].argmax(1) == y)
+        if row_weights is not None:
+            d = d * row_weights[rows] / np.mean(row_weights[rows])
     else:
         d = (out[rows] - y) ** 2 - (best_out[rows] - y) ** 2
     if len(d) < 10 or d.mean() <= 0:  # 10 rows: even all 10 against the candidate is a sign test's p = 0.001
@@ -248,7 +264,10 @@ def select(
     # cost a solver run growing with the classes. Its scores become log-probabilities through a temperature fitted
     # on the out-of-fold scores (only where the accuracy ties the best: it breaks ties).
     classes = task == "classification"
-    metric = "accuracy" if classes else "rmse"
+    # Class weights ask the fit for a weighted accuracy (balanced: each class's recall counts alike); the CV scores
+    # what they ask for.
+    rw = None if not classes or class_weight is None else np.array([class_weight[int(c)] for c in y], np.float64)
+    metric = metric_name(task, rw)
 
     def estimate(c: Candidate) -> str:
         return format_estimate(metric, c.mean, c.std)
@@ -264,7 +283,9 @@ def select(
         ``ran``: the folds run when racing stopped the candidate (scored on those, never kept)."""
         nonlocal best, best_out, best_group, best_epochs
         raced = ran is not None and ran < len(folds)
-        cand = Candidate(group, model, float(reg), [fold_score(task, y, out, te) for _, te in folds[:ran]], raced=raced)
+        cand = Candidate(
+            group, model, float(reg), [fold_score(task, y, out, te, rw) for _, te in folds[:ran]], raced=raced
+        )
         table.append(cand)
         if raced or (lazy_loss and best is not None and round(cand.mean, 6) < round(best.mean, 6)):
             return
@@ -295,7 +316,11 @@ def select(
         for i, (tr, te) in enumerate(folds):
             run_fold(i, tr, te)
             seen = np.concatenate([seen, te])
-            if i + 1 < len(folds) and best_out is not None and all(behind(task, y, best_out, o, seen) for o in outs):
+            if (
+                i + 1 < len(folds)
+                and best_out is not None
+                and all(behind(task, y, best_out, o, seen, row_weights=rw) for o in outs)
+            ):
                 return i + 1
         return len(folds)
 
@@ -350,20 +375,31 @@ def select(
         report("Dense head", stopped)
     assert best is not None and best_out is not None
     if classes and average and len(family) > 1:
-        cand, oof, parts = average_of_families(group, family, y, folds)
+        cand, oof, parts = average_of_families(group, family, y, folds, rw)
         table.append(cand)
         if log:
             log(f"average of {', '.join(p['model'] for p in parts)}: CV {metric} {estimate(cand)}")
-        return Selection(task, cand, table, oof, [], time.perf_counter() - t0, len(folds), parts, copies_count(copies))
+        return Selection(
+            task, cand, table, oof, [], time.perf_counter() - t0, len(folds), parts, copies_count(copies), metric
+        )
     return Selection(
-        task, best, table, best_out, best_epochs, time.perf_counter() - t0, len(folds), copies=copies_count(copies)
+        task,
+        best,
+        table,
+        best_out,
+        best_epochs,
+        time.perf_counter() - t0,
+        len(folds),
+        copies=copies_count(copies),
+        metric=metric,
     )
 
 
-def average_of_families(group: str, family: dict, y, folds) -> tuple:
+def average_of_families(group: str, family: dict, y, folds, row_weights=None) -> tuple:
     """``(candidate, out-of-fold log-probabilities, parts)`` of the average of each model family's best candidate
     (``family``: model -> (candidate, out-of-fold log-probabilities, epochs)): each family's outputs calibrated by
-    its own temperature, the probabilities averaged.
+    its own temperature, the probabilities averaged; scored as :func:`fold_score` scores (``row_weights``: the rows'
+    class weights).
 
     Why average rather than pick: on a few hundred photos the families' best candidates are within the folds' noise
     of each other, and picking the top one picks its luck as well. Nested cross-validation on the training sets
@@ -380,7 +416,7 @@ def average_of_families(group: str, family: dict, y, folds) -> tuple:
         probs.append(np.exp(scores_to_log_probs(out, t)))
         parts.append({"model": model, "reg": cand.reg, "temperature": t, "epochs": epochs, "cv_mean": cand.mean})
     oof = np.log(np.maximum(np.mean(probs, axis=0), 1e-300))
-    cand = Candidate(group, "average", 0.0, [fold_score("classification", y, oof, te) for _, te in folds])
+    cand = Candidate(group, "average", 0.0, [fold_score("classification", y, oof, te, row_weights) for _, te in folds])
     cand.loss = _loss("classification", y, oof)
     return cand, oof, parts
 
@@ -397,6 +433,7 @@ __all__ = [
     "fold_score",
     "describe_model",
     "format_estimate",
+    "metric_name",
     "average_of_families",
     "selection_rows",
     "MODELS",
