@@ -481,6 +481,49 @@ def test_behind_is_a_paired_test_on_the_same_rows():
     assert not select.behind("regression", t, t + rng.normal(size=300), t + rng.normal(size=300), rows)
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_dense_heads_cross_validation_never_fits_or_stops_on_the_rows_it_is_scored_on(
+    scaled_npy, monkeypatch, task
+):
+    """Each fold's head trains on part of the fold's training rows and early-stops on the rest of them; the held-out
+    rows are only predicted (choosing the epoch on them would flatter the head's CV score)."""
+    from vggtransfer.models import dense as dense_module
+    from vggtransfer.models.auto import AutoClassifier, AutoRegressor
+
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (60, spec.dim("vgg16"))).astype(np.float32)
+    y = np.repeat([0, 1], 30) if task == "classification" else 10 * x[:, 0] + rng.normal(0, 1, 60)
+    kw = dict(features=spec, models=("dense",), folds=3, epochs=3, l2s=(1.0,), members=1, precision="fp32")
+    model = (
+        AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
+        if task == "classification"
+        else AutoRegressor(scaled_npy, **kw)
+    )
+    seen = []
+    fit, predict = dense_module.DenseHead.fit, dense_module.DenseHead.predict
+
+    def spy_fit(self, x_tr, y_tr, x_val=None, y_val=None, **k):
+        seen.append(["fit", x_tr, x_val])
+        return fit(self, x_tr, y_tr, x_val, y_val, **k)
+
+    def spy_predict(self, x_te):
+        if seen and seen[-1][0] == "fit":
+            seen[-1][0] = "cv"
+            seen[-1].append(np.asarray(x_te))
+        return predict(self, x_te)
+
+    monkeypatch.setattr(dense_module.DenseHead, "fit", spy_fit)
+    monkeypatch.setattr(dense_module.DenseHead, "predict", spy_predict)
+    model.fit_features(x, y, model.attach().config)
+    folds = [s for s in seen if s[0] == "cv" and s[2] is not None]
+    assert len(folds) == 3
+    for _, x_tr, x_val, x_te in folds:
+        held_out = {r.tobytes() for r in x_te}
+        assert len(x_tr) + len(x_val) + len(x_te) == 60 and 0.15 <= len(x_val) / (60 - len(x_te)) <= 0.25
+        assert not held_out & {r.tobytes() for r in np.concatenate([x_tr, x_val])}
+
+
 def test_with_class_weights_cross_validation_scores_the_weighted_accuracy_they_ask_for():
     """90 photos of one class, 10 of the other, balanced weights: the score is the mean recall of the classes, and a
     candidate that misses the whole small class is behind one that misses 6 of the large class (unweighted it is not:

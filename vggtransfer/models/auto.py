@@ -44,6 +44,7 @@ from vggtransfer.data.splits import (
     encode_targets,
     infer_classes,
     resolve_class_weights,
+    split_indices,
     training_items,
 )
 from vggtransfer.data.store import StoredFeatures, StoreRows, extract_resumable
@@ -60,7 +61,7 @@ from vggtransfer.models.calibration import (
 )
 from vggtransfer.models.classifier_api import ClassifierAPI
 from vggtransfer.models.dense import DenseHead
-from vggtransfer.models.folds import copies_count, copy_groups
+from vggtransfer.models.folds import copies_count, copy_groups, quantile_bins
 from vggtransfer.models.heads import HeadSpec, History
 from vggtransfer.models.modeldir import (
     CHECKPOINT,
@@ -462,11 +463,16 @@ class AutoModel(Model):
             if key not in dense_heads:
                 dense_heads[key] = DenseHead(x_tr.shape[1], self._head_spec(l2), self.learning_rate, self.threads)
             head = dense_heads[key]
+            # Early stopping on a part of the fold's training rows, never on its held-out rows: the epoch is a
+            # parameter like the others, and choosing it on the rows that score it would flatter the Dense head's
+            # CV score (and the outputs calibration and averaging learn from).
+            strata = y_tr if self.task == "classification" else quantile_bins(y_tr, 5)
+            fit_rows, stop_rows = split_indices(len(y_tr), defaults.VAL_FRACTION, fold_seed, strata)
             h = head.fit(
-                x_tr,
-                y_tr,
-                x_te,
-                y_te,
+                x_tr[fit_rows],
+                y_tr[fit_rows],
+                x_tr[stop_rows],
+                y_tr[stop_rows],
                 epochs=epochs,
                 patience=patience,
                 seed=fold_seed,

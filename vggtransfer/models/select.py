@@ -10,7 +10,7 @@ The search is staged so that it costs less than extracting the features it runs 
    so a group costs about as much for 2 classes as for 200.
 2. **Model** on the winning group: for classes logistic regression over C (one warm-started lbfgs path per fold,
    stopped relative to its gradient at zero) against the Dense head; for targets ridge against the Dense head
-   (TensorFlow, early-stopped on the fold's held-out part), each over its own small regularisation grid.
+   (TensorFlow, early-stopped on 20 % of the fold's training rows), each over its own small regularisation grid.
 3. **Calibration** of the winner from its out-of-fold outputs (:mod:`vggtransfer.models.calibration`).
 
 Both stages are raced (Maron & Moore 1994): a candidate (a block group's whole alpha path, a logistic-regression path,
@@ -247,8 +247,10 @@ def select(
     ``models`` restricts the candidates (default :data:`MODELS` of the task). ``average`` (classes): where more
     than one model family has a candidate on the chosen group that racing did not stop, the result is the average
     of each family's best, calibrated (:func:`average_of_families`). ``dense`` is a callable
-    ``dense(x_train, y_train, x_val, y_val, l2, seed) -> (outputs on x_val, best epoch)`` training the Dense head
-    (see :mod:`vggtransfer.models.auto`). ``log`` receives one line per stage. ``copies``: group ids of rows that
+    ``dense(x_train, y_train, x_val, y_val, l2, seed) -> (outputs on x_val, best epoch)`` training the Dense head on
+    a fold's training rows and predicting its held-out rows ``x_val`` (``y_val`` is theirs, for test doubles; the
+    library's trainer, in :mod:`vggtransfer.models.auto`, neither fits nor early-stops on them: it stops on a part of
+    the training rows). ``log`` receives one line per stage. ``copies``: group ids of rows that
     are copies of one image (:func:`vggtransfer.models.folds.copy_groups`), kept in one fold.
     """
     t0 = time.perf_counter()
