@@ -280,24 +280,24 @@ def load_image(
 ) -> np.ndarray:
     """Load an image file as float32 RGB in [0, 1] through :func:`prepare` ((size, size, 3) for the default centre
     crop). Raises :class:`ImageError` naming the file."""
-    if size is not None:
-        _check_sizes([size])
-    path = Path(path)
-    img = _open(path, str(path), max_pixels)
-    try:
-        return prepare(img, size, crop, mode)
-    except (OSError, ValueError) as exc:
-        raise ImageError(path, f"could not convert image ({exc})") from None
+    _check_sizes([] if size is None else [size])
+    return _decoded(path, max_pixels, lambda img: prepare(img, size, crop, mode))
 
 
 def load_views(path: PathLike, sizes, mode: str = "crop", max_pixels: int | None = None) -> list:
     """:func:`prepare_views` of an image file, decoded once for all its views (a 12-megapixel JPEG takes about 0.1 s
     to decode, more than the conv stack takes for its views on an AMX CPU). Raises :class:`ImageError` naming it."""
     _check_sizes(sizes)
+    return _decoded(path, max_pixels, lambda img: prepare_views(img, sizes, mode))
+
+
+def _decoded(path: PathLike, max_pixels: int | None, convert):
+    """``convert(image)`` of the decoded file at ``path``; a file that does not decode or convert is an
+    :class:`ImageError` naming it."""
     path = Path(path)
     img = _open(path, str(path), max_pixels)
     try:
-        return prepare_views(img, sizes, mode)
+        return convert(img)
     except (OSError, ValueError) as exc:
         raise ImageError(path, f"could not convert image ({exc})") from None
 
