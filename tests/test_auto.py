@@ -85,6 +85,23 @@ def test_feature_spec_layout_and_errors():
         FeatureSpec.from_dict({"zoom": 2})
 
 
+def test_a_mirror_spec_keeps_the_mirror_images_blocks_as_the_rows_second_half():
+    spec = FeatureSpec(end_points=("pool4", "pool5"), poolings=("avg",), scales=(64, 96), mirror=True)
+    photo = spec.blocks("vgg16")
+    assert [b[0] for b in photo] == ["pool4.avg@64", "pool5.avg@64", "pool4.avg@96", "pool5.avg@96"]
+    assert spec.dim("vgg16") == 2 * photo[-1][2] == 4096
+    assert spec.mirror_blocks("vgg16") == [(n, a + 2048, b + 2048) for n, a, b in photo]
+    assert spec.views("vgg16") == [photo, spec.mirror_blocks("vgg16")]
+    assert FeatureSpec(scales=(64,)).views("vgg16") == [FeatureSpec(scales=(64,)).blocks("vgg16")]
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    old = {k: v for k, v in FeatureSpec(scales=(64,)).to_dict().items() if k != "mirror"}  # saved before the field
+    assert FeatureSpec.from_dict(old).mirror is False
+    with pytest.raises(ValueError, match="flip .* and mirror .* exclude each other"):
+        FeatureSpec(flip=True, mirror=True)
+    with pytest.raises(ValueError, match="mirror=False"):
+        FeatureSpec().mirror_blocks("vgg16")
+
+
 def test_normalise_blocks_unit_norm_per_block():
     blocks = [("a", 0, 3), ("b", 3, 5)]
     x = np.array([[1.0, 4.0, 0.0, 9.0, 16.0]])
@@ -110,7 +127,7 @@ def test_normalise_blocks_in_chunks_and_only_some_blocks_equal_the_whole():
 
 
 # --- the extractor ----------------------------------------------------------------------------------------------
-def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages(scaled_npy, tmp_path):
+def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages_and_mirror_keeps(scaled_npy, tmp_path):
     sizes = [(80, 60), (60, 80), (64, 64), (90, 60), (80, 60), (120, 40), (64, 64)]
     paths = [_photo(tmp_path / f"{i}.png", w, h, seed=i) for i, (w, h) in enumerate(sizes)]
     paths.insert(3, tmp_path / "missing.jpg")
@@ -134,6 +151,11 @@ def test_mixed_sizes_bucketed_equal_one_at_a_time_and_flip_averages(scaled_npy, 
     ) as fx:
         flipped, _, _ = fx.extract_images(pixels, progress=False)
     np.testing.assert_allclose(flipped, (feats + mirrored) / 2, rtol=2e-5, atol=1e-6)
+    mirror_spec = FeatureSpec(end_points=("pool4", "pool5"), scales=(64, 96), mirror=True)
+    with BlockExtractor(scaled_npy, mirror_spec, batch_size=3, precision="fp32") as fx:
+        kept, _, _ = fx.extract_paths([paths[i] for i in ok], progress=False)
+        assert fx.dim == mirror_spec.dim("vgg16") and fx.config["features"]["mirror"] is True
+    np.testing.assert_allclose(kept, np.concatenate([feats, mirrored], axis=1), rtol=2e-5, atol=1e-6)
 
 
 def test_one_crop_block_is_the_classic_feature(scaled_npy, folder):
@@ -524,6 +546,59 @@ def test_the_dense_heads_cross_validation_never_fits_or_stops_on_the_rows_it_is_
         assert not held_out & {r.tobytes() for r in np.concatenate([x_tr, x_val])}
 
 
+def test_an_image_and_its_mirror_image_train_as_two_rows_never_split_by_a_fold_and_predict_alike(
+    scaled_npy, monkeypatch
+):
+    """With ``FeatureSpec.mirror`` each image gives two training rows (its blocks and its mirror image's), which
+    cross-validation keeps on one side of every fold (a held-out photo whose mirror image trained the model would
+    flatter the CV score); the prediction averages the two views, so a row and its halves swapped predict alike."""
+    from vggtransfer.models import dense as dense_module
+    from vggtransfer.models.auto import AutoClassifier
+
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,), mirror=True)
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (60, spec.dim("vgg16"))).astype(np.float32)
+    x[30:, :8] += 2.0
+    x[30:, 512:520] += 2.0  # the class shows in both views
+    y = np.repeat([0, 1], 30)
+    image_of = {}
+    for blocks in spec.views("vgg16"):
+        for i, row in enumerate(normalise_blocks(x, blocks, 0.5)):
+            image_of[row.tobytes()] = i
+    kw = dict(features=spec, models=("dense",), folds=3, epochs=3, l2s=(1.0,), members=1, precision="fp32")
+    model = AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
+    seen = []
+    fit, predict = dense_module.DenseHead.fit, dense_module.DenseHead.predict
+
+    def spy_fit(self, x_tr, y_tr, x_val=None, y_val=None, **k):
+        seen.append(["fit", x_tr, x_val])
+        return fit(self, x_tr, y_tr, x_val, y_val, **k)
+
+    def spy_predict(self, x_te):
+        if seen and seen[-1][0] == "fit":
+            seen[-1][0] = "cv"
+            seen[-1].append(np.asarray(x_te))
+        return predict(self, x_te)
+
+    monkeypatch.setattr(dense_module.DenseHead, "fit", spy_fit)
+    monkeypatch.setattr(dense_module.DenseHead, "predict", spy_predict)
+    report = model.fit_features(x, y, model.attach().config)
+    folds = [s for s in seen if s[0] == "cv" and s[2] is not None]
+    assert len(folds) == 3
+    for _, x_tr, x_val, x_te in folds:
+        held_out = [image_of[r.tobytes()] for r in x_te]
+        trained = {image_of[r.tobytes()] for r in np.concatenate([x_tr, x_val])}
+        assert len(x_tr) + len(x_val) + len(x_te) == 120  # every image twice
+        assert all(held_out.count(i) == 2 for i in held_out) and not set(held_out) & trained
+    refit = [s for s in seen if s[0] == "fit"][-1]
+    assert len(refit[1]) == 120  # the refit trains on both views of every image
+    assert report.selection["rows"] == report.selection["rows_total"] == 60
+    swapped = np.concatenate([x[:, 512:], x[:, :512]], axis=1)
+    np.testing.assert_allclose(model.predict_features(swapped), model.predict_features(x), rtol=1e-5, atol=1e-6)
+    photo_only = np.concatenate([x[:, :512], x[:, :512]], axis=1)
+    assert not np.allclose(model.predict_features(photo_only), model.predict_features(x), rtol=1e-3)
+
+
 def test_with_class_weights_cross_validation_scores_the_weighted_accuracy_they_ask_for():
     """90 photos of one class, 10 of the other, balanced weights: the score is the mean recall of the classes, and a
     candidate that misses the whole small class is behind one that misses 6 of the large class (unweighted it is not:
@@ -612,7 +687,9 @@ def test_default_features_are_the_same_on_every_cpu(monkeypatch):
         assert Vgg16(None).features_spec.scales == (224,)
     assert defaults.default_features() == defaults.FEATURES_CLASSES
     assert defaults.default_features("regression") == defaults.FEATURES
-    assert defaults.FEATURES_CLASSES.describe() == "features: pool3+pool4+pool5 avg+max, whole image at 112+224+320 px"
+    assert defaults.FEATURES_CLASSES.describe() == (
+        "features: pool3+pool4+pool5 avg+max, whole image at 112+224+320 px, and its mirror image"
+    )
 
 
 def test_precision_auto_follows_the_cpu_flags(monkeypatch):

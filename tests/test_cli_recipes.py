@@ -266,7 +266,7 @@ def test_train_and_extract_say_which_block_features_they_compute(capsys, monkeyp
     code, out, err = run(
         capsys, "extract", folder, "--store", tmp_path / "s.h5", "--weights", scaled_npy, "--scales", 32
     )
-    assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32 px\n" in err, err
+    assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32 px, and its mirror image\n" in err, err
     monkeypatch.setattr(common, "_ANNOUNCED", set())
     code, out, err = run(
         capsys,
@@ -284,7 +284,9 @@ def test_train_and_extract_say_which_block_features_they_compute(capsys, monkeyp
         "--epochs",
         2,
     )
-    assert code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32+48 px\n" in err, err
+    assert (
+        code == 0 and "features: pool3+pool4+pool5 avg+max, whole image at 32+48 px, and its mirror image\n" in err
+    ), err
     assert "@32" in out or "@48" in out, out  # the chosen group names its scale
 
 
@@ -491,3 +493,40 @@ def test_class_weights_balanced_is_named_for_imbalanced_classes_and_cross_valida
         capsys, "evaluate", "--data", data, "--model", tmp_path / "eq", "--weights", scaled_npy, "--json"
     )
     assert json.loads(out)["cv_metric"] == "class-weighted accuracy", err
+
+
+def test_mirror_option_keeps_or_drops_the_mirror_image(capsys, monkeypatch, scaled_npy, folder, tmp_path):
+    """--mirror yes|no sets whether the block features keep each image's mirror image (classes: yes by default,
+    targets: no); it cannot go with --flip yes, with a one-block recipe, or with a store (whose features are fixed)."""
+    from vggtransfer.cli import common
+
+    base = ["--weights", scaled_npy, "--scales", 32]
+    monkeypatch.setattr(common, "_ANNOUNCED", set())
+    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "no.h5", "--mirror", "no", *base)
+    assert code == 0 and "whole image at 32 px\n" in err, err
+    monkeypatch.setattr(common, "_ANNOUNCED", set())
+    code, out, err = run(capsys, "extract", folder, "--store", tmp_path / "yes.h5", "--mirror", "yes", *base)
+    assert code == 0 and "whole image at 32 px, and its mirror image\n" in err, err
+    import h5py
+
+    with h5py.File(tmp_path / "no.h5", "r") as a, h5py.File(tmp_path / "yes.h5", "r") as b:
+        narrow, wide = a["features"][()], b["features"][()]
+    assert wide.shape == (narrow.shape[0], 2 * narrow.shape[1])
+    np.testing.assert_allclose(wide[:, : narrow.shape[1]], narrow, rtol=1e-4, atol=1e-5)  # the photo's half
+    assert not np.allclose(wide[:, narrow.shape[1] :], narrow, rtol=1e-3)  # coloured squares: the mirror differs
+    code, out, err = run(
+        capsys, "train", "--data", folder, "--model", tmp_path / "m", "--mirror", "no", "--folds", 2, *base
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "m" / "vggtransfer.json").read_text())
+    assert saved["feature_config"]["features"]["mirror"] is False, saved["feature_config"]
+    code, out, err = run(
+        capsys, "train", "--data", folder, "--model", tmp_path / "m2", "--flip", "--mirror", "yes", *base
+    )
+    assert code == 2 and "--flip and --mirror yes" in err and not (tmp_path / "m2").exists(), err
+    code, out, err = run(
+        capsys, "train", "--data", folder, "--model", tmp_path / "m3", "--recipe", "head", "--mirror", "no", *base[:2]
+    )
+    assert code == 2 and "--mirror" in err and "block features are --recipe auto's" in err, err
+    code, out, err = run(capsys, "train", "--store", tmp_path / "yes.h5", "--model", tmp_path / "m4", "--mirror", "no")
+    assert code == 2 and "--mirror: stored features cannot change" in err, err

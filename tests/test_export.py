@@ -108,6 +108,15 @@ def models(scaled_npy, photos, tmp_path_factory):
     out["auto-classifier"] = m.save(root / "auto_clf")
     m = AutoClassifier(
         scaled_npy,
+        features=FeatureSpec(end_points=("pool4", "pool5"), scales=(48, 64), mirror=True),
+        models=("logreg", "ridge"),
+        folds=3,
+        precision="fp32",
+    )
+    m.train_dataset(ds, progress=False)
+    out["auto-mirror"] = m.save(root / "auto_mirror")
+    m = AutoClassifier(
+        scaled_npy,
         features=FeatureSpec(end_points=("pool5",), scales=(48,)),
         models=("dense",),
         members=3,

@@ -34,7 +34,8 @@ POOLINGS = ("flatten", "max", "avg")
 
 
 def add_feature_args(p, recipes_note: str = "") -> None:
-    """--weights, --arch, --scales, --flip, --end-point, --pooling, --image-size, then the runtime options."""
+    """--weights, --arch, --scales, --flip, --mirror, --end-point, --pooling, --image-size, then the runtime
+    options."""
     g = p.add_argument_group("features")
     g.add_argument(
         "--weights",
@@ -58,7 +59,16 @@ def add_feature_args(p, recipes_note: str = "") -> None:
         "--flip",
         action="store_true",
         default=None,
-        help="block features: average each block with the mirrored image's (2x the compute)",
+        help="block features: average each block with the mirrored image's (2x the compute; replaces --mirror)",
+    )
+    g.add_argument(
+        "--mirror",
+        choices=("yes", "no"),
+        default=None,
+        help="block features: also keep each image's mirror image as a row of its own; auto trains on both and "
+        "averages its predictions over them (2x the compute; default: "
+        f"{'yes' if defaults.FEATURES_CLASSES.mirror else 'no'} for classes, "
+        f"{'yes' if defaults.FEATURES.mirror else 'no'} for targets)",
     )
     g.add_argument(
         "--end-point",
@@ -86,12 +96,12 @@ def add_feature_args(p, recipes_note: str = "") -> None:
 
 
 CLASSIC_OPTIONS = ("end_point", "pooling", "image_size")
-BLOCK_OPTIONS = ("scales", "flip")
+BLOCK_OPTIONS = ("scales", "flip", "mirror")
 
 
 def classic_features(args) -> bool:
     """True when --end-point, --pooling or --image-size asks for classic single-block features; refuses them
-    together with the block options --scales/--flip, naming both."""
+    together with the block options --scales/--flip/--mirror, naming both."""
     from vggtransfer.cli.common import UsageError, explicit
 
     classic = [f"--{n.replace('_', '-')}" for n in CLASSIC_OPTIONS if explicit(args, n)]
@@ -109,12 +119,21 @@ def block_spec(args, task: str = "classification"):
     store made by ``extract`` takes the classifiers' default)."""
     import dataclasses
 
+    from vggtransfer.cli.common import UsageError
+
     spec = defaults.default_features(task)
     changes = {}
     if args.scales is not None:
         changes["scales"] = args.scales
+    if args.flip and args.mirror == "yes":
+        raise UsageError(
+            "--flip and --mirror yes: --flip averages each block with the mirror image's, --mirror keeps the mirror "
+            "image as a row of its own; choose one"
+        )
     if args.flip:
-        changes["flip"] = True
+        changes.update(flip=True, mirror=False)
+    elif args.mirror is not None:
+        changes["mirror"] = args.mirror == "yes"
     return dataclasses.replace(spec, **changes) if changes else spec
 
 

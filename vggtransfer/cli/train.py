@@ -233,7 +233,7 @@ def check_options(args) -> None:
     if args.recipe != "auto":
         refuse(("folds", "members", "select_rows", "nested_cv"), f"applies to --recipe auto only (not {args.recipe})")
         refuse(
-            ("scales", "flip"),
+            ("scales", "flip", "mirror"),
             f"block features are --recipe auto's (not {args.recipe}); {args.recipe} reads one "
             "block: --end-point, --pooling, --image-size",
         )
@@ -263,7 +263,7 @@ def check_options(args) -> None:
         raise UsageError("--val-data and --val-fraction: give one (a separate validation set, or a fraction held out)")
     if args.store is not None:
         refuse(("split",), "applies to --data FILE.h5 only")
-        refuse(("scales", "flip"), "stored features cannot change; extract a store with them")
+        refuse(("scales", "flip", "mirror"), "stored features cannot change; extract a store with them")
     elif args.split is not None and Path(args.data).suffix.lower() not in (".h5", ".hdf5"):
         raise UsageError(f"--split: applies to .h5 data only, not {args.data}")
     if args.class_weights != "none" and args.task == "regression":

@@ -1,5 +1,6 @@
 """Richer frozen features in one pass: several named blocks (global average and max of pool3, pool4, pool5) at one or
-more scales of the whole image, optionally averaged with the horizontal flip.
+more scales of the whole image, optionally averaged with the horizontal flip (``flip``) or with the mirror image's
+blocks kept after the photo's (``mirror``: a model trains on both and averages its predictions).
 
 A :class:`FeatureSpec` says what to compute; a :class:`BlockExtractor` computes it. The graph takes images of any
 size >= 32 px (``[None, None, None, 3]``); views of similar photos have the same shape because whole-image views
@@ -10,7 +11,8 @@ Every view goes through :func:`vggtransfer.data.images.prepare`, the one preproc
 or an in-memory array, for training, for a store or for prediction: the same file always gives the same feature.
 
 Layout of a feature row: for each scale, for each end point, for each pooling, one block of that end point's
-channels (``pool5.avg@256`` ...). :attr:`BlockExtractor.blocks` lists ``(name, start, stop)``.
+channels (``pool5.avg@256`` ...). :attr:`BlockExtractor.blocks` lists ``(name, start, stop)``. With ``mirror`` the
+row holds that layout twice: the photo's, then its mirror image's (``FeatureSpec.mirror_blocks``).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class BlockExtractor(Closing):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.blocks = spec.blocks(arch)
         self.dim = spec.dim(arch)
-        self.per_scale = self.dim // len(spec.scales)
-        if spec.view == "crop" and len(self.blocks) == 1 and not spec.flip:
+        self.per_scale = self.blocks[-1][2] // len(spec.scales)
+        if spec.view == "crop" and len(self.blocks) == 1 and not (spec.flip or spec.mirror):
             # One block of the square crop is exactly the classic FeatureExtractor's feature (the same prepare(),
             # conv stack and pooling): the classic config, so classic stores and these models go together.
             from vggtransfer.features.extractor import PREPROCESSING as CLASSIC
@@ -130,7 +132,8 @@ class BlockExtractor(Closing):
         n = len(items)
         workers = workers or max(2, cpu_count())
         window = window or self.batch_size * 4
-        n_slots = len(self.spec.scales) * (2 if self.spec.flip else 1)
+        both = self.spec.flip or self.spec.mirror  # each view also runs mirrored
+        n_slots = len(self.spec.scales) * (2 if both else 1)
         buckets: dict = {}
         acc: dict = {}
         left: dict = {}
@@ -159,6 +162,8 @@ class BlockExtractor(Closing):
                 del left[i]
                 if self.spec.flip:
                     a = a.reshape(len(self.spec.scales), 2, -1).mean(axis=1)
+                elif self.spec.mirror:  # the photo's blocks at every scale, then the mirror image's
+                    a = a.reshape(len(self.spec.scales), 2, -1).transpose(1, 0, 2)
                 rows.append(a.reshape(-1))
             return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
 
@@ -182,7 +187,7 @@ class BlockExtractor(Closing):
                     acc[i] = np.zeros((n_slots, self.per_scale), np.float32)
                     left[i] = n_slots
                     for q, v in enumerate(views):
-                        slots = [(q * 2, v), (q * 2 + 1, v[:, ::-1])] if self.spec.flip else [(q, v)]
+                        slots = [(q * 2, v), (q * 2 + 1, v[:, ::-1])] if both else [(q, v)]
                         for slot, arr in slots:
                             buckets.setdefault(arr.shape, []).append((i, slot, arr))
                 final = nxt is None

@@ -23,7 +23,9 @@ class FeatureSpec:
 
     ``view='whole'``: the whole image, short side resized to each scale Q (no crop; the VGG paper's protocol).
     ``view='crop'``: the centred square resized to Q x Q (the classic 224 px crop). ``flip`` averages each block
-    with that of the mirrored view.
+    with that of the mirrored view. ``mirror`` keeps the mirror image's blocks instead, as a second half of the row
+    (the photo's blocks at every scale, then the mirror image's, in the same order): a model trains on both halves
+    as rows of their own (feature-level augmentation) and averages its predictions over them.
     """
 
     end_points: tuple = ("pool3", "pool4", "pool5")
@@ -31,6 +33,7 @@ class FeatureSpec:
     scales: tuple = (256,)
     view: str = "whole"
     flip: bool = False
+    mirror: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "end_points", tuple(self.end_points))
@@ -46,6 +49,10 @@ class FeatureSpec:
             raise ValueError(f"scales must be distinct sizes of at least {MIN_INPUT_SIDE} px, got {self.scales}")
         if self.view not in ("whole", "crop"):
             raise ValueError(f"view must be 'whole' or 'crop', got {self.view!r}")
+        if self.flip and self.mirror:
+            raise ValueError(
+                "flip (average with the mirror image) and mirror (keep it as rows of its own) exclude each other"
+            )
 
     @classmethod
     def classic(cls, end_point: str, pooling: str, size: int) -> "FeatureSpec":
@@ -66,7 +73,8 @@ class FeatureSpec:
         return max(self.end_points, key=names.index)
 
     def blocks(self, arch: str) -> list:
-        """``[(name, start, stop), ...]``: the named column ranges of a feature row."""
+        """``[(name, start, stop), ...]``: the named column ranges of a feature row (of its first half, the photo's,
+        where ``mirror`` adds the mirror image's: :meth:`mirror_blocks`)."""
         channels = end_point_channels(arch)
         out, start = [], 0
         for q in self.scales:
@@ -76,14 +84,26 @@ class FeatureSpec:
                     start += channels[ep]
         return out
 
+    def mirror_blocks(self, arch: str) -> list:
+        """The same names as :meth:`blocks`, at the columns of the mirror image's half of the row (``mirror``)."""
+        if not self.mirror:
+            raise ValueError("this feature spec keeps no mirror image (mirror=False)")
+        half = self.blocks(arch)[-1][2]
+        return [(n, a + half, b + half) for n, a, b in self.blocks(arch)]
+
+    def views(self, arch: str) -> list:
+        """The block column ranges of each view a row holds: ``[blocks(arch)]``, and :meth:`mirror_blocks` after
+        it where ``mirror``. A model scores each and averages."""
+        return [self.blocks(arch)] + ([self.mirror_blocks(arch)] if self.mirror else [])
+
     def dim(self, arch: str) -> int:
         """Length of a feature row."""
-        return self.blocks(arch)[-1][2]
+        return self.blocks(arch)[-1][2] * (2 if self.mirror else 1)
 
     def describe(self) -> str:
         """One line naming the blocks and scales (printed once by ``train``, ``extract`` and the main job)."""
         view = "whole image" if self.view == "whole" else "centre crop"
-        flip = ", averaged with the mirror image" if self.flip else ""
+        flip = ", averaged with the mirror image" if self.flip else (", and its mirror image" if self.mirror else "")
         return (
             f"features: {'+'.join(self.end_points)} {'+'.join(self.poolings)}, {view} at "
             f"{'+'.join(map(str, self.scales))} px{flip}"

@@ -419,11 +419,11 @@ class AutoModel(Model):
         if epochs < 1 or patience < 1:
             raise ValueError(f"epochs and patience must be >= 1, got epochs={epochs}, patience={patience}")
         spec = spec_of(config)
-        blocks = spec.blocks(config["arch"])
+        blocks, views = spec.blocks(config["arch"]), spec.views(config["arch"])
         if not isinstance(features, StoreRows):  # a store read on demand stays in its file
             features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != blocks[-1][2]:
-            raise ValueError(f"features must have shape (n, {blocks[-1][2]}), got {features.shape}")
+        if features.ndim != 2 or features.shape[1] != spec.dim(config["arch"]):
+            raise ValueError(f"features must have shape (n, {spec.dim(config['arch'])}), got {features.shape}")
         y = self._encode(targets)
         if len(y) != len(features):
             raise ValueError(f"{len(features)} feature rows but {len(y)} targets")
@@ -493,18 +493,23 @@ class AutoModel(Model):
         t_nested = time.perf_counter() - t_nested
         t0 = time.perf_counter()
         # Normalised in chunks of rows: the CV rows' blocks, then the winner's blocks of every row (memory: those,
-        # not every block of every row in float64).
-        z = normalise_blocks(features[rows], blocks, self.power)
-        _check_finite(z, rows)
-        copies = copy_groups(z)
+        # not every block of every row in float64). With the mirror image kept (``FeatureSpec.mirror``) each image
+        # gives a row per view, and an image's rows are one group for the folds: never on both sides of one.
+        n_views = len(views)
+        z = view_rows(features[rows], views, self.power)
+        _check_finite(z, np.tile(rows, n_views))
+        copies = copy_groups(z[: len(rows)])
         if copies is not None and log:
             n = copies_count(copies)
             what = "1 training image is a copy of another" if n == 1 else f"{n:,} training images are copies of others"
             log(f"{what} (the same features); cross-validation keeps each copy in its original's fold")
+        if n_views > 1:
+            copies = np.tile(np.arange(len(rows)) if copies is None else copies, n_views)
+        y_cv = np.tile(y[rows], n_views)
         try:
             sel = select(
                 z,
-                y[rows],
+                y_cv,
                 blocks,
                 self.task,
                 models=self.models,
@@ -524,8 +529,9 @@ class AutoModel(Model):
         best = sel.best
         names = candidate_groups(blocks)[best.group]
         del z
-        x = normalise_blocks(features, blocks, self.power, only=names)
-        _check_finite(x, np.arange(len(x)))
+        x = view_rows(features, views, self.power, only=names)
+        _check_finite(x, np.tile(np.arange(len(features)), n_views))
+        y = np.tile(y, n_views)
         fitted = {"model": best.model, "reg": best.reg, "blocks": names}
         history = None
         if self.dense is not None:
@@ -548,11 +554,11 @@ class AutoModel(Model):
         else:
             fitted["arrays"] = {best.model: self._refit_linear(x, y, best.model, best.reg, cw, seed)}
         if self.task == "regression":
-            calibration = fit_regression_calibration(sel.oof, y[rows], seed=seed)
+            calibration = fit_regression_calibration(sel.oof, y_cv, seed=seed)
         else:
-            calibration = {"temperature": fit_temperature(sel.oof, y[rows])}
+            calibration = {"temperature": fit_temperature(sel.oof, y_cv)}
         self.fitted, self.calibration = fitted, calibration
-        self.selection = {**sel.summary(), "rows": int(len(rows)), "rows_total": int(len(y))}
+        self.selection = {**sel.summary(), "rows": int(len(rows)), "rows_total": int(len(features))}
         if nested_result is not None:
             self.selection["nested"] = nested_result
         self.feature_config = dict(config)
@@ -660,12 +666,18 @@ class AutoModel(Model):
         """Calibrated predictions from raw block features (rows made with this model's feature config)."""
         self._require_fitted()
         spec = spec_of(self.feature_config)
-        blocks = spec.blocks(self.feature_config["arch"])
         if not isinstance(features, StoreRows):
             features = np.asarray(features, np.float32)
         if not len(features):
             return np.zeros((0,) if self.task == "regression" else (0, len(self.classes)))
-        x = normalise_blocks(features, blocks, self.power, only=self.fitted["blocks"])
+        # One prediction per view a row holds (the photo; its mirror image where the spec keeps it), averaged.
+        views = spec.views(self.feature_config["arch"])
+        return np.mean(
+            [self._calibrated(normalise_blocks(features, b, self.power, only=self.fitted["blocks"])) for b in views], 0
+        )
+
+    def _calibrated(self, x) -> np.ndarray:
+        """Calibrated outputs of the fitted model on the normalised blocks ``x`` of one view."""
         if self.fitted["model"] == "average":  # each family's probabilities at its own temperature, averaged
             raw = np.mean(
                 [apply_temperature(self._raw(x, p["model"]), p["temperature"]) for p in self.fitted["parts"]], 0
@@ -842,6 +854,14 @@ class AutoClassifier(ClassifierAPI, AutoModel):
     ``predict`` gives probabilities (n, K); ``predict_top_k`` class names with probabilities."""
 
     task = "classification"
+
+
+def view_rows(features, views, power: float, only=None) -> np.ndarray:
+    """The normalised blocks (:func:`normalise_blocks`) of each view a feature row holds (``FeatureSpec.views``: the
+    photo's; the mirror image's after it where the spec keeps it), stacked: ``(len(views) * n, width)``, the photo
+    rows first. Training on both is feature-level augmentation; :meth:`AutoModel.predict_features` averages."""
+    parts = [normalise_blocks(features, b, power, only=only) for b in views]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _check_finite(z: np.ndarray, rows) -> None:

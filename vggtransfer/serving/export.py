@@ -54,11 +54,12 @@ EXPORT_FORMAT = 1
 # --- the serving graph -----------------------------------------------------------------------------------------------
 def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
     """``features(views, sizes)`` for a padded batch: per scale (and flip), the conv stack on the padded views with
-    masks, then each (end point, pooling) over the true area; flips averaged; scales concatenated."""
+    masks, then each (end point, pooling) over the true area; flips averaged; scales concatenated (with ``mirror``,
+    the photo's scales, then the mirror image's: ``BlockExtractor``'s row)."""
     from vggtransfer.nets.vgg import end_point_stride, pool, vgg_conv
 
     masked = plan.view == "whole"
-    per_scale = 2 if plan.flip else 1
+    per_scale = 2 if plan.flip or plan.mirror else 1
 
     def pooled_blocks(x, s):
         """Each (end point, pooling) of the batch ``x``; with true sizes ``s``, over each image's true area."""
@@ -86,7 +87,7 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
         return tf.concat(pooled, axis=1)
 
     def features(views, sizes):
-        rows = []
+        rows, mirrored = [], []
         for q in range(len(plan.scales)):
             batch = [gi.to_unit(views[q * per_scale + f]) for f in range(per_scale)]
             true = [sizes[q * per_scale + f] for f in range(per_scale)]
@@ -105,10 +106,13 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
                 shape = tf.shape(x)
                 uniform = tf.reduce_all(tf.logical_and(tf.equal(s[:, 0], shape[1]), tf.equal(s[:, 1], shape[2])))
                 f = tf.cond(uniform, lambda: pooled_blocks(x, None), lambda: pooled_blocks(x, s))
-            if per_scale == 2:
+            if plan.flip:
                 f = (f[:n] + f[n:]) / 2.0
+            elif plan.mirror:
+                f, m = f[:n], f[n:]
+                mirrored.append(m)
             rows.append(f)
-        return tf.concat(rows, axis=1)
+        return tf.concat(rows + mirrored, axis=1)
 
     return features
 
@@ -119,7 +123,7 @@ def _item_views(plan: ServingPlan):
         for q in plan.scales:
             v = gi.prepare(img, q, plan.view)
             out.append(v)
-            if plan.flip:
+            if plan.flip or plan.mirror:
                 out.append(v[:, ::-1])
         return out
 
@@ -144,7 +148,7 @@ def _pipeline(plan, items, decode, features, batch_size: int, valid=None):
         valid = tf.range(tf.shape(items)[0])
     k = tf.shape(valid)[0]
     views_of = _item_views(plan)
-    slots = len(plan.scales) * (2 if plan.flip else 1)
+    slots = len(plan.scales) * (2 if plan.flip or plan.mirror else 1)
     dim = _feature_dim(plan)
 
     def prepare(j, arrays, shapes):
@@ -193,7 +197,7 @@ def _feature_dim(plan: ServingPlan) -> int:
             per_scale += feature_dim(plan.arch, ep, p, plan.scales[0])
         else:
             per_scale += end_point_channels(plan.arch)[ep]
-    return per_scale * len(plan.scales)
+    return per_scale * len(plan.scales) * (2 if plan.mirror else 1)
 
 
 def _outputs(plan: ServingPlan, n, indices, predictions) -> dict:
@@ -362,6 +366,7 @@ def export_saved_model(
                 "view": plan.view,
                 "scales": list(plan.scales),
                 "flip": plan.flip,
+                "mirror": plan.mirror,
                 "pools": [list(p) for p in plan.pools],
             },
             "signatures": {

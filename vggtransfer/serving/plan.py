@@ -39,6 +39,9 @@ class ServingPlan:
     config: dict  # the model's vggtransfer.json content
     classes: tuple = ()
     head_values: dict = field(default_factory=dict)  # head variable name -> numpy value
+    #: The features hold the mirror image's blocks after the photo's (``FeatureSpec.mirror``); ``head`` averages
+    #: its predictions over the two.
+    mirror: bool = False
 
     @property
     def deepest(self) -> str:
@@ -179,9 +182,15 @@ def _plan_auto(model) -> ServingPlan:
         else _temperature(float(model.calibration["temperature"]))
     )
 
-    def head(features):
+    def head_of_view(features):
         x = tf.gather(_normalise_blocks(features, blocks, power), cols, axis=1)
         return calibrate(tf.cast(core(x), tf.float64))
+
+    def head(features):  # AutoModel.predict_features: one prediction per view of the row, averaged
+        if not spec.mirror:
+            return head_of_view(features)
+        half = blocks[-1][2]
+        return (head_of_view(features[:, :half]) + head_of_view(features[:, half:])) / 2.0
 
     pools = tuple((ep, p) for ep in spec.end_points for p in spec.poolings)
     return ServingPlan(
@@ -197,6 +206,7 @@ def _plan_auto(model) -> ServingPlan:
         model.config(),
         tuple(model.classes),
         values,
+        mirror=spec.mirror,
     )
 
 
