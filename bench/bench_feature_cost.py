@@ -4,7 +4,9 @@ The baseline is the previous releases' feature: one block (pool5, global average
 it, on the same photo files and in one process: the targets' default (the whole photo, short side 224 px, six
 blocks of pool3/4/5) and the classes' default (the whole photo at 112, 224 and 320 px, eighteen blocks), in the
 default precision, and the crop in fp32 (what the main job ran before ``precision="auto"``). Blocks of one scale
-come out of one forward pass, so a configuration's cost is its scales' pixels; the extra poolings are free.
+come out of one forward pass, so a configuration's cost is its scales' pixels; the extra poolings are free. The
+classes' default keeps each photo's mirror image (a second forward pass per view); the same blocks without it are
+timed beside it.
 
 Runs are interleaved (each repetition times every configuration, in alternating order) and the ratios are taken
 within a repetition, then the median over repetitions. Photos: the first ``--per-set`` files of each set (ants/bees
@@ -47,6 +49,8 @@ def main(argv=None):
     p.add_argument("--name", default="feature_cost", help="results file bench/results/NAME.json")
     args = p.parse_args(argv)
     quiet_tf()
+    import dataclasses
+
     from vggtransfer.core.runtime import resolve_precision
     from vggtransfer.features.blocks import BlockExtractor
     from vggtransfer.features.spec import FeatureSpec
@@ -61,6 +65,10 @@ def main(argv=None):
         f"crop 224, pool5 avg, {precision}": (FeatureSpec.classic("pool5", "avg", 224), precision),
         f"targets' default ({precision})": (default_features("regression"), precision),
         f"classes' default ({precision})": (default_features("classification"), precision),
+        f"classes' default without the mirror image ({precision})": (
+            dataclasses.replace(default_features("classification"), mirror=False),
+            precision,
+        ),
     }
     baseline = f"crop 224, pool5 avg, {precision}"
     extractors = {k: BlockExtractor(weights, spec=spec, precision=pr) for k, (spec, pr) in configs.items()}
@@ -88,7 +96,7 @@ def main(argv=None):
                     "config": k,
                     "scales": list(spec.scales),
                     "view": spec.view,
-                    "blocks": len(spec.end_points) * len(spec.poolings) * len(spec.scales),
+                    "blocks": len(spec.end_points) * len(spec.poolings) * len(spec.scales) * (2 if spec.mirror else 1),
                     "precision": pr,
                     "img_s": median([len(files) / t for t in times[s][k]]),
                     "vs_crop_same_precision": median([t / t0 for t, t0 in zip(times[s][k], times[s][baseline])]),

@@ -137,8 +137,8 @@ FEATURES = FeatureSpec(
 #: image is kept as a training row of its own and predictions average the two (``mirror``: feature-level
 #: augmentation, Chatfield et al. 2014), which doubles the extraction: on 30 photos per class of the training sets
 #: alone (10 splits; the VGG paper's Caltech regime) it lifted SIGNS from 94.87 to 96.60 % mean class recall and
-#: ants/bees from 93.10 to 93.60 %, and the outer CV on the whole training sets by 0.5 points on ants/bees (0.1 on
-#: SIGNS); averaging the mirror image's features instead (``flip``) had not lifted the CV
+#: ants/bees from 93.10 to 93.60 %, and the outer CV on ants/bees' whole training set by 0.5 points; averaging the
+#: mirror image's features instead (``flip``) had not lifted the CV
 #: (``bench/explore_flip_rows.py``, BENCHMARKS.md "The mirror image as training rows").
 FEATURES_CLASSES = replace(FEATURES, scales=(112, 224, 320), mirror=True)
 
