@@ -503,26 +503,12 @@ def test_behind_is_a_paired_test_on_the_same_rows():
     assert not select.behind("regression", t, t + rng.normal(size=300), t + rng.normal(size=300), rows)
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_the_dense_heads_cross_validation_never_fits_or_stops_on_the_rows_it_is_scored_on(
-    scaled_npy, monkeypatch, task
-):
-    """Each fold's head trains on part of the fold's training rows and early-stops on the rest of them; the held-out
-    rows are only predicted (choosing the epoch on them would flatter the head's CV score)."""
+def _spy_on_dense_heads(monkeypatch) -> list:
+    """Record every Dense head fit as ``['fit', x_train, x_stop]``; a fit followed by a prediction becomes
+    ``['cv', x_train, x_stop, x_predicted]`` (a fold of cross-validation: it predicts its held-out rows)."""
     from vggtransfer.models import dense as dense_module
-    from vggtransfer.models.auto import AutoClassifier, AutoRegressor
 
-    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
-    rng = np.random.default_rng(0)
-    x = rng.gamma(1.0, 1.0, (60, spec.dim("vgg16"))).astype(np.float32)
-    y = np.repeat([0, 1], 30) if task == "classification" else 10 * x[:, 0] + rng.normal(0, 1, 60)
-    kw = dict(features=spec, models=("dense",), folds=3, epochs=3, l2s=(1.0,), members=1, precision="fp32")
-    model = (
-        AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
-        if task == "classification"
-        else AutoRegressor(scaled_npy, **kw)
-    )
-    seen = []
+    seen: list = []
     fit, predict = dense_module.DenseHead.fit, dense_module.DenseHead.predict
 
     def spy_fit(self, x_tr, y_tr, x_val=None, y_val=None, **k):
@@ -537,6 +523,28 @@ def test_the_dense_heads_cross_validation_never_fits_or_stops_on_the_rows_it_is_
 
     monkeypatch.setattr(dense_module.DenseHead, "fit", spy_fit)
     monkeypatch.setattr(dense_module.DenseHead, "predict", spy_predict)
+    return seen
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_dense_heads_cross_validation_never_fits_or_stops_on_the_rows_it_is_scored_on(
+    scaled_npy, monkeypatch, task
+):
+    """Each fold's head trains on part of the fold's training rows and early-stops on the rest of them; the held-out
+    rows are only predicted (choosing the epoch on them would flatter the head's CV score)."""
+    from vggtransfer.models.auto import AutoClassifier, AutoRegressor
+
+    spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,))
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (60, spec.dim("vgg16"))).astype(np.float32)
+    y = np.repeat([0, 1], 30) if task == "classification" else 10 * x[:, 0] + rng.normal(0, 1, 60)
+    kw = dict(features=spec, models=("dense",), folds=3, epochs=3, l2s=(1.0,), members=1, precision="fp32")
+    model = (
+        AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
+        if task == "classification"
+        else AutoRegressor(scaled_npy, **kw)
+    )
+    seen = _spy_on_dense_heads(monkeypatch)
     model.fit_features(x, y, model.attach().config)
     folds = [s for s in seen if s[0] == "cv" and s[2] is not None]
     assert len(folds) == 3
@@ -552,7 +560,6 @@ def test_an_image_and_its_mirror_image_train_as_two_rows_never_split_by_a_fold_a
     """With ``FeatureSpec.mirror`` each image gives two training rows (its blocks and its mirror image's), which
     cross-validation keeps on one side of every fold (a held-out photo whose mirror image trained the model would
     flatter the CV score); the prediction averages the two views, so a row and its halves swapped predict alike."""
-    from vggtransfer.models import dense as dense_module
     from vggtransfer.models.auto import AutoClassifier
 
     spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,), mirror=True)
@@ -567,21 +574,7 @@ def test_an_image_and_its_mirror_image_train_as_two_rows_never_split_by_a_fold_a
             image_of[row.tobytes()] = i
     kw = dict(features=spec, models=("dense",), folds=3, epochs=3, l2s=(1.0,), members=1, precision="fp32")
     model = AutoClassifier(scaled_npy, classes=("a", "b"), **kw)
-    seen = []
-    fit, predict = dense_module.DenseHead.fit, dense_module.DenseHead.predict
-
-    def spy_fit(self, x_tr, y_tr, x_val=None, y_val=None, **k):
-        seen.append(["fit", x_tr, x_val])
-        return fit(self, x_tr, y_tr, x_val, y_val, **k)
-
-    def spy_predict(self, x_te):
-        if seen and seen[-1][0] == "fit":
-            seen[-1][0] = "cv"
-            seen[-1].append(np.asarray(x_te))
-        return predict(self, x_te)
-
-    monkeypatch.setattr(dense_module.DenseHead, "fit", spy_fit)
-    monkeypatch.setattr(dense_module.DenseHead, "predict", spy_predict)
+    seen = _spy_on_dense_heads(monkeypatch)
     report = model.fit_features(x, y, model.attach().config)
     folds = [s for s in seen if s[0] == "cv" and s[2] is not None]
     assert len(folds) == 3
