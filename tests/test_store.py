@@ -157,3 +157,15 @@ def test_a_store_in_use_by_another_process_is_named_as_such(tmp_path):
         holder.kill()
         holder.wait()
     check_store_path(path)  # free again
+
+
+def test_a_block_store_written_before_the_mirror_field_matches_the_same_features_and_not_the_mirror():
+    """Stores written before ``FeatureSpec.mirror`` existed have no such key; they were made without the mirror image,
+    so they match that request (resume, evaluate) and are refused for the mirror one, naming the features."""
+    from vggtransfer.data.store import compare_config
+    from vggtransfer.features.spec import FeatureSpec
+
+    old = {k: v for k, v in FeatureSpec(scales=(64,)).to_dict().items() if k != "mirror"}
+    assert compare_config({"features": old}, {"features": FeatureSpec(scales=(64,)).to_dict()}) == {}
+    diff = compare_config({"features": old}, {"features": FeatureSpec(scales=(64,), mirror=True).to_dict()})
+    assert list(diff) == ["features"] and diff["features"][1]["mirror"] is True

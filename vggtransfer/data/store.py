@@ -48,6 +48,9 @@ CHECKED_KEYS = (
 
 #: Values of keys that stores written before the key existed hold implicitly.
 _DEFAULTS = {"precision": "fp32"}
+#: Fields of a block store's ``features`` spec added after stores were first written, with the value a store that
+#: lacks them was made with: such a store still matches the same features requested today.
+_FEATURE_DEFAULTS = {"mirror": False}
 
 
 class FeatureStoreMismatch(ValueError):
@@ -128,6 +131,8 @@ def compare_config(stored: dict, requested: dict) -> dict:
         if k not in requested and not (k == "features" and k in stored):
             continue
         s, r = stored.get(k, _DEFAULTS.get(k)), requested.get(k)
+        if k == "features" and isinstance(s, dict) and isinstance(r, dict):
+            s, r = {**_FEATURE_DEFAULTS, **s}, {**_FEATURE_DEFAULTS, **r}
         if k == "library_version":
             s = ".".join(str(s).split(".")[:2]) if s is not None else None
             r = ".".join(str(r).split(".")[:2])
