@@ -77,7 +77,7 @@ class BlockExtractor(Closing):
         self.blocks = spec.blocks(arch)
         self.dim = spec.dim(arch)
         self.per_scale = self.blocks[-1][2] // len(spec.scales)
-        if spec.view == "crop" and len(self.blocks) == 1 and not (spec.flip or spec.mirror):
+        if spec.view == "crop" and len(self.blocks) == 1 and not spec.runs_mirrored:
             # One block of the square crop is exactly the classic FeatureExtractor's feature (the same prepare(),
             # conv stack and pooling): the classic config, so classic stores and these models go together.
             from vggtransfer.features.extractor import PREPROCESSING as CLASSIC
@@ -132,7 +132,7 @@ class BlockExtractor(Closing):
         n = len(items)
         workers = workers or max(2, cpu_count())
         window = window or self.batch_size * 4
-        both = self.spec.flip or self.spec.mirror  # each view also runs mirrored
+        both = self.spec.runs_mirrored
         n_slots = len(self.spec.scales) * (2 if both else 1)
         buckets: dict = {}
         acc: dict = {}

@@ -84,6 +84,11 @@ class FeatureSpec:
                     start += channels[ep]
         return out
 
+    @property
+    def runs_mirrored(self) -> bool:
+        """Each view also runs mirrored: ``flip`` averages the two, ``mirror`` keeps both."""
+        return self.flip or self.mirror
+
     def mirror_blocks(self, arch: str) -> list:
         """The same names as :meth:`blocks`, at the columns of the mirror image's half of the row (``mirror``)."""
         if not self.mirror:

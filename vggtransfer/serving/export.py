@@ -59,7 +59,7 @@ def _features_graph(plan: ServingPlan, conv_vars: dict, compute_dtype):
     from vggtransfer.nets.vgg import end_point_stride, pool, vgg_conv
 
     masked = plan.view == "whole"
-    per_scale = 2 if plan.flip or plan.mirror else 1
+    per_scale = 2 if plan.runs_mirrored else 1
 
     def pooled_blocks(x, s):
         """Each (end point, pooling) of the batch ``x``; with true sizes ``s``, over each image's true area."""
@@ -123,7 +123,7 @@ def _item_views(plan: ServingPlan):
         for q in plan.scales:
             v = gi.prepare(img, q, plan.view)
             out.append(v)
-            if plan.flip or plan.mirror:
+            if plan.runs_mirrored:
                 out.append(v[:, ::-1])
         return out
 
@@ -148,7 +148,7 @@ def _pipeline(plan, items, decode, features, batch_size: int, valid=None):
         valid = tf.range(tf.shape(items)[0])
     k = tf.shape(valid)[0]
     views_of = _item_views(plan)
-    slots = len(plan.scales) * (2 if plan.flip or plan.mirror else 1)
+    slots = len(plan.scales) * (2 if plan.runs_mirrored else 1)
     dim = _feature_dim(plan)
 
     def prepare(j, arrays, shapes):

@@ -44,6 +44,11 @@ class ServingPlan:
     mirror: bool = False
 
     @property
+    def runs_mirrored(self) -> bool:
+        """Each view also runs mirrored (``flip`` averages the two, ``mirror`` keeps both)."""
+        return self.flip or self.mirror
+
+    @property
     def deepest(self) -> str:
         """The last end point the pools read (where the conv stack stops)."""
         names = end_point_names(self.arch)
@@ -182,15 +187,14 @@ def _plan_auto(model) -> ServingPlan:
         else _temperature(float(model.calibration["temperature"]))
     )
 
-    def head_of_view(features):
-        x = tf.gather(_normalise_blocks(features, blocks, power), cols, axis=1)
-        return calibrate(tf.cast(core(x), tf.float64))
+    views = spec.views(arch)
 
     def head(features):  # AutoModel.predict_features: one prediction per view of the row, averaged
-        if not spec.mirror:
-            return head_of_view(features)
-        half = blocks[-1][2]
-        return (head_of_view(features[:, :half]) + head_of_view(features[:, half:])) / 2.0
+        outs = [
+            calibrate(tf.cast(core(tf.gather(_normalise_blocks(features, b, power), cols, axis=1)), tf.float64))
+            for b in views
+        ]
+        return tf.add_n(outs) / float(len(outs))
 
     pools = tuple((ep, p) for ep in spec.end_points for p in spec.poolings)
     return ServingPlan(
