@@ -559,7 +559,8 @@ def test_an_image_and_its_mirror_image_train_as_two_rows_never_split_by_a_fold_a
 ):
     """With ``FeatureSpec.mirror`` each image gives two training rows (its blocks and its mirror image's), which
     cross-validation keeps on one side of every fold (a held-out photo whose mirror image trained the model would
-    flatter the CV score); the prediction averages the two views, so a row and its halves swapped predict alike."""
+    flatter the CV score), and the Dense head's early stopping inside a fold on one side of its split; the
+    prediction averages the two views, so a row and its halves swapped predict alike."""
     from vggtransfer.models.auto import AutoClassifier
 
     spec = FeatureSpec(end_points=("pool5",), poolings=("avg",), scales=(32,), mirror=True)
@@ -583,6 +584,9 @@ def test_an_image_and_its_mirror_image_train_as_two_rows_never_split_by_a_fold_a
         trained = {image_of[r.tobytes()] for r in np.concatenate([x_tr, x_val])}
         assert len(x_tr) + len(x_val) + len(x_te) == 120  # every image twice
         assert all(held_out.count(i) == 2 for i in held_out) and not set(held_out) & trained
+        fitted, stopping = [image_of[r.tobytes()] for r in x_tr], [image_of[r.tobytes()] for r in x_val]
+        assert stopping and not set(fitted) & set(stopping)  # early stopping never scores a fitted image's mirror
+        assert all(fitted.count(i) == 2 for i in fitted) and all(stopping.count(i) == 2 for i in stopping)
     refit = [s for s in seen if s[0] == "fit"][-1]
     assert len(refit[1]) == 120  # the refit trains on both views of every image
     assert report.selection["rows"] == report.selection["rows_total"] == 60
@@ -631,7 +635,7 @@ def test_racing_stops_a_candidate_far_behind_after_one_fold_and_never_one_that_c
     calls = []
 
     def trainer(good):
-        def dense(x_tr, y_tr, x_te, y_te, l2, seed):
+        def dense(x_tr, y_tr, x_te, y_te, l2, seed, groups=None):
             calls.append(l2)
             if task == "regression":
                 return (y_te if good else -y_te + rng.normal(0, 1, len(y_te))), 3
@@ -908,7 +912,7 @@ def test_classes_average_each_familys_best_unless_racing_stopped_it():
     x[:, :3] += 1.5 * np.eye(3)[y]
 
     def dense(good):
-        def train(x_tr, y_tr, x_te, y_te, l2, seed):
+        def train(x_tr, y_tr, x_te, y_te, l2, seed, groups=None):
             if not good:  # always a wrong class
                 return np.eye(3)[(y_te + 1) % 3] * 0.97 + 0.01, 4
             scores = 2.0 * x_te[:, :3] + rng.normal(0, 1, (len(y_te), 3))

@@ -204,6 +204,22 @@ def test_split_indices_is_deterministic_and_stratified():
     assert (labels[va1] == 0).sum() == 6 and (labels[va1] == 1).sum() == 2
 
 
+def test_split_indices_keeps_each_group_on_one_side():
+    """40 images, each as two rows (a photo and its mirror image: group ids tiled): the split is of images, stratified
+    by their class; unique ids give the split without groups; ids of the wrong length are refused."""
+    labels = np.tile(np.array([0] * 30 + [1] * 10), 2)
+    groups = np.tile(np.arange(40), 2)
+    tr, va = split_indices(80, 0.2, 5, labels, groups)
+    assert sorted(np.r_[tr, va].tolist()) == list(range(80))
+    assert not set(groups[tr]) & set(groups[va]) and len(va) == 16
+    assert (labels[va] == 0).sum() == 12 and (labels[va] == 1).sum() == 4
+    plain = split_indices(40, 0.2, 5, labels[:40])
+    for a, b in zip(split_indices(40, 0.2, 5, labels[:40], np.arange(40)), plain):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="one id per row"):
+        split_indices(80, 0.2, 5, labels, groups[:40])
+
+
 def test_real_tiger_cat_regressor_small(real_weights, shared_dir, tmp_path):
     """Real weights, 24 tiger + 24 cat photos: held-out tigers are predicted longer than cats."""
     from sklearn.metrics import roc_auc_score

@@ -7,10 +7,21 @@ import numpy as np
 from vggtransfer.data.images import path_list
 
 
-def split_indices(n: int, val_fraction: float, seed: int, labels=None):
-    """Deterministic (train, val) index arrays; stratified by ``labels`` when given."""
+def split_indices(n: int, val_fraction: float, seed: int, labels=None, groups=None):
+    """Deterministic (train, val) index arrays; stratified by ``labels`` when given. ``groups``: one id per row; the
+    rows of a group (an image and its mirror image, copies of one photo) land on one side, the groups stratified by
+    the label of their first row. Unique ids give the same split as no groups."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must give one id per row ({n}), got shape {groups.shape}")
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        by_group = None if labels is None else np.asarray(labels)[first]
+        _, val_groups = split_indices(len(first), val_fraction, seed, by_group)
+        is_val = np.isin(inverse, val_groups)
+        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
     rng = np.random.default_rng(seed)
     if labels is None:
         groups = [np.arange(n)]

@@ -458,16 +458,17 @@ class AutoModel(Model):
         n_classes = len(self.classes)
         dense_heads: dict = {}
 
-        def dense_cv(x_tr, y_tr, x_te, y_te, l2, fold_seed):
+        def dense_cv(x_tr, y_tr, x_te, y_te, l2, fold_seed, groups=None):
             key = (x_tr.shape[1], l2)
             if key not in dense_heads:
                 dense_heads[key] = DenseHead(x_tr.shape[1], self._head_spec(l2), self.learning_rate, self.threads)
             head = dense_heads[key]
             # Early stopping on a part of the fold's training rows, never on its held-out rows: the epoch is a
             # parameter like the others, and choosing it on the rows that score it would flatter the Dense head's
-            # CV score (and the outputs calibration and averaging learn from).
+            # CV score (and the outputs calibration and averaging learn from). An image's rows (its mirror image,
+            # its copies: ``groups``) stay on one side, or the stopping rows would repeat rows the head fits.
             strata = y_tr if self.task == "classification" else quantile_bins(y_tr, 5)
-            fit_rows, stop_rows = split_indices(len(y_tr), defaults.VAL_FRACTION, fold_seed, strata)
+            fit_rows, stop_rows = split_indices(len(y_tr), defaults.VAL_FRACTION, fold_seed, strata, groups)
             h = head.fit(
                 x_tr[fit_rows],
                 y_tr[fit_rows],

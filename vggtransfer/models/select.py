@@ -247,11 +247,13 @@ def select(
     ``models`` restricts the candidates (default :data:`MODELS` of the task). ``average`` (classes): where more
     than one model family has a candidate on the chosen group that racing did not stop, the result is the average
     of each family's best, calibrated (:func:`average_of_families`). ``dense`` is a callable
-    ``dense(x_train, y_train, x_val, y_val, l2, seed) -> (outputs on x_val, best epoch)`` training the Dense head on
-    a fold's training rows and predicting its held-out rows ``x_val`` (``y_val`` is theirs, for test doubles; the
-    library's trainer, in :mod:`vggtransfer.models.auto`, neither fits nor early-stops on them: it stops on a part of
-    the training rows). ``log`` receives one line per stage. ``copies``: group ids of rows that
-    are copies of one image (:func:`vggtransfer.models.folds.copy_groups`), kept in one fold.
+    ``dense(x_train, y_train, x_val, y_val, l2, seed, groups=...) -> (outputs on x_val, best epoch)`` training the
+    Dense head on a fold's training rows and predicting its held-out rows ``x_val`` (``y_val`` is theirs, for test
+    doubles; the library's trainer, in :mod:`vggtransfer.models.auto`, neither fits nor early-stops on them: it stops
+    on a part of the training rows, keeping each of ``groups`` on one side). ``log`` receives one line per stage.
+    ``copies``: group ids of rows that are views or copies of one image (the mirror image's row,
+    :func:`vggtransfer.models.folds.copy_groups`), kept in one fold; the training rows' ids are passed to ``dense``
+    as ``groups`` (None without copies).
     """
     t0 = time.perf_counter()
     y = np.asarray(y)
@@ -368,7 +370,8 @@ def select(
             out, epochs = np.zeros((len(y), n_classes) if classes else (len(y),)), []
 
             def dense_fold(i, tr, te):
-                out[te], ep = dense(x[tr], y[tr], x[te], y[te], l2, seed + i)
+                kept = None if copies is None else copies[tr]
+                out[te], ep = dense(x[tr], y[tr], x[te], y[te], l2, seed + i, groups=kept)
                 epochs.append(ep)
 
             ran = ran_until_behind([out], dense_fold)
